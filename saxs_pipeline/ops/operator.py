@@ -1,0 +1,382 @@
+"""The oversampled integration operator.
+
+Each pixel is split into ``ov x ov`` sub-pixels; every sub-pixel centre gets a bin label
+(q, or phi in Phi-mode). ``A[p, k]`` is the fraction of pixel ``p``'s sub-pixels that land
+in bin ``k``. The operator stores ``W[k, p] = A[p, k] * c[p]`` (``c`` = 1 / polarization
+factor, or 1) for unmasked pixels only, as a scipy CSC matrix with one column per pixel:
+CSC streams the image once and scatters into a bin vector that stays in L1 (measured 2x
+faster than CSR, 4-5x faster than pydata ``sparse``; see the README's design notes).
+
+``areas[k] = sum_p A[p, k]`` is the effective number of pixels in bin ``k``; the mean
+intensity is ``(W @ image) / areas`` -- counts per pixel, the correction not included in
+the normalisation, exactly as the original and FIT2D.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
+from saxs_pipeline.ops import geometry as geo
+
+__all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
+
+log = logging.getLogger(__name__)
+
+# Bump when the stored layout or the binning rules change, so stale caches are not used.
+FORMAT_VERSION = 1
+
+
+@dataclass(eq=False)
+class IntegrationOperator:
+    """A built integration operator for one (geometry, mask entry, mask) combination."""
+
+    kind: str  # "Radial" or "Phi"
+    matrix: sp.csc_matrix  # (nbins, hi - lo) float32, W[k, p] = A[p, k] * c[p], p in span
+    areas: np.ndarray  # (nbins,) float64, sum_p A[p, k] over unmasked pixels
+    area_sq: np.ndarray  # (nbins,) float64, sum_p A[p, k]**2 (for the standard error)
+    radial: np.ndarray  # (nbins,) bin centres: q in nm^-1 (Radial) or phi in rad (Phi)
+    edges: np.ndarray  # (nbins + 1,) bin edges
+    valid: np.ndarray  # (npix,) bool, pixels the operator uses
+    correction: np.ndarray | None  # (npix,) float64 1/polarization factor, or None
+    shape: tuple[int, int]
+    span: tuple[int, int]  # [lo, hi): first to last used pixel (flat index); columns of matrix
+    matrix64: sp.csc_matrix = field(default=None, repr=False)  # same layout, float64 data
+    key: str = ""
+
+    @property
+    def nbins(self) -> int:
+        return int(self.radial.size)
+
+    @property
+    def uniform(self) -> bool:
+        width = np.diff(self.edges)
+        return bool(np.allclose(width, width[0], rtol=1e-9, atol=0))
+
+    def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
+        """The matrix in the precision of the input: float64 images use float64 weights
+        (closed-form results hold to 1e-12); everything else the faster float32 ones."""
+        return self.matrix64 if np.dtype(dtype) == np.float64 else self.matrix
+
+    def save(self, path: str | Path) -> None:
+        """Save to an ``.npz`` (atomically: written to a temporary name, then renamed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        m = self.matrix64
+        lo, hi = self.span
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            version=FORMAT_VERSION,
+            kind=self.kind,
+            indptr=m.indptr,
+            indices=m.indices,
+            data=m.data,
+            nbins=self.nbins,
+            areas=self.areas,
+            area_sq=self.area_sq,
+            radial=self.radial,
+            edges=self.edges,
+            valid=np.packbits(self.valid),
+            correction=self.correction if self.correction is not None else np.zeros(0),
+            shape=np.array(self.shape),
+            span=np.array([lo, hi]),
+            key=self.key,
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> IntegrationOperator:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != FORMAT_VERSION:
+                raise ValueError(f"{path}: operator format {int(z['version'])}, need {FORMAT_VERSION}")
+            shape = tuple(int(v) for v in z["shape"])
+            npix = shape[0] * shape[1]
+            lo, hi = (int(v) for v in z["span"])
+            m64 = sp.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=(int(z["nbins"]), hi - lo))
+            correction = z["correction"]
+            return _assemble(
+                kind=str(z["kind"]),
+                m64=m64,
+                areas=z["areas"],
+                area_sq=z["area_sq"],
+                radial=z["radial"],
+                edges=z["edges"],
+                valid=np.unpackbits(z["valid"], count=npix).astype(bool),
+                correction=correction if correction.size else None,
+                shape=(shape[0], shape[1]),
+                span=(lo, hi),
+                key=str(z["key"]),
+            )
+
+
+def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, shape, key, span=None):
+    if span is None:
+        # Columns before the first and after the last used pixel are dropped: the beam
+        # stop and edge rows of a real mask are long masked runs the product need not visit.
+        used = np.flatnonzero(valid)
+        span = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+        m64 = m64[:, span[0] : span[1]]
+    m32 = sp.csc_matrix(
+        (m64.data.astype(np.float32), m64.indices, m64.indptr), shape=m64.shape, copy=False
+    )
+    return IntegrationOperator(
+        kind=kind,
+        matrix=m32,
+        areas=areas,
+        area_sq=area_sq,
+        radial=radial,
+        edges=edges,
+        valid=valid,
+        correction=correction,
+        shape=shape,
+        span=span,
+        matrix64=m64,
+        key=key,
+    )
+
+
+def operator_key(
+    geometry: Geometry, mask_config: MaskConfig, polarization: Polarization | None, valid: np.ndarray
+) -> str:
+    """Content hash of everything the operator depends on (geometry, binning, polarization
+    and the mask pixels), used as the cache name."""
+    params = {
+        "version": FORMAT_VERSION,
+        "geometry": geometry.__dict__,
+        "polarization": polarization.__dict__ if polarization else None,
+        "ov": mask_config.oversampling,
+        "ppre": mask_config.pixels_per_radial_element,
+        "phi": mask_config.phi_mode,
+        "window": [mask_config.q_start, mask_config.q_stop] if mask_config.phi_mode else None,
+        "bins": mask_config.radial_bins,
+        "range": mask_config.radial_range,
+        "edges": mask_config.radial_edges,
+    }
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=list).encode())
+    h.update(np.packbits(np.asarray(valid, dtype=bool)).tobytes())
+    return h.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SAXS_PIPELINE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "saxs_pipeline" / "operators"
+
+
+def cached_operator(
+    geometry: Geometry,
+    mask_config: MaskConfig,
+    valid: np.ndarray,
+    polarization: Polarization | None = None,
+    cache_dir: str | Path | None | bool = None,
+) -> IntegrationOperator:
+    """:func:`build_operator`, saved and loaded by content hash so a restart does not
+    rebuild. ``cache_dir=False`` disables the cache; ``None`` uses ``$SAXS_PIPELINE_CACHE``
+    or ``~/.cache/saxs_pipeline/operators``."""
+    if cache_dir is False:
+        return build_operator(geometry, mask_config, valid, polarization)
+    key = operator_key(geometry, mask_config, polarization, valid)
+    path = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = path / f"{key}.npz"
+    if path.exists():
+        try:
+            return IntegrationOperator.load(path)
+        except Exception as exc:  # a torn or stale file: rebuild and overwrite
+            log.warning("operator cache %s unreadable (%s); rebuilding", path, exc)
+    op = build_operator(geometry, mask_config, valid, polarization, key=key)
+    try:
+        op.save(path)
+    except OSError as exc:
+        log.warning("cannot write operator cache %s: %s", path, exc)
+    return op
+
+
+def build_operator(
+    geometry: Geometry,
+    mask_config: MaskConfig,
+    valid: np.ndarray,
+    polarization: Polarization | None = None,
+    *,
+    key: str = "",
+) -> IntegrationOperator:
+    """Build the operator. ``valid`` is the boolean mask of usable pixels (True = used)
+    with the calibration's image shape."""
+    rows, cols = geometry.image_shape
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != (rows, cols):
+        raise ValueError(f"mask shape {valid.shape} differs from Imagesize {(rows, cols)}")
+    ov = mask_config.oversampling
+    dx, dy = geo.subpixel_offsets(geometry, ov)
+    q, _ = geo.two_theta_q(dx[None, :], dy[:, None], geometry)
+
+    drop = None
+    if mask_config.phi_mode:
+        kind = "Phi"
+        phi = np.arctan2(dy[:, None], dx[None, :])
+        rmax_mm = np.sqrt(max(dx[0] ** 2, dx[-1] ** 2) + max(dy[0] ** 2, dy[-1] ** 2))
+        # The original's grid (r in mm: about 1 degree bins on a Pilatus 1M at PPRE 1).
+        scale = rmax_mm / float(phi.max()) / mask_config.pixels_per_radial_element
+        u = (phi + np.pi) * scale
+        del phi
+        nbins = int(u.max()) + 1
+        edges = np.arange(nbins + 1, dtype=np.float64) / scale - np.pi
+        # The q window is applied per sub-pixel (the original used pixel centres).
+        drop = (q < mask_config.q_start) | (q > mask_config.q_stop)
+        to_u = None
+    else:
+        kind = "Radial"
+        edges, to_u = _radial_grid(dx, dy, q, geometry, mask_config)
+        u = to_u(q)
+        nbins = edges.size - 1
+    del q
+
+    width = None
+    if to_u is not None and _splitting(mask_config) == "linear":
+        width = _subpixel_width(geometry, ov, to_u)
+
+    correction = None
+    if polarization is not None:
+        correction = (1.0 / geo.polarization_factor(geometry, polarization)).ravel()
+
+    m64, areas, area_sq = _accumulate(u, drop, width, rows, cols, ov, nbins, valid.ravel(), correction)
+    return _assemble(
+        kind=kind,
+        m64=m64,
+        areas=areas,
+        area_sq=area_sq,
+        radial=0.5 * (edges[:-1] + edges[1:]),
+        edges=edges,
+        valid=valid.ravel().copy(),
+        correction=correction,
+        shape=(rows, cols),
+        key=key,
+    )
+
+
+def _splitting(mc: MaskConfig) -> str:
+    """Point sampling of sub-pixel centres reproduces the original on its own grid;
+    explicit grids (new, no legacy curves to match) default to linear splitting."""
+    if mc.pixel_splitting is not None:
+        return mc.pixel_splitting
+    explicit = mc.radial_edges is not None or mc.radial_bins is not None
+    return "linear" if explicit else "point"
+
+
+def _radial_grid(dx, dy, q, geometry: Geometry, mc: MaskConfig):
+    """Bin edges and the map from q to the continuous bin coordinate u (bin k is
+    k <= u < k + 1)."""
+    if mc.radial_edges is not None or mc.radial_bins is not None:
+        if mc.radial_edges is not None:
+            edges = np.asarray(mc.radial_edges, dtype=np.float64)
+        else:
+            lo, hi = mc.radial_range if mc.radial_range is not None else (0.0, float(q.max()))
+            edges = np.linspace(lo, hi, int(mc.radial_bins) + 1)
+        nb = edges.size - 1
+        width = np.diff(edges)
+        if np.allclose(width, width[0], rtol=1e-12, atol=0):
+            e0, per_bin = edges[0], nb / (edges[-1] - edges[0])
+            return edges, lambda qq: (qq - e0) * per_bin
+        index = np.arange(nb + 1, dtype=np.float64)
+        # Beyond the edges u continues linearly so that out-of-range parts are dropped.
+        return edges, lambda qq: np.interp(qq, edges, index, left=-1.0, right=nb + 1.0)
+    # The original's grid: bins uniform in q, about PixelPerRadialElement pixels wide at the
+    # largest radius; both maxima over all sub-pixel centres, masked or not.
+    psy = geometry.pixel_size_um[0] * 1e-3
+    rmax_px = np.sqrt(max(dx[0] ** 2, dx[-1] ** 2) + max(dy[0] ** 2, dy[-1] ** 2)) / psy
+    scale = rmax_px / float(q.max()) / mc.pixels_per_radial_element
+    nb = int(q.max() * scale) + 1
+    return np.arange(nb + 1, dtype=np.float64) / scale, lambda qq: qq * scale
+
+
+def _subpixel_width(geometry: Geometry, ov: int, to_u) -> np.ndarray:
+    """Width, in bins, of the box each sub-pixel is spread over: the linearised extent of
+    a sub-pixel square in u, sqrt(a^2 + b^2) for the steps a, b along x and y (the box
+    with the same variance as the exact trapezoid). Evaluated per pixel, shape
+    ``(rows, 1, cols, 1)`` to broadcast over that pixel's sub-pixels."""
+    dx, dy = geo.subpixel_offsets(geometry, 1)
+    q, _ = geo.two_theta_q(dx[None, :], dy[:, None], geometry)
+    u = to_u(q)
+    gy, gx = np.gradient(u)
+    width = np.hypot(gx, gy) / ov
+    rows, cols = geometry.image_shape
+    return width.reshape(rows, 1, cols, 1)
+
+
+def _accumulate(u, drop, width, rows, cols, ov, nbins, valid, correction):
+    """Weights of every (pixel, bin) pair from the sub-pixel coordinates ``u``, laid out
+    as CSC columns (one per pixel).
+
+    Each sub-pixel covers [u - w/2, u + w/2) uniformly (w = 0: its centre only) and gives
+    each bin the overlapping fraction of its 1/ov^2 share of the pixel. A pixel's
+    sub-pixels reach only a few neighbouring bins, so weights are accumulated per pixel at
+    small offsets from the pixel's lowest bin; no global sort is needed.
+    """
+    npix = rows * cols
+    u4 = u.reshape(rows, ov, cols, ov)
+    if width is None:
+        lower = u4
+        base = np.floor(lower)
+        fracs = [None]  # all of the sub-pixel in bin `base`
+    else:
+        lower = u4 - 0.5 * width
+        base = np.floor(lower)
+        inv = np.divide(1.0, width, out=np.full(width.shape, np.inf), where=width > 0)
+        n_edges = int(np.ceil(float(width.max()))) + 1
+        fracs, prev = [], 0.0
+        for j in range(1, n_edges + 1):
+            # fraction of the box below the edge base + j; a zero-width box is all below.
+            cum = np.clip((base + j - lower) * inv, 0.0, 1.0)
+            cum[np.isnan(cum)] = 1.0
+            fracs.append(cum - prev)
+            prev = cum
+    base = base.astype(np.int64)
+    if drop is not None:
+        drop4 = drop.reshape(rows, ov, cols, ov)
+        base[drop4] = np.iinfo(np.int32).max
+    low = base.min(axis=(1, 3))
+    if drop is not None:
+        low[low == np.iinfo(np.int32).max] = 0
+    offset = base - low[:, None, :, None]
+    span = int(offset[offset < np.iinfo(np.int32).max // 2].max(initial=0)) + len(fracs)
+    pix = (np.arange(rows)[:, None, None, None] * cols + np.arange(cols)[None, None, :, None])
+    key = (pix * span + offset).ravel()
+    keep = None if drop is None else ~drop4.ravel()
+    weights = np.zeros(npix * span, dtype=np.float64)
+    for j, f in enumerate(fracs):
+        w = None if f is None else f.ravel()
+        if keep is not None:
+            w = keep.astype(np.float64) if w is None else w * keep
+            k = np.where(keep, key + j, 0)
+        else:
+            k = key + j
+        weights += np.bincount(k, weights=w, minlength=npix * span)[: npix * span]
+    weights = weights.reshape(npix, span)
+    weights[~valid] = 0
+    bins = low[:, None].ravel()[:, None] + np.arange(span)
+    weights[(bins < 0) | (bins >= nbins)] = 0
+    nz = weights > 1e-12
+    indptr = np.zeros(npix + 1, dtype=np.int64)
+    np.cumsum(nz.sum(axis=1), out=indptr[1:])
+    indices = bins[nz].astype(np.int32)
+    frac = weights[nz] / float(ov * ov)
+    areas = np.bincount(indices, weights=frac, minlength=nbins)
+    area_sq = np.bincount(indices, weights=frac * frac, minlength=nbins)
+    if correction is not None:
+        frac = frac * correction[np.repeat(np.arange(npix), nz.sum(axis=1))]
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    return sp.csc_matrix((frac, indices, indptr), shape=(nbins, npix)), areas, area_sq
