@@ -26,6 +26,7 @@ __all__ = [
     "calc_theta",
     "polarization_factor",
     "q_from_two_theta",
+    "q_map",
     "q_scale",
     "subpixel_offsets",
     "tilt_projection",
@@ -98,20 +99,61 @@ def q_from_two_theta(two_theta: np.ndarray, wavelength_a: float) -> np.ndarray:
     return q_scale(wavelength_a) * np.sin(np.asarray(two_theta) / 2.0)
 
 
+def q_map(geometry: Geometry, oversampling: int = 1, *, block_rows: int = 48) -> np.ndarray:
+    """q (nm^-1) at every sub-pixel centre, shape ``(rows*ov, cols*ov)``.
+
+    Same formula as :func:`two_theta_q`, evaluated in blocks of rows with in-place
+    operations: a Pilatus 1M at ov 3 has 9.2 M sub-pixels, and cache-sized temporaries
+    make this several times faster than whole-array expressions.
+    """
+    dx, dy = subpixel_offsets(geometry, oversampling)
+    a, b = tilt_projection(geometry)
+    d = geometry.distance_mm
+    # Separable parts: h = hx + hy, r^2 = dx^2 + dy^2, l^2 = (dx^2 + 2d hx) + (dy^2 + d^2 + 2d hy)
+    hx, hy = a * dx, b * dy
+    l2x, l2y = dx * dx + 2 * d * hx, dy * dy + d * d + 2 * d * hy
+    r2x, r2y = dx * dx, dy * dy
+    out = np.empty((dy.size, dx.size), dtype=np.float64)
+    k = q_scale(geometry.wavelength_a) / np.sqrt(2.0)
+    shape = (block_rows, dx.size)
+    t1, t2 = np.empty(shape), np.empty(shape)
+    for start in range(0, dy.size, block_rows):
+        stop = min(start + block_rows, dy.size)
+        n = stop - start
+        h, perp2, q = t1[:n], t2[:n], out[start:stop]
+        np.add(hx[None, :], hy[start:stop, None], out=h)
+        np.add(r2x[None, :], r2y[start:stop, None], out=perp2)
+        np.add(l2x[None, :], l2y[start:stop, None], out=q)  # l^2
+        np.sqrt(q, out=q)  # l
+        h += d  # dz = distance along the beam
+        perp2 -= (h - d) ** 2  # r^2 - h^2: squared distance from the beam axis
+        h += q  # l + dz
+        h *= q  # l (l + dz)
+        np.divide(perp2, h, out=q)  # 2 sin^2(theta)
+        np.sqrt(q, out=q)
+        q *= k
+    return out
+
+
 def polarization_factor(geometry: Geometry, polarization: Polarization) -> np.ndarray:
     """Polarization factor at every pixel centre, shape ``image_shape``; intensities are
     divided by it.
 
-    ``P = F (1 - sin^2(phi-rot) sin^2 2theta) + (1-F) (1 - cos^2(phi-rot) sin^2 2theta)``
-    with ``rot = Angle - 90 deg`` (the original's formula; ``F`` is the fraction polarized
-    along ``Angle``, 0 = image x).
+    The original's ``F (1 - sin^2(phi-rot) sin^2 2theta) + (1-F) (1 - cos^2(phi-rot)
+    sin^2 2theta)`` with ``rot = Angle - 90 deg``, rewritten as
+    ``1 - sin^2 2theta [F cos^2(phi-A) + (1-F) sin^2(phi-A)]`` and evaluated without
+    trigonometry: ``sin^2 2theta = perp^2 / l^2`` and ``cos(phi-A) = (dx cos A + dy sin A)/r``.
+    ``F`` is the fraction polarized along ``Angle`` (0 = image x).
     """
     dx, dy = subpixel_offsets(geometry, 1)
     x, y = dx[None, :], dy[:, None]
-    _, tth = two_theta_q(x, y, geometry, need_two_theta=True)
-    assert tth is not None
-    s2 = np.sin(tth) ** 2
-    phi = np.arctan2(y, x)
-    rot = np.deg2rad(polarization.angle_deg) - np.pi / 2
+    a, b = tilt_projection(geometry)
+    d = geometry.distance_mm
+    h = a * x + b * y
+    r2 = x * x + y * y
+    sin2_2theta = (r2 - h * h) / (r2 + d * d + 2 * d * h)
+    angle = np.deg2rad(polarization.angle_deg)
+    along = (x * np.cos(angle) + y * np.sin(angle)) ** 2
+    cos2 = np.divide(along, r2, out=np.ones_like(r2), where=r2 > 0)
     f = polarization.fraction
-    return f * (1 - (np.sin(phi - rot) ** 2) * s2) + (1 - f) * (1 - (np.cos(phi - rot) ** 2) * s2)
+    return 1.0 - sin2_2theta * (f * cos2 + (1.0 - f) * (1.0 - cos2))

@@ -163,6 +163,7 @@ def operator_key(
         "bins": mask_config.radial_bins,
         "range": mask_config.radial_range,
         "edges": mask_config.radial_edges,
+        "splitting": None if mask_config.phi_mode else _splitting(mask_config),
     }
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=list).encode())
     h.update(np.packbits(np.asarray(valid, dtype=bool)).tobytes())
@@ -221,7 +222,7 @@ def build_operator(
         raise ValueError(f"mask shape {valid.shape} differs from Imagesize {(rows, cols)}")
     ov = mask_config.oversampling
     dx, dy = geo.subpixel_offsets(geometry, ov)
-    q, _ = geo.two_theta_q(dx[None, :], dy[:, None], geometry)
+    q = geo.q_map(geometry, ov)
 
     drop = None
     if mask_config.phi_mode:
@@ -307,9 +308,7 @@ def _subpixel_width(geometry: Geometry, ov: int, to_u) -> np.ndarray:
     a sub-pixel square in u, sqrt(a^2 + b^2) for the steps a, b along x and y (the box
     with the same variance as the exact trapezoid). Evaluated per pixel, shape
     ``(rows, 1, cols, 1)`` to broadcast over that pixel's sub-pixels."""
-    dx, dy = geo.subpixel_offsets(geometry, 1)
-    q, _ = geo.two_theta_q(dx[None, :], dy[:, None], geometry)
-    u = to_u(q)
+    u = to_u(geo.q_map(geometry, 1))
     gy, gx = np.gradient(u)
     width = np.hypot(gx, gy) / ov
     rows, cols = geometry.image_shape

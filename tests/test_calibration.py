@@ -1,0 +1,118 @@
+"""Calibration files: both forms, defaults of optional fields, and errors that name the
+file and the JSON path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from saxs_pipeline.io.calibration import CalibrationError, load_calibration, schema
+
+from realdata import require
+
+NESTED = {
+    "Geometry": {
+        "Tilt": {"TiltRotDeg": 73.569, "TiltAngleDeg": -0.56},
+        "BeamCenter": [808.37, 387.772],
+        "DedectorDistanceMM": 1031.657,
+        "PixelSizeMicroM": [172.0],
+        "Imagesize": [1043, 981],
+    },
+    "Wavelength": 1.54,
+    "Masks": [{"MaskFile": "mask.msk", "Oversampling": 3, "PixelPerRadialElement": 1,
+               "qStart": 0, "qStop": 5}],
+    "Directory": ["data"],
+}
+
+
+def test_shipped_schemas_are_valid_json_schema() -> None:
+    for form in ("nested", "flat"):
+        jsonschema.Draft202012Validator.check_schema(schema(form))
+
+
+def test_nested_form_with_original_optional_fields_missing() -> None:
+    # The original raised KeyError for missing Phi-mode, GISAXSmode, Threads ...
+    cal = load_calibration(NESTED)
+    g = cal.geometry
+    assert (g.beam_center_y, g.beam_center_x) == (808.37, 387.772)
+    assert g.pixel_size_um == (172.0, 172.0)
+    assert g.image_shape == (1043, 981)
+    m = cal.masks[0]
+    assert (m.oversampling, m.phi_mode, m.q_start, m.q_stop) == (3, False, 0.0, 5.0)
+    assert (cal.gisaxs_mode, cal.overwrite_files, cal.live_filelisting, cal.threads) == (False, True, True, 2)
+    assert cal.polarization is None
+    assert json.loads(cal.to_json()) == NESTED
+
+
+def test_flat_form_of_the_2014_manual() -> None:
+    cal = load_calibration(require("cal_flat.json"))
+    assert cal.geometry.beam_center_y == 808.37
+    assert cal.geometry.distance_mm == 1031.657
+    assert cal.masks[0].oversampling == 2
+    # relative MaskFile resolves against the calibration file's folder
+    assert cal.mask_path(cal.masks[0]) == require("AAA_integ.msk")
+
+
+def test_detector_distance_alias_and_polarization() -> None:
+    raw = json.loads(json.dumps(NESTED))
+    raw["Geometry"]["DetectorDistanceMM"] = raw["Geometry"].pop("DedectorDistanceMM")
+    raw["PolarizationCorrection"] = {"Fraction": 0.995, "Angle": 0}
+    cal = load_calibration(raw)
+    assert cal.geometry.distance_mm == 1031.657
+    assert cal.polarization is not None and cal.polarization.fraction == 0.995
+
+
+def _broken(path: str, value: object) -> dict:
+    raw = json.loads(json.dumps(NESTED))
+    node = raw
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if k.isdigit() else node[k]
+    node[keys[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "json_path"),
+    [
+        ("Geometry.BeamCenter", "808,387", "$.Geometry.BeamCenter"),
+        ("Geometry.BeamCenter", [1, 2, 3], "$.Geometry.BeamCenter"),
+        ("Geometry.Imagesize", [1043.5, 981], "$.Geometry.Imagesize[0]"),
+        ("Geometry.Tilt", {"TiltRotDeg": "x", "TiltAngleDeg": 0}, "$.Geometry.Tilt.TiltRotDeg"),
+        ("Masks.0.Oversampling", 0, "$.Masks[0].Oversampling"),
+        ("Masks.0.PhiMode", True, "$.Masks[0]"),
+        ("Wavelength", -1, "$.Wavelength"),
+        ("BeamCentre", [1, 2], "$"),
+        ("Masks.0.RadialEdges", [0.0, 1.0, 0.5], "$.Masks[0].RadialEdges"),
+    ],
+)
+def test_errors_name_the_json_path(path: str, value: object, json_path: str, tmp_path: Path) -> None:
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(_broken(path, value)))
+    with pytest.raises(CalibrationError) as exc:
+        load_calibration(f)
+    assert exc.value.path == json_path
+    assert str(f) in str(exc.value) and json_path in str(exc.value)
+
+
+def test_missing_distance_unreadable_and_missing_files(tmp_path: Path) -> None:
+    raw = json.loads(json.dumps(NESTED))
+    del raw["Geometry"]["DedectorDistanceMM"]
+    with pytest.raises(CalibrationError, match=r"\$\.Geometry: 'DedectorDistanceMM'"):
+        load_calibration(raw)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CalibrationError, match="not valid JSON"):
+        load_calibration(bad)
+    with pytest.raises(CalibrationError, match="file not found"):
+        load_calibration(tmp_path / "missing.json")
+
+
+def test_slice_mask_ref_must_point_at_a_mask() -> None:
+    raw = json.loads(json.dumps(NESTED))
+    raw["Slices"] = [{"Direction": "x", "Plane": "InPlane", "CutPosition": 10, "MaskRef": 3}]
+    with pytest.raises(CalibrationError, match=r"\$\.Slices\[0\]\.MaskRef"):
+        load_calibration(raw)
