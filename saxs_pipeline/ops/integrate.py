@@ -10,6 +10,7 @@ them with one vectorised pass and only then corrects the sums for the few pixels
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,12 +57,27 @@ def _as_vector(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _excluded(op: IntegrationOperator, x: np.ndarray, exclude_negative: bool) -> np.ndarray:
-    """Flat indices of used pixels whose value must not count in this frame."""
-    ok = x >= 0 if exclude_negative else x == x  # both are False for NaN
-    np.logical_not(ok, out=ok)
-    ok &= op.valid
-    return np.flatnonzero(ok) if ok.any() else np.empty(0, dtype=np.intp)
+_scratch = threading.local()
+
+
+def _flags(n: int) -> np.ndarray:
+    # A per-thread buffer: a fresh megabyte per frame costs page faults on every call.
+    buf = getattr(_scratch, "flags", None)
+    if buf is None or buf.size < n:
+        buf = _scratch.flags = np.empty(n, dtype=bool)
+    return buf[:n]
+
+
+def _excluded(op: IntegrationOperator, xs: np.ndarray, exclude_negative: bool) -> np.ndarray:
+    """Flat indices of used pixels whose value must not count in this frame; ``xs`` is
+    the frame over the operator's span."""
+    lo, hi = op.span
+    bad = _flags(xs.size)
+    # NaN compares False both ways, so "not (x >= 0)" catches it with the negatives.
+    np.greater_equal(xs, 0, out=bad) if exclude_negative else np.equal(xs, xs, out=bad)
+    np.logical_not(bad, out=bad)
+    bad &= op.valid[lo:hi]
+    return np.flatnonzero(bad) + lo if bad.any() else np.empty(0, dtype=np.intp)
 
 
 def _areas_without(op: IntegrationOperator, bad: np.ndarray, m) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +94,14 @@ def _areas_without(op: IntegrationOperator, bad: np.ndarray, m) -> tuple[np.ndar
 
 def _sums(op: IntegrationOperator, x: np.ndarray, exclude_negative: bool):
     """Weighted sums, effective areas and sum of squared areas for one flat frame."""
-    m = op.matrix_for(x.dtype)
+    m = op.matrix_for(x.dtype, single=True)
     lo, hi = op.span
-    bad = _excluded(op, x, exclude_negative)
+    bad = _excluded(op, x[lo:hi], exclude_negative)
     if bad.size == 0:
         return m @ x[lo:hi], op.areas, op.area_sq, bad
     xs = x[lo:hi].copy()
     xs[bad - lo] = 0
-    areas, area_sq = _areas_without(op, bad, m)
+    areas, area_sq = _areas_without(op, bad, op.matrix_for(x.dtype))
     return m @ xs, areas, area_sq, bad
 
 
@@ -121,7 +137,7 @@ def integrate_error(
     x = _as_vector(op, image)
     sums, areas, area_sq, bad = _sums(op, x, exclude_negative)
     mean = _divide(sums, areas)
-    m = op.matrix_for(x.dtype)
+    m = op.matrix_for(x.dtype, single=True)
     lo, hi = op.span
     back = m.T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
     dev = x[lo:hi] - back
@@ -155,11 +171,14 @@ def integrate_batch(
     rows = np.empty((n, width), dtype=dtype)
     bad_sets = []
     for i, f in enumerate(frames):
-        x = _as_vector(op, f)
-        bad = _excluded(op, x, exclude_negative)
-        np.copyto(rows[i], x[lo:hi], casting="unsafe")
+        f = np.asarray(f)
+        if f.size != op.shape[0] * op.shape[1]:
+            raise ValueError(f"frame has shape {f.shape} but the operator expects {op.shape}")
+        row = rows[i]
+        np.copyto(row, f.reshape(-1)[lo:hi], casting="unsafe")
+        bad = _excluded(op, row, exclude_negative)
         if bad.size:
-            rows[i, bad - lo] = 0
+            row[bad - lo] = 0
         bad_sets.append(bad)
     cols = np.empty((width, n), dtype=dtype)
     for a in range(0, width, _TRANSPOSE_BLOCK):

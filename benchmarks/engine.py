@@ -1,0 +1,182 @@
+"""Engine benchmark: ``python -m benchmarks.engine``.
+
+Pilatus 1M frames (the real frame from ../shared/data/pilatus1m when present, else the
+generated demo set): operator build, per-frame integrate, integrate + Poisson, all three
+columns, and the batched product -- each beside pyFAI ``integrate1d`` (full/csr, same
+bins, polarization 0.99, ``error_model="poisson"`` / ``"azimuthal"``) and a plain scipy
+CSR mat-vec with the same weights, measured in one run on this machine. pyFAI is the
+optional ``bench`` extra; without it its columns read "n/a".
+
+Times are medians of repeated calls (warm caches, the usual steady state of a beamline).
+"one core" rows run single-threaded; "2 threads" rows run two frames at a time in a
+thread pool (scipy's sparse kernels release the GIL) against pyFAI's OpenMP default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from saxs_pipeline.io.calibration import Calibration, Polarization, load_calibration
+from saxs_pipeline.io.images import read_image
+from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.ops.integrate import (
+    integrate,
+    integrate_batch,
+    integrate_error,
+    integrate_poisson,
+)
+from saxs_pipeline.ops.operator import build_operator
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
+BATCH = 16
+
+
+def median_ms(fn: Callable[[], object], repeat: int, per: int = 1) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times) / per
+
+
+def load_set_up() -> tuple[Calibration, np.ndarray, np.ndarray, str]:
+    if (DATA / "buf1_00000.tif").is_file():
+        cal = load_calibration(DATA / "cal_flat.json")
+        return cal, load_mask(cal, cal.masks[0]), read_image(DATA / "buf1_00000.tif"), "real buf1_00000.tif"
+    from saxs_pipeline.demo import generate_demo
+
+    demo = generate_demo(Path(tempfile.mkdtemp()) / "bench", n_frames=1)
+    cal = load_calibration(demo.calibration)
+    return cal, load_mask(cal, cal.masks[0]), read_image(demo.frames[0]), "generated demo frame"
+
+
+def pyfai_integrator(cal: Calibration, valid: np.ndarray):
+    try:
+        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+    except ImportError:
+        try:
+            from pyFAI.azimuthalIntegrator import AzimuthalIntegrator
+        except ImportError:
+            return None
+    g = cal.geometry
+    ai = AzimuthalIntegrator(detector="Pilatus1M")
+    # FIT2D frame: flip the stored TIFF rows (research pyfai.md 0, recipe 1).
+    ai.setFit2D(
+        directDist=g.distance_mm,
+        centerX=g.beam_center_x,
+        centerY=g.beam_center_y,
+        tilt=g.tilt_angle_deg,
+        tiltPlanRotation=g.tilt_rot_deg,
+        pixelX=g.pixel_size_um[1],
+        pixelY=g.pixel_size_um[0],
+        wavelength=g.wavelength_a,
+    )
+    return ai, np.flipud(~valid).astype(np.int8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per case (median)")
+    args = parser.parse_args()
+    rep = args.repeat
+
+    cal, valid, image, source = load_set_up()
+    pol = Polarization(0.995, 0.0)
+    base = cal.masks[0]
+    rows: list[tuple[str, float | None, float | None, float | None]] = []
+
+    # --- operator build ---------------------------------------------------------------
+    for ov in (2, 3):
+        mc = dataclasses.replace(base, oversampling=ov)
+        t = median_ms(lambda mc=mc: build_operator(cal.geometry, mc, valid, pol), 3)
+        rows.append((f"build ov {ov}, original grid (point)", t, None, None))
+    mc3 = dataclasses.replace(base, oversampling=3)
+    op = build_operator(cal.geometry, mc3, valid, pol)
+    lin = dataclasses.replace(mc3, radial_edges=tuple(op.edges))
+    t_lin = median_ms(lambda: build_operator(cal.geometry, lin, valid, pol), 3)
+
+    fai = pyfai_integrator(cal, valid)
+    flipped = np.flipud(image)
+    qrange = (float(op.edges[0]), float(op.edges[-1]))
+    kw = dict(unit="q_nm^-1", radial_range=qrange, method=("full", "csr", "cython"),
+              correctSolidAngle=False, polarization_factor=0.99)
+    t_fai_build = None
+    if fai is not None:
+        ai, fmask = fai
+
+        def fresh_setup() -> None:
+            ai.reset()
+            ai.integrate1d(flipped, op.nbins, mask=fmask, **kw)
+
+        t_fai_build = median_ms(fresh_setup, 3)
+    rows.append(("build ov 3, explicit grid (linear split)", t_lin, t_fai_build, None))
+
+    # --- per frame, one core --------------------------------------------------------------
+    csr = op.matrix.tocsr()
+    lo, hi = op.span
+
+    def scipy_csr() -> None:
+        (csr @ image.ravel()[lo:hi].astype(np.float32)) / op.areas
+
+    def fai_call(error_model: str | None):
+        if fai is None:
+            return None
+        ai, fmask = fai
+        extra = {"error_model": error_model} if error_model else {}
+        return lambda: ai.integrate1d(flipped, op.nbins, mask=fmask, **kw, **extra)
+
+    t_csr = median_ms(scipy_csr, rep)
+    for label, ours, model in (
+        ("integrate (mean)", lambda: integrate(op, image), None),
+        ("integrate + Poisson", lambda: integrate_poisson(op, image), "poisson"),
+        ("all three columns (mean, std, Poisson)", lambda: integrate_error(op, image), "azimuthal"),
+    ):
+        f = fai_call(model)
+        rows.append((f"{label}, one core", median_ms(ours, rep), median_ms(f, rep) if f else None, t_csr))
+
+    frames = [image] * BATCH
+    rows.append((f"batched x{BATCH} (mean + Poisson), one core",
+                 median_ms(lambda: integrate_batch(op, frames), max(3, rep // 5), per=BATCH),
+                 None, t_csr))
+
+    # --- throughput on 2 threads -----------------------------------------------------------
+    n = 64
+    with ThreadPoolExecutor(2) as pool:
+        t2 = median_ms(lambda: list(pool.map(lambda _: integrate_poisson(op, image), range(n))), 3, per=n)
+        tb = median_ms(
+            lambda: list(pool.map(lambda _: integrate_batch(op, frames), range(4))), 3, per=4 * BATCH
+        )
+    f = fai_call("poisson")
+    t_fai2 = median_ms(f, rep) if f else None
+    rows.append(("integrate + Poisson, 2 threads (per frame)", t2, t_fai2, None))
+    rows.append((f"batched x{BATCH}, 2 threads (per frame)", tb, t_fai2, None))
+
+    print(f"saxs_pipeline engine benchmark -- {source}, {image.shape[0]}x{image.shape[1]} int32, "
+          f"{op.nbins} bins, ov 3, polarization 0.99, nnz {op.matrix.nnz:,}; "
+          f"{os.cpu_count()} cores; pyFAI full/csr/cython at its OpenMP default")
+    head = f"{'case':<46}{'ours ms':>10}{'pyFAI ms':>10}{'CSR ms':>9}{'pyFAI/ours':>12}{'CSR/ours':>10}"
+    print(head)
+    print("-" * len(head))
+    for label, ours, other, plain in rows:
+        def fmt(v: float | None, w: int) -> str:
+            return f"{v:>{w}.2f}" if v is not None else f"{'n/a':>{w}}"
+
+        ratio = f"{other / ours:>11.1f}x" if other else f"{'':>12}"
+        ratio_csr = f"{plain / ours:>9.2f}x" if plain else f"{'':>10}"
+        print(f"{label:<46}{fmt(ours, 10)}{fmt(other, 10)}{fmt(plain, 9)}{ratio}{ratio_csr}")
+
+
+if __name__ == "__main__":
+    main()
