@@ -139,7 +139,8 @@ def integrate_error(
     mean = _divide(sums, areas)
     m = op.matrix_for(x.dtype, single=True)
     lo, hi = op.span
-    back = m.T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
+    # CSC transposed is one row per pixel: gathers from the small bin vector, writes in order.
+    back = op.matrix_for(x.dtype).T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
     dev = x[lo:hi] - back
     dev *= dev
     if bad.size:

@@ -1,0 +1,93 @@
+"""``saxsconverter``: FIT2D calibration log (or older calibration JSON) -> calibration JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from saxs_pipeline.io.converter import ConverterError, convert, to_text, write_calibration
+
+__all__ = ["build_parser", "main"]
+
+DESCRIPTION = """\
+Convert the refined geometry of a FIT2D calibration log into a saxs_pipeline calibration
+(JSON, nested form), or convert an older calibration JSON (the 2014 flat form or the
+nested form) into one.
+
+From a FIT2D log (the text FIT2D prints after a powder calibration) these lines are read,
+wherever they appear in a line:
+  Refined Beam centre = X Y (pixels)      -> Geometry.BeamCenter = [Y, X]
+  Refined sample to detector distance = D -> Geometry.DedectorDistanceMM
+  Refined tilt plane rotation angle = R   -> Geometry.Tilt.TiltRotDeg
+  Refined tilt angle = T                  -> Geometry.Tilt.TiltAngleDeg
+  Refined wavelength = L                  -> Wavelength (Angstrom)
+All five must be present. If a line occurs several times, the last one is used. Pixel
+size and image size are not in the log: they come from the base calibration.
+
+From a calibration JSON, the geometry, wavelength, title, polarization correction and the
+first mask entry's MaskFile, PixelPerRadialElement, qStart, qStop and Oversampling are
+taken over.
+
+The values are written into a base calibration: the template given with -t; else OUTPUT
+itself if it exists (its other fields are kept); else a complete default calibration for
+a Pilatus 1M (172 um pixels, 1043 x 981 pixels, mask placeholder AAA_integ.msk,
+oversampling 3). The base must be a valid calibration. The result is validated, written to
+OUTPUT (JSON, indent 4) and printed.
+"""
+
+EPILOG = """\
+examples:
+  saxsconverter calibration.txt cal.json
+  saxsconverter -t mysetup.json calibration.txt cal.json
+  saxsconverter old_flat_cal.json cal.json
+
+exit status: 0 on success, 1 if the input, base or result is not usable, 2 on usage errors.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saxsconverter",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "input", metavar="INPUT",
+        help="FIT2D calibration log (text), or a calibration JSON in the flat or nested form",
+    )
+    parser.add_argument(
+        "output", metavar="OUTPUT",
+        help="calibration JSON to write; if it exists (and no -t is given) it is the base "
+        "whose fields are updated",
+    )
+    parser.add_argument(
+        "-t", "--template", metavar="TEMPLATE",
+        help="calibration JSON to use as the base instead of OUTPUT or the default",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="do not print the resulting calibration",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``saxsconverter``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="saxsconverter: %(message)s")
+    try:
+        config = convert(args.input, args.output, args.template)
+        write_calibration(args.output, config)
+    except ConverterError as exc:
+        print(f"saxsconverter: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(to_text(config), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
