@@ -1,0 +1,401 @@
+"""Pipeline benchmark: ``python -m benchmarks.pipeline``.
+
+One run, one table, on Pilatus 1M-sized frames (the real ``buf1_00000.tif`` from
+../shared/data/pilatus1m copied N times when present, else a generated demo frame):
+
+* **readdir**: a walk over N frames already on disk, integrated by the embedded cluster
+  (2 worker processes x 1 thread, as ``saxsdog`` starts it), ``.chi`` files and the zarr
+  curve stack written;
+* **live**: a feeder process writes frames into the watched directory at a given rate
+  (and at its maximum rate); latency is file closed (feeder clock) -> ``.chi`` written
+  (its mtime; the kernel's coarse file clock makes that good to ~4 ms). Five untimed
+  frames go first: the steady state is measured, not the queue's set-up;
+* **pyFAI**: pyFAI's own loop on the same frames: ``fabio.open`` + ``integrate1d``
+  (setFit2D geometry, full/csr, ``error_model="poisson"``, the same bins and q range),
+  OpenMP on both cores. Its p50/p99 are per-frame loop times. Skipped with a note when
+  pyFAI (the optional ``bench`` extra) is not installed.
+
+Our side computes what pyFAI's loop does (mean and Poisson error; no per-bin standard
+deviation) and also writes every ``.chi`` and zarr row. Before each case the benchmark
+waits (up to ``--quiet-wait`` s) for other processes to go quiet and reports the CPU they
+used during the case ("bg CPU", in cores): on a shared 2-core box that is the main source
+of noise (the hypervisor's steal time counts as theirs). A case during which they used
+more than 0.3 cores is run again (at most three runs). The throughput cases (readdir,
+pyFAI) run at least twice and report the faster quiet run; noise only slows runs down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
+
+TARGETS = {"readdir_fps": 250.0, "readdir_vs_pyfai": 3.0, "live_fps": 120.0, "p99_ms_at_50": 100.0}
+
+
+@dataclass
+class Source:
+    calibration: Path
+    frame: Path
+    description: str
+
+
+@dataclass
+class Row:
+    case: str
+    frames: int
+    fps: float | None
+    p50: float | None = None
+    p99: float | None = None
+    background: float | None = None
+    note: str = ""
+    compare: bool = True  # a throughput worth comparing with pyFAI's (not rate-limited)
+
+
+def find_source(workdir: Path) -> Source:
+    frame = DATA / "buf1_00000.tif"
+    if frame.is_file() and (DATA / "cal_flat.json").is_file():
+        return Source(DATA / "cal_flat.json", frame, "real Pilatus 1M frame buf1_00000.tif")
+    from saxs_pipeline.demo import generate_demo
+
+    demo = generate_demo(workdir / "demo-source", n_frames=1)
+    return Source(demo.calibration, demo.frames[0], "generated demo frame (no real data found)")
+
+
+# -- background load --------------------------------------------------------------------
+
+
+def _busy_seconds() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    # steal: time the hypervisor gave our virtual CPUs to other machines
+    return sum(getattr(t, f, 0.0) for f in ("user", "system", "nice", "irq", "softirq", "steal"))
+
+
+def _own_seconds(pids: set[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in list(pids):
+        try:
+            c = psutil.Process(pid).cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except psutil.Error:
+            pids.discard(pid)
+    return total
+
+
+class Background:
+    """CPU (in cores) used by processes other than ours while a case runs."""
+
+    def __init__(self, pids: Callable[[], set[int]]) -> None:
+        self.pids = pids
+
+    def __enter__(self) -> Background:
+        self._own_pids = self.pids()
+        self._t, self._busy, self._own = time.perf_counter(), _busy_seconds(), _own_seconds(
+            self._own_pids)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        dt = time.perf_counter() - self._t
+        own = _own_seconds(self._own_pids | self.pids()) - self._own
+        self.cores = max(0.0, (_busy_seconds() - self._busy - own) / dt) if dt > 0 else 0.0
+
+
+def wait_quiet(pids: Callable[[], set[int]], max_wait: float, threshold: float = 0.25) -> float:
+    """Wait until other processes use less than ``threshold`` cores (over 0.5 s)."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        with Background(pids) as bg:
+            time.sleep(0.5)
+        if bg.cores < threshold or time.monotonic() > deadline:
+            return bg.cores
+
+
+# -- cases ------------------------------------------------------------------------------
+
+
+def copy_frames(src: Path, directory: Path, n: int, prefix: str = "frame") -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{prefix}_{i:05d}.tif" for i in range(n)]
+    for p in paths:
+        shutil.copyfile(src, p)
+    os.sync()  # no writeback of the copies during a timed case
+    return paths
+
+
+def bench_pyfai(source: Source, frames: list[Path], pids) -> Row:
+    try:
+        import fabio
+        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+    except ImportError as exc:
+        return Row("pyFAI loop: fabio + integrate1d", 0, None, note=f"skipped: {exc}")
+    from saxs_pipeline.integrator import Integrator
+    from saxs_pipeline.io.calibration import load_calibration
+
+    cal = load_calibration(source.calibration)
+    integ = Integrator(cal, with_std=False)
+    op = integ.operators[0]
+    g = cal.geometry
+    ai = AzimuthalIntegrator()
+    ai.setFit2D(directDist=g.distance_mm, centerX=g.beam_center_x, centerY=g.beam_center_y,
+                tilt=g.tilt_angle_deg, tiltPlanRotation=g.tilt_rot_deg,
+                pixelX=g.pixel_size_um[1], pixelY=g.pixel_size_um[0], wavelength=g.wavelength_a)
+    # FIT2D's frame is the stored TIFF upside down: flip the image, the mask with it.
+    mask = np.flipud(~integ.valid[0]).astype(np.int8)
+    kw = {"unit": "q_nm^-1", "radial_range": (float(op.edges[0]), float(op.edges[-1])),
+          "method": ("full", "csr", "cython"), "correctSolidAngle": False,
+          "error_model": "poisson", "mask": mask}
+    if cal.polarization is not None:
+        kw["polarization_factor"] = 2 * cal.polarization.fraction - 1
+
+    def one(path: Path) -> None:
+        ai.integrate1d(np.flipud(fabio.open(str(path)).data), op.nbins, **kw)
+
+    one(frames[0])  # builds pyFAI's CSR matrix
+    times = []
+    wait_quiet(pids, 20)
+    with Background(pids) as bg:
+        t0 = time.perf_counter()
+        for p in frames:
+            t = time.perf_counter()
+            one(p)
+            times.append(time.perf_counter() - t)
+        wall = time.perf_counter() - t0
+    ms = 1e3 * np.array(times)
+    return Row("pyFAI loop: fabio + integrate1d full/csr", len(frames), len(frames) / wall,
+               float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), bg.cores,
+               "per-frame loop time")
+
+
+def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: float,
+                  run: int = 0) -> Row:
+    from saxs_pipeline.queue import ImageQueue
+
+    q = ImageQueue(client, source.calibration, directory, batch_size=16,
+                   zarr_path=directory.parent / f"readdir-{run}.zarr")
+    q.start()
+    wait_quiet(pids, quiet)
+    with Background(pids) as bg:
+        t0 = time.perf_counter()
+        q.readdir()
+        ok = q.join(600)
+        wall = time.perf_counter() - t0
+    stats = q.close()
+    assert ok and stats["failed"] == 0, stats
+    return Row("readdir (walk, 16 frames per task)", n, n / wall, background=bg.cores)
+
+
+def quietest(case: Callable[[int], Row], *, runs: int = 1, attempts: int = 3,
+             max_background: float = 0.3) -> Row:
+    """Run ``case`` ``runs`` times, and again (up to ``attempts`` runs in all) while no
+    run kept other processes under ``max_background`` cores. Of the quiet runs the
+    fastest is reported (noise only ever slows a run down), else the least disturbed."""
+    rows: list[Row] = []
+    while len(rows) < attempts:
+        rows.append(case(len(rows)))
+        quiet = [r for r in rows if (r.background or 0.0) <= max_background]
+        if len(rows) >= runs and quiet:
+            break
+    quiet = [r for r in rows if (r.background or 0.0) <= max_background]
+    best = max(quiet, key=lambda r: r.fps or 0.0) if quiet else min(
+        rows, key=lambda r: r.background or 0.0)
+    if len(rows) > 1:
+        best.note = (best.note + "; " if best.note else "") + f"best of {len(rows)} runs"
+    return best
+
+
+WARM_FRAMES = 5  # written first and not timed: the queue's first frames pay one-off set-up
+
+
+def feed(src: str, dst: str, n: int, rate: float, out: str) -> None:
+    """The detector stand-in (a separate process): write ``WARM_FRAMES`` untimed frames,
+    then ``n`` copies of ``src`` into ``dst`` in place, at ``rate`` frames/s (0: as fast
+    as it can); record the close times of the ``n``."""
+    data = Path(src).read_bytes()
+
+    def write(name: str) -> float:
+        fd = os.open(os.path.join(dst, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+        return time.time()
+
+    for i in range(WARM_FRAMES):
+        write(f"warm_{i:05d}.tif")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    closed = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        if rate > 0:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        closed.append(write(f"live_{i:05d}.tif"))
+    Path(out).write_text(json.dumps(closed))
+
+
+def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, quiet: float) -> Row:
+    from saxs_pipeline.naming import output_basename
+    from saxs_pipeline.queue import ImageQueue
+
+    data = root / "data"
+    data.mkdir(parents=True)
+    os.sync()  # the previous case's frames are not written back during this one
+    q = ImageQueue(client, source.calibration, data, watch=True, batch_size=16)
+    q.start()
+    times_file = root / "closed.json"
+    wait_quiet(pids, quiet)
+    with Background(pids) as bg:
+        feeder = subprocess.Popen([sys.executable, "-m", "benchmarks.pipeline", "--feed",
+                                   str(source.frame), str(data), str(n), str(rate), str(times_file)],
+                                  cwd=Path(__file__).resolve().parents[1])
+        pids_with_feeder = pids() | {feeder.pid}
+        bg.pids = lambda: pids_with_feeder
+        assert feeder.wait(600) == 0
+        deadline = time.monotonic() + 120
+        while q.progress()["done"] < n + WARM_FRAMES and time.monotonic() < deadline:
+            time.sleep(0.05)
+    stats = q.close()
+    assert stats["images processed"] == n + WARM_FRAMES and stats["failed"] == 0, stats
+    closed = json.loads(times_file.read_text())
+    written = [os.stat(f"{output_basename(data / f'live_{i:05d}.tif', data)}.chi").st_mtime_ns / 1e9
+               for i in range(n)]
+    latency = 1e3 * (np.array(written) - np.array(closed))
+    fps = n / (max(written) - closed[0])
+    if rate > 0:
+        label, note = f"live, {rate:g} frames/s offered", "latency: file closed -> .chi written"
+    else:  # the feeder outruns the pipeline: latency is mostly time waiting in the backlog
+        label, note = "live, maximum rate", "feeder outpaces: latency includes the backlog"
+    return Row(label, n, fps, float(np.percentile(latency, 50)), float(np.percentile(latency, 99)),
+               bg.cores, note, compare=rate <= 0)
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    width = int(spec.split(".")[0]) if spec[0].isdigit() else 0
+    return ("-" if v is None else format(v, spec)).rjust(width)
+
+
+def table(rows: list[Row], pyfai_fps: float | None) -> str:
+    head = f"{'case':<42} {'frames':>6} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>8} " \
+           f"{'vs pyFAI':>8} {'bg CPU':>6}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ratio = None if (pyfai_fps is None or r.fps is None or not r.compare) else r.fps / pyfai_fps
+        lines.append(f"{r.case:<42} {r.frames:>6} {_fmt(r.fps, '9.1f')} {_fmt(r.p50, '8.1f')} "
+                     f"{_fmt(r.p99, '8.1f')} {(_fmt(ratio, '.2f') + 'x') if ratio else '-':>8} "
+                     f"{_fmt(r.background, '6.2f')}  {r.note}")
+    return "\n".join(lines)
+
+
+def verdict(rows: dict[str, Row], pyfai_fps: float | None) -> str:
+    def mark(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+    rd, live50, livemax = rows["readdir"], rows["live50"], rows["livemax"]
+    ratio = None if pyfai_fps is None else rd.fps / pyfai_fps
+    return "; ".join([
+        f"readdir >= {TARGETS['readdir_fps']:g} f/s: {mark(rd.fps >= TARGETS['readdir_fps'])}",
+        f"readdir >= {TARGETS['readdir_vs_pyfai']:g}x pyFAI: "
+        f"{mark(None if ratio is None else ratio >= TARGETS['readdir_vs_pyfai'])}",
+        f"live >= {TARGETS['live_fps']:g} f/s: {mark(livemax.fps >= TARGETS['live_fps'])}",
+        f"p99 < {TARGETS['p99_ms_at_50']:g} ms at 50 f/s: "
+        f"{mark(live50.p99 < TARGETS['p99_ms_at_50'])}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=600, help="readdir frames (600)")
+    parser.add_argument("--live-frames", type=int, default=400, help="frames per live case (400)")
+    parser.add_argument("--rate", type=float, default=50.0, help="offered live rate (50/s)")
+    parser.add_argument("--pyfai-frames", type=int, default=150, help="pyFAI loop frames (150)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to put the frames (default: a temporary directory)")
+    parser.add_argument("--quiet-wait", type=float, default=25.0,
+                        help="max seconds to wait for other processes to go quiet (25)")
+    parser.add_argument("--feed", nargs=5, metavar=("SRC", "DST", "N", "RATE", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.feed:
+        src, dst, n, rate, out = args.feed
+        feed(src, dst, int(n), float(rate), out)
+        return 0
+
+    logging.basicConfig(level=logging.WARNING)
+    import dask
+    from distributed import Client, LocalCluster
+
+    for name in ("distributed", "tornado", "silx", "pyFAI"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # their start/stop chatter
+    from saxs_pipeline.cli.saxsdog import embedded_cluster_kwargs
+    from saxs_pipeline.worker import nanny_environ_config
+
+    root = Path(tempfile.mkdtemp(prefix="saxs-bench-", dir=args.workdir))
+    os.environ.setdefault("SAXS_PIPELINE_CACHE", str(root / "operator-cache"))
+    t_start = time.perf_counter()
+    try:
+        source = find_source(root)
+        frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
+        size = source.frame.stat().st_size
+        with dask.config.set(nanny_environ_config()):
+            cluster = LocalCluster(**embedded_cluster_kwargs(args.workers))
+        with cluster, Client(cluster) as client:
+            def pids() -> set[int]:
+                return {os.getpid(), *client.run(os.getpid).values()}
+
+            from saxs_pipeline.queue import ImageQueue
+
+            warm = root / "warm" / "data"
+            copy_frames(source.frame, warm, 4)
+            with ImageQueue(client, source.calibration, warm) as q:
+                q.readdir()
+                q.join(120)
+            rows = {"readdir": quietest(lambda i: bench_readdir(
+                client, source, frames[0].parent, args.frames, pids, args.quiet_wait, i),
+                runs=2)}
+            rows["live50"] = quietest(lambda i: bench_live(
+                client, source, root / f"live50-{i}", args.live_frames, args.rate, pids,
+                args.quiet_wait))
+            rows["livemax"] = quietest(lambda i: bench_live(
+                client, source, root / f"livemax-{i}", args.live_frames, 0.0, pids,
+                args.quiet_wait))
+        pyfai = quietest(lambda i: bench_pyfai(source, frames[: args.pyfai_frames],
+                                               lambda: {os.getpid()}), runs=2)
+        pyfai_fps = pyfai.fps
+        print(f"saxs_pipeline pipeline benchmark: {source.description}, "
+              f"{size / 1e6:.1f} MB per frame")
+        print(f"cluster: embedded LocalCluster, {args.workers} worker processes x 1 thread, "
+              f"{os.cpu_count()} CPUs; mean + Poisson error per frame, .chi + zarr written")
+        print(table([rows["readdir"], rows["live50"], rows["livemax"], pyfai], pyfai_fps))
+        print("targets: " + verdict(rows, pyfai_fps))
+        print(f"(total run time {time.perf_counter() - t_start:.0f} s)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""``saxsdog``: options, start-up errors, a batch run, and a watch run with a writer
+process, a frame that never completes and a SIGKILLed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from saxs_pipeline.cli.saxsdog import main, parse_args
+from saxs_pipeline.io.zarrstack import read_stack
+
+pytestmark = pytest.mark.timeout(180)
+
+SAXSDOG = str(Path(sys.executable).parent / "saxsdog")
+
+
+def test_options() -> None:
+    o = parse_args(["-c", "c.json", "-t", "3", "-w", "-r", "-o", "out", "-s", "-p", "-S", "-n",
+                    "-D", "--scheduler", "tcp://h:1", "--zarr", "z.zarr", "--pattern", "*.cbf",
+                    "--poll", "dir"])
+    assert (o.directory, o.calibration, o.threads, o.out_dir, o.zarr) == (
+        Path("dir"), Path("c.json"), 3, Path("out"), Path("z.zarr"))
+    assert o.watch and o.resume and o.svg and o.png and o.silent and o.no_walk and o.walk_thread
+    assert o.poll and o.pattern == "*.cbf" and o.scheduler == "tcp://h:1"
+    assert parse_args(["-i", "d"]).relpath == "."
+    assert parse_args(["d"]).relpath == os.path.join("..", "work")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_startup_errors(saxs_setup, tmp_path: Path, capsys) -> None:
+    setup = saxs_setup()
+    assert main(["-c", str(setup.calibration), str(tmp_path / "missing")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    cal = json.loads(setup.calibration.read_text())
+    cal["Geometry"]["Imagesize"] = "big"
+    bad.write_text(json.dumps(cal))
+    assert main(["-c", str(bad), str(setup.data)]) == 2
+    err = capsys.readouterr().err
+    assert "bad calibration" in err and "bad.json" in err and "$.Geometry.Imagesize" in err
+    t = time.monotonic()
+    assert main(["-c", str(setup.calibration), "--scheduler", f"tcp://127.0.0.1:{free_port()}",
+                 "--connect-timeout", "1", str(setup.data)]) == 3
+    assert "cannot reach tcp://127.0.0.1:" in capsys.readouterr().err
+    assert time.monotonic() - t < 20
+
+
+def saxsdog(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([SAXSDOG, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def test_batch_run_with_pictures_live_plot_profile_and_resume(saxs_setup, tmp_path: Path) -> None:
+    setup = saxs_setup(n_frames=24)
+    r = saxsdog(["-c", str(setup.calibration), "-t", "2", "-s", "-m", "-P", str(setup.data)],
+                tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "24/24" in r.stderr and "100%" in r.stderr  # the progress bar
+    assert "24 frames in" in r.stderr
+    work = setup.root / "exp" / "work"
+    assert len(list(work.glob("*.chi"))) == 24 and len(list(work.glob("*.svg"))) == 24
+    assert (work / "live.png").stat().st_size > 0  # -m without a display
+    assert (tmp_path / "prof").stat().st_size > 0  # -P
+    setup.check_stack(work / "data.zarr", range(24), chi_dir=work)
+    mtime = (work / "frame_00005.chi").stat().st_mtime_ns
+    r = saxsdog(["-c", str(setup.calibration), "-t", "1", "-r", "-S", str(setup.data)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # -S: silent
+    assert (work / "frame_00005.chi").stat().st_mtime_ns == mtime
+
+
+WRITER = textwrap.dedent("""
+    import os, sys, time
+    staged, target, parts, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    names = sorted(os.listdir(staged))
+    for name in names:
+        data = open(os.path.join(staged, name), "rb").read()
+        if name.startswith("never"):
+            data = data[: len(data) // 2]  # a frame that is never completed
+        step = len(data) // parts + 1
+        with open(os.path.join(target, name), "wb") as fh:  # one open: one close event
+            for k in range(0, len(data), step):
+                fh.write(data[k : k + step])
+                fh.flush()
+                time.sleep(pause)
+""")
+
+
+def worker_children(pid: int) -> list[psutil.Process]:
+    kids = psutil.Process(pid).children()
+    return [k for k in kids if "spawn_main" in " ".join(k.cmdline())]
+
+
+def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: Path) -> None:
+    setup = saxs_setup(n_frames=0)
+    n = 30
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for i in range(n):
+        setup.write(i, staged)
+    (staged / "never_00000.tif").write_bytes(setup.frame_bytes(999))
+    zarr_path = tmp_path / "live.zarr"
+    log = tmp_path / "saxsdog.log"
+    with open(log, "w") as fh:
+        dog = subprocess.Popen(
+            [SAXSDOG, "-w", "-n", "-t", "2", "--retries", "3", "-c", str(setup.calibration),
+             "--zarr", str(zarr_path), str(setup.data)],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=fh)
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while "watching" not in log.read_text():
+            assert dog.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(staged), str(setup.data), "4",
+                                   "0.03"])
+        work = setup.root / "exp" / "work"
+        killed = False
+        while len(list(work.glob("frame_*.chi"))) < n:
+            if not killed and len(list(work.glob("frame_*.chi"))) >= n // 3:
+                victims = worker_children(dog.pid)
+                assert len(victims) == 2
+                os.kill(victims[0].pid, signal.SIGKILL)
+                killed = True
+            assert dog.poll() is None and time.monotonic() < deadline + 60
+            time.sleep(0.05)
+        assert writer.wait(30) == 0
+        failures = work / "failures.log"
+        while not failures.exists():
+            assert time.monotonic() < deadline + 90
+            time.sleep(0.1)
+        dog.send_signal(signal.SIGINT)
+        dog.wait(60)
+        err = log.read_text()
+    finally:
+        for p in (dog, writer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert killed
+    assert dog.returncode == 1, err  # a frame failed
+    assert f"{n} frames in" in err and "1 failed" in err
+    record = json.loads(failures.read_text())
+    assert record["file"].endswith("never_00000.tif") and record["attempts"] == 4
+    setup.check_stack(zarr_path, range(n), chi_dir=work)
+    assert len(read_stack(zarr_path)["filename"]) == n
+
+
+def test_demo_subcommand(tmp_path: Path, saxs_operator_cache: Path) -> None:
+    r = saxsdog(["demo", str(tmp_path / "d"), "-N", "3", "-t", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    work = tmp_path / "d" / "demo" / "work"
+    assert sorted(p.name for p in work.glob("*.chi")) == [
+        "sample_00000.chi", "sample_00001.chi", "sample_00002.chi"]
+    assert read_stack(work / "data.zarr")["n_valid"] == 3
+
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def test_workflows_reprocess_and_explore(saxs_setup, tmp_path: Path) -> None:
+    setup = saxs_setup(n_frames=12)
+    r = subprocess.run([sys.executable, str(WORKFLOWS / "reprocess_beamtime.py"), "-c",
+                        str(setup.calibration), "-q", str(setup.data)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["frames"] == 12 and summary["failed"] == 0
+    stack = Path(summary["queues"][0]["curve_stack"])
+    assert (stack.parent / "reprocess-summary.json").exists()
+    r = subprocess.run([sys.executable, str(WORKFLOWS / "explore_zarr.py"), str(stack), "--out",
+                        str(tmp_path / "figs")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "R0_I0_over_time.png", "R0_iq_over_frames.png"]
