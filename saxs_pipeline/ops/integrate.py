@@ -60,12 +60,20 @@ def _as_vector(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
 _scratch = threading.local()
 
 
-def _flags(n: int) -> np.ndarray:
-    # A per-thread buffer: a fresh megabyte per frame costs page faults on every call.
-    buf = getattr(_scratch, "flags", None)
+def _buffer(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-thread scratch array: fresh megabytes on every frame cost page faults (a
+    first touch of a new 50 MB batch buffer took longer than the product itself)."""
+    n = int(np.prod(shape))
+    key = f"{name}-{np.dtype(dtype).str}"
+    buf = getattr(_scratch, key, None)
     if buf is None or buf.size < n:
-        buf = _scratch.flags = np.empty(n, dtype=bool)
-    return buf[:n]
+        buf = np.empty(n, dtype=dtype)
+        setattr(_scratch, key, buf)
+    return buf[:n].reshape(shape)
+
+
+def _flags(n: int) -> np.ndarray:
+    return _buffer("flags", (n,), np.dtype(bool))
 
 
 def _excluded(op: IntegrationOperator, xs: np.ndarray, exclude_negative: bool) -> np.ndarray:
@@ -139,10 +147,9 @@ def integrate_error(
     mean = _divide(sums, areas)
     m = op.matrix_for(x.dtype, single=True)
     lo, hi = op.span
-    # CSC transposed is one row per pixel: gathers from the small bin vector, writes in order.
-    back = op.matrix_for(x.dtype).T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
-    dev = x[lo:hi] - back
-    dev *= dev
+    back = m.T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
+    dev = np.subtract(x[lo:hi], back, out=back)
+    np.square(dev, out=dev)
     if bad.size:
         dev[bad - lo] = 0
     std = np.sqrt(_divide(m @ dev, areas))
@@ -169,7 +176,7 @@ def integrate_batch(
     dtype = np.float64 if any(np.asarray(f).dtype == np.float64 for f in frames) else np.float32
     lo, hi = op.span
     width = hi - lo
-    rows = np.empty((n, width), dtype=dtype)
+    rows = _buffer("rows", (n, width), dtype)
     bad_sets = []
     for i, f in enumerate(frames):
         f = np.asarray(f)
@@ -181,7 +188,7 @@ def integrate_batch(
         if bad.size:
             row[bad - lo] = 0
         bad_sets.append(bad)
-    cols = np.empty((width, n), dtype=dtype)
+    cols = _buffer("cols", (width, n), dtype)
     for a in range(0, width, _TRANSPOSE_BLOCK):
         cols[a : a + _TRANSPOSE_BLOCK] = rows[:, a : a + _TRANSPOSE_BLOCK].T
     m = op.matrix_for(dtype)
