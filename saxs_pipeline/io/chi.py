@@ -62,7 +62,14 @@ class ChiError(ValueError):
 def _row_format(n: int) -> str:
     # One format string for the whole table: a single % over a flat tuple is several
     # times faster than formatting row by row, and the frame loop writes many files.
-    return "%.18e %.18e %.18e\n " * n
+    return "%s %.18e %.18e\n " * n
+
+
+@lru_cache(maxsize=16)
+def _axis_text(axis: bytes) -> tuple[str, ...]:
+    # Every frame of a run has the same first column: format it once, not per file
+    # (a third of the formatting time on the per-frame hot path).
+    return tuple("%.18e" % v for v in np.frombuffer(axis, dtype=np.float64))
 
 
 def _table(path: PathLike, columns: Sequence[Any]) -> tuple[int, str]:
@@ -71,7 +78,10 @@ def _table(path: PathLike, columns: Sequence[Any]) -> tuple[int, str]:
     if any(a.ndim != 1 or a.size != n for a in arrays):
         shapes = ", ".join(str(a.shape) for a in arrays)
         raise ChiError(f"chi {os.fspath(path)}: columns must be 1-D of equal length, not {shapes}")
-    flat = np.column_stack(arrays).ravel().tolist()
+    flat: list[Any] = [None] * (3 * n)
+    flat[0::3] = _axis_text(arrays[0].tobytes())
+    flat[1::3] = arrays[1].tolist()
+    flat[2::3] = arrays[2].tolist()
     return n, _row_format(n) % tuple(flat)
 
 
