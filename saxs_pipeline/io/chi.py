@@ -69,7 +69,7 @@ def _row_format(n: int) -> str:
 def _axis_text(axis: bytes) -> tuple[str, ...]:
     # Every frame of a run has the same first column: format it once, not per file
     # (a third of the formatting time on the per-frame hot path).
-    return tuple("%.18e" % v for v in np.frombuffer(axis, dtype=np.float64))
+    return tuple(format(v, ".18e") for v in np.frombuffer(axis, dtype=np.float64))
 
 
 def _table(path: PathLike, columns: Sequence[Any]) -> tuple[int, str]:

@@ -47,14 +47,18 @@ class IntegrationResult:
 
 
 def _as_vector(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
+    """The frame as a flat float vector: float input as is (no copy), integers cast to
+    float32 into a per-thread buffer -- scipy has no mixed-type kernel, and a fresh 4 MB
+    array per frame costs page faults."""
     image = np.asarray(image)
     if image.shape != op.shape and image.size != op.shape[0] * op.shape[1]:
         raise ValueError(f"frame has shape {image.shape} but the operator expects {op.shape}")
     x = image.reshape(-1)
     if x.dtype == np.float64 or x.dtype == np.float32:
         return x
-    # scipy has no mixed-type kernel: a float32 copy is the one copy integer frames need.
-    return x.astype(np.float32)
+    out = _buffer("frame", (x.size,), np.dtype(np.float32))
+    np.copyto(out, x, casting="unsafe")
+    return out
 
 
 _scratch = threading.local()
