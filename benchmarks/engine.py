@@ -155,12 +155,15 @@ def main() -> None:
     n = 64
     with ThreadPoolExecutor(2) as pool:
         t2 = median_ms(lambda: list(pool.map(lambda _: integrate_poisson(op, image), range(n))), 3, per=n)
+        t3 = median_ms(lambda: list(pool.map(lambda _: integrate_error(op, image), range(n))), 3, per=n)
         tb = median_ms(
             lambda: list(pool.map(lambda _: integrate_batch(op, frames), range(4))), 3, per=4 * BATCH
         )
     f = fai_call("poisson")
     t_fai2 = median_ms(f, rep) if f else None
     rows.append(("integrate + Poisson, 2 threads (per frame)", t2, t_fai2, None))
+    f3 = fai_call("azimuthal")
+    rows.append(("all three columns, 2 threads (per frame)", t3, median_ms(f3, rep) if f3 else None, None))
     rows.append((f"batched x{BATCH}, 2 threads (per frame)", tb, t_fai2, None))
 
     print(f"saxs_pipeline engine benchmark -- {source}, {image.shape[0]}x{image.shape[1]} int32, "

@@ -182,7 +182,7 @@ def load_calibration(
         except json.JSONDecodeError as exc:
             raise CalibrationError(source, "$", f"not valid JSON ({exc})") from None
         if base_dir is None:
-            base_dir = path.resolve().parent
+            base_dir = path.absolute().parent
     if not isinstance(raw, dict):
         raise CalibrationError(source, "$", "a calibration must be a JSON object")
     if is_flat(raw):
