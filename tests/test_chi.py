@@ -19,7 +19,7 @@ from saxs_pipeline.io.chi import (
     write_slice_chi,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/pilatus1m"
+from realdata import DATA
 
 CONFIG = {"Geometry": {"Imagesize": [3, 4]}, "Wavelength": 1.54, "Masks": [{"MaskFile": "m.msk"}]}
 CONFIG_JSON = json.dumps(CONFIG)

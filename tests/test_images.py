@@ -19,7 +19,8 @@ from saxs_pipeline.io.images import (
     write_pilatus_tiff,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/pilatus1m"
+from realdata import DATA
+
 PILATUS_SHAPE = (1043, 981)
 
 

@@ -25,7 +25,8 @@ from saxs_pipeline.io.masks import (
     write_fit2d_msk,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/pilatus1m"
+from realdata import DATA
+
 PILATUS_SHAPE = (1043, 981)
 
 
