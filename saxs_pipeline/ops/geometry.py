@@ -25,7 +25,6 @@ __all__ = [
     "ANGSTROM_NM",
     "calc_theta",
     "polarization_factor",
-    "q_from_two_theta",
     "q_map",
     "q_scale",
     "subpixel_offsets",
@@ -93,10 +92,6 @@ def calc_theta(r: np.ndarray, phi: np.ndarray, d: float, tilt: float, tiltdir: f
     direction in radians."""
     alpha = np.arcsin(np.sin(tilt) * np.cos(phi + tiltdir))
     return np.arctan2(r * np.cos(alpha), d + r * np.sin(alpha))
-
-
-def q_from_two_theta(two_theta: np.ndarray, wavelength_a: float) -> np.ndarray:
-    return q_scale(wavelength_a) * np.sin(np.asarray(two_theta) / 2.0)
 
 
 def q_map(geometry: Geometry, oversampling: int = 1, *, block_rows: int = 48) -> np.ndarray:

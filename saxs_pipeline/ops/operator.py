@@ -60,11 +60,6 @@ class IntegrationOperator:
     def nbins(self) -> int:
         return int(self.radial.size)
 
-    @property
-    def uniform(self) -> bool:
-        width = np.diff(self.edges)
-        return bool(np.allclose(width, width[0], rtol=1e-9, atol=0))
-
     def matrix_for(self, dtype: np.dtype, *, single: bool = False) -> sp.spmatrix:
         """The matrix in the precision of the input: float64 images use float64 weights
         (closed-form results hold to 1e-12); everything else the faster float32 ones, in
