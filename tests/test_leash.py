@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import zmq
 from matplotlib.figure import Figure
-from test_server import (
+from test_server import (  # _fresh_instances: the autouse fixture, shared
     SECRET,
     FakeQueue,
     ServerThread,
+    _fresh_instances,  # noqa: F401
     calibration,
     make_server,
     wait_until,
@@ -27,14 +28,6 @@ from saxs_pipeline.cli import leash
 from saxs_pipeline.control.client import LeashClient, ServerUnavailable
 from saxs_pipeline.control.netconf import NetEntry, write_network
 from saxs_pipeline.control.server import SaxsdogServer, ServerConfig
-
-
-@pytest.fixture(autouse=True)
-def _fresh_instances():
-    FakeQueue.instances.clear()
-    yield
-    for q in FakeQueue.instances:
-        q.abort()
 
 
 @pytest.fixture
