@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("distributed", "tornado", "silx", "pyFAI"):
         logging.getLogger(name).setLevel(logging.ERROR)  # their start/stop chatter
-    from saxs_pipeline.cli.saxsdog import embedded_cluster_kwargs
+    from saxs_pipeline.pipeline.cluster import embedded_cluster_options
     from saxs_pipeline.worker import nanny_environ_config
 
     root = Path(tempfile.mkdtemp(prefix="saxs-bench-", dir=args.workdir))
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
         size = source.frame.stat().st_size
         with dask.config.set(nanny_environ_config()):
-            cluster = LocalCluster(**embedded_cluster_kwargs(args.workers))
+            cluster = LocalCluster(**embedded_cluster_options(args.workers))
         with cluster, Client(cluster) as client:
             def pids() -> set[int]:
                 return {os.getpid(), *client.run(os.getpid).values()}

@@ -125,7 +125,7 @@ def plot_stack(zarr_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from saxs_pipeline.io.zarrstack import read_stack
+    from saxs_pipeline.io.stackread import read_stack
 
     stack = read_stack(zarr_path)
     curve = stack["curves"]["R0"]

@@ -1,14 +1,19 @@
-"""Where the outputs of a frame go: the original's naming rules, as pure functions.
+"""Where a run's outputs go: one outputs root per run for the ``.chi`` files, the curve
+stack, its ledger and lock, and the failures log.
 
-* ``-o OUTDIR``: the frame path is flattened into one file name inside ``OUTDIR``: the path
-  relative to the *parent* of the queue directory (so ``saxsdog -o out data`` turns
-  ``data/sub/buf1_00000.tif`` into ``out/data_sub_buf1_00000``), separators become ``_``,
-  the extension is cut and every ``:`` and ``.`` is removed from the flattened name. The
-  original stripped ``.`` from OUTDIR too (``./out`` became ``/out``); here OUTDIR is kept
-  as given. Relative to the queue directory rather than to the process's working
-  directory, so workers on other nodes and the control server agree on the name.
-* default: ``<image folder>/<relpath>/<stem>`` with relpath ``../work``: a ``work`` folder
-  beside the image folder.
+* **root**: ``-o OUTDIR``, else ``<run directory>/<relpath>`` with relpath ``../work``: a
+  ``work`` folder beside the data folder, as the original wrote. (The original resolved
+  relpath against each image's own folder, so frames in sub-folders scattered their
+  outputs and ``s1/x.tif`` and ``s2/x.tif`` both became ``work/x.chi``; here relpath is
+  taken once, against the run's directory.)
+* **default names** keep the frame's sub-path below the run directory:
+  ``data/s1/x.tif`` -> ``<root>/s1/x.chi``. Two frames can never share an output.
+* **flat names** (``-o``, the original's rule): the frame's path relative to the *parent*
+  of the run directory, separators turned into ``_``, the extension cut, ``:`` and ``.``
+  removed (``data/sub/buf1_00000.tif`` -> ``OUTDIR/data_sub_buf1_00000``). Different
+  frames can map to one name (``a_b.tif`` and ``a/b.tif``); the run ledger refuses the
+  second one with both names, so nothing is overwritten silently.
+* frames of multi-frame files get ``_<index:06d>`` after the stem.
 * the first curve writes ``<basename>.chi``, the others ``<basename>_cR1.chi``,
   ``<basename>_cS2.chi`` (``Curve.suffix``).
 """
@@ -17,20 +22,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+
+from saxs_pipeline.pipeline.frames import FrameRef
 
 __all__ = [
     "DEFAULT_RELPATH",
+    "OutputLayout",
     "chi_path",
     "chi_paths",
-    "failures_log_path",
     "filelist_entry",
-    "filelist_path",
     "flat_name",
-    "output_basename",
-    "outputs_dir",
-    "relative_frame",
-    "zarr_default_path",
+    "inside",
 ]
 
 DEFAULT_RELPATH = os.path.join("..", "work")
@@ -38,35 +42,80 @@ DEFAULT_RELPATH = os.path.join("..", "work")
 PathLike = str | os.PathLike[str]
 
 
-def relative_frame(frame: PathLike, directory: PathLike) -> str:
-    """``frame`` relative to the queue ``directory``, with ``/`` separators: the row key of
-    the curve stack (unique within a queue, unlike the bare file name)."""
-    rel = os.path.relpath(os.fspath(frame), os.fspath(directory))
-    return rel.replace(os.sep, "/")
+def inside(path: PathLike, base: PathLike) -> bool:
+    """Whether ``path`` is ``base`` or lies below it (both made absolute and normalised)."""
+    p = os.path.normpath(os.path.abspath(os.fspath(path)))
+    b = os.path.normpath(os.path.abspath(os.fspath(base)))
+    return p == b or p.startswith(b.rstrip(os.sep) + os.sep)
 
 
-def flat_name(frame: PathLike, directory: PathLike) -> str:
-    """The ``-o`` file name of ``frame`` (no extension): its path relative to the parent of
-    ``directory``, flattened with ``_``, without extension, ``:`` or ``.``."""
-    directory = os.path.normpath(os.fspath(directory))
-    rel = os.path.relpath(os.fspath(frame), os.path.dirname(directory) or os.curdir)
+def flat_name(source: str, directory: PathLike) -> str:
+    """The ``-o`` file name (no extension) of the frame at ``source`` (relative to the run
+    ``directory``): the path relative to the parent of ``directory``, flattened with
+    ``_``, without extension, ``:`` or ``.``."""
+    name = os.path.basename(os.path.normpath(os.fspath(directory)))
+    rel = f"{name}/{source}" if name else source
     stem, _ext = os.path.splitext(rel)
-    flat = stem.replace(os.sep, "_").replace("/", "_")
-    return flat.replace(":", "").replace(".", "")
+    return stem.replace("/", "_").replace(":", "").replace(".", "")
 
 
-def output_basename(
-    frame: PathLike,
-    directory: PathLike,
-    out_dir: PathLike | None = None,
-    relpath: str = DEFAULT_RELPATH,
-) -> Path:
-    """The output base name of ``frame`` (without ``.chi``), see the module doc."""
-    if out_dir:
-        return Path(out_dir) / flat_name(frame, directory)
-    frame = os.fspath(frame)
-    folder = os.path.normpath(os.path.join(os.path.dirname(frame), relpath))
-    return Path(folder) / os.path.splitext(os.path.basename(frame))[0]
+@dataclass(frozen=True)
+class OutputLayout:
+    """The outputs of one run (see the module doc)."""
+
+    directory: Path
+    root: Path
+    flat: bool = False
+
+    @classmethod
+    def make(cls, directory: PathLike, out_dir: PathLike | None = None,
+             relpath: str = DEFAULT_RELPATH) -> OutputLayout:
+        directory = Path(os.path.normpath(os.path.abspath(os.fspath(directory))))
+        if out_dir:
+            return cls(directory, Path(os.path.normpath(os.path.abspath(os.fspath(out_dir)))), True)
+        return cls(directory, Path(os.path.normpath(os.path.join(directory, relpath))), False)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.directory) or "frames"
+
+    def source(self, path: PathLike) -> str | None:
+        """``path`` relative to the run directory (``/`` separators), None outside it."""
+        p = os.path.normpath(os.path.abspath(os.fspath(path)))
+        if not inside(p, self.directory) or p == str(self.directory):
+            return None
+        return os.path.relpath(p, self.directory).replace(os.sep, "/")
+
+    def frame_path(self, ref: FrameRef) -> Path:
+        return self.directory.joinpath(*ref.source.split("/"))
+
+    def output(self, ref: FrameRef) -> str:
+        """The output base name of ``ref`` relative to the root (``/`` separators)."""
+        if self.flat:
+            name = flat_name(ref.source, self.directory)
+        else:
+            name = os.path.splitext(ref.source)[0]
+        return f"{name}_{ref.index:06d}" if ref.container else name
+
+    def basename(self, ref: FrameRef) -> Path:
+        """The absolute output base name of ``ref`` (without ``.chi``)."""
+        return self.root.joinpath(*self.output(ref).split("/"))
+
+    def stack(self) -> Path:
+        """``<root>/<run directory name>.zarr``."""
+        return self.root / f"{self.name}.zarr"
+
+    def failures_log(self) -> Path:
+        return self.root / "failures.log"
+
+    def filelist(self, base: PathLike | None = None) -> Path:
+        """The live file list: ``<parent of directory>/results/filelist_<name>.log`` as in
+        the original, or ``<directory>/results/...`` when that parent is outside ``base``
+        (the server's base directory)."""
+        parent = self.directory.parent
+        if base is not None and not inside(parent, base):
+            parent = self.directory
+        return parent / "results" / f"filelist_{self.name}.log"
 
 
 def chi_path(basename: PathLike, suffix: str = "") -> Path:
@@ -76,35 +125,6 @@ def chi_path(basename: PathLike, suffix: str = "") -> Path:
 def chi_paths(basename: PathLike, suffixes: Iterable[str]) -> list[Path]:
     """The ``.chi`` files of one frame, for the calibration's ``output_suffixes()``."""
     return [chi_path(basename, s) for s in suffixes]
-
-
-def outputs_dir(directory: PathLike, out_dir: PathLike | None = None,
-                relpath: str = DEFAULT_RELPATH) -> Path:
-    """Where the outputs of frames at the top of ``directory`` go: ``out_dir``, else
-    ``directory/relpath``. The queue's failures log and curve stack live here."""
-    if out_dir:
-        return Path(out_dir)
-    return Path(os.path.normpath(os.path.join(os.fspath(directory), relpath)))
-
-
-def zarr_default_path(directory: PathLike, out_dir: PathLike | None = None,
-                      relpath: str = DEFAULT_RELPATH) -> Path:
-    """``<outputs dir>/<name of the queue directory>.zarr``."""
-    name = os.path.basename(os.path.normpath(os.fspath(directory))) or "frames"
-    return outputs_dir(directory, out_dir, relpath) / f"{name}.zarr"
-
-
-def failures_log_path(directory: PathLike, out_dir: PathLike | None = None,
-                      relpath: str = DEFAULT_RELPATH) -> Path:
-    return outputs_dir(directory, out_dir, relpath) / "failures.log"
-
-
-def filelist_path(directory: PathLike) -> Path:
-    """The live file list: ``<parent of directory>/results/filelist_<directory name>.log``
-    (written only when that ``results`` folder exists, as in the original)."""
-    directory = os.path.normpath(os.path.abspath(os.fspath(directory)))
-    parent, name = os.path.split(directory)
-    return Path(parent) / "results" / f"filelist_{name}.log"
 
 
 def filelist_entry(chi: PathLike, directory: PathLike, params: dict[str, float]) -> str:
@@ -117,7 +137,7 @@ def filelist_entry(chi: PathLike, directory: PathLike, params: dict[str, float])
     """
     parent = os.path.dirname(os.path.normpath(os.path.abspath(os.fspath(directory))))
     path = os.path.normpath(os.path.abspath(os.fspath(chi)))
-    if path == parent or path.startswith(parent.rstrip(os.sep) + os.sep):
+    if inside(path, parent) and path != parent:
         path = os.sep + os.path.relpath(path, parent)
     i0, i1, i2 = (float(params.get(k, 0.0)) for k in ("I0", "I1", "I2"))
     return f"{path}, {i0!r}, {i1!r}, {i2!r}"

@@ -16,12 +16,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+if TYPE_CHECKING:
+    from saxs_pipeline.integrator import Curve
 
 __all__ = [
     "INTENSITY_LABEL",
@@ -34,6 +37,8 @@ __all__ = [
     "has_display",
     "new_figure",
     "save_figure",
+    "write_frame_png",
+    "write_frame_svg",
 ]
 
 log = logging.getLogger(__name__)
@@ -185,3 +190,42 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     fig.savefig(path, format=fmt)
     log.debug("plot written to %s", path)
     return path
+
+
+# Per-frame pictures (saxsdog -s, -p): standalone figures, no pyplot state, safe in
+# worker threads.
+
+
+def write_frame_svg(curves: Sequence[Curve], path: Path, title: str = "") -> None:
+    """The original's per-frame plot: mean on a log axis with std and Poisson bands."""
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for c in curves:
+        if c.kind != "Radial" or c.phi:
+            continue
+        bands = [Band(c.poisson, "tab:blue", 0.4)]
+        if c.std is not None:
+            bands.insert(0, Band(c.std, "yellow", 0.6))
+        draw_curve(ax, c.radial, c.mean, bands, floor=1.0, positive_only=True, label=c.key, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel(Q_LABEL)
+    ax.set_ylabel(INTENSITY_LABEL)
+    ax.set_title(title)
+    _atomic_savefig(fig, path, "svg")
+
+
+def write_frame_png(image: np.ndarray, path: Path) -> None:
+    """The raw frame as a PNG (log scale; negative gap pixels shown as 0)."""
+    h, w = image.shape
+    fig = new_figure(figsize=(w / 100, h / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(np.log1p(np.clip(image, 0, None).astype(np.float32)), cmap="viridis",
+              interpolation="nearest")
+    _atomic_savefig(fig, path, "png")
+
+
+def _atomic_savefig(fig: Any, path: Path, fmt: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format=fmt)
+    os.replace(tmp, path)

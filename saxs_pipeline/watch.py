@@ -13,21 +13,20 @@
 
 Event handlers run on the observer thread and only put paths on queues; the stability
 checks run on the watcher's own thread. Reported paths go to ``out`` (a ``queue.Queue``
-the image queue drains). Repeats are suppressed by a bounded memory of reported paths and
-by ``is_known`` (the image queue's exactly-once check); the image queue dedupes again, so
-a repeat that slips through costs nothing.
+the run drains). A path is reported again whenever its content changed since it was last
+reported (size or mtime), so a file rewritten under the same name, or one that a stalled
+writer finished later, comes back; the run ledger decides what to integrate again.
+Unchanged repeats are suppressed by a bounded memory of what was reported.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -41,18 +40,13 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-__all__ = ["FrameWatcher", "matches"]
+from saxs_pipeline.pipeline.frames import matches
+
+__all__ = ["FrameWatcher"]
 
 log = logging.getLogger(__name__)
 
 _REMEMBERED = 100_000
-
-
-def matches(path: str, pattern: str) -> bool:
-    """Whether ``path``'s file name matches the glob ``pattern`` (case-sensitive); hidden
-    files never match (atomic writers use hidden temporary names)."""
-    name = os.path.basename(path)
-    return not name.startswith(".") and fnmatch.fnmatchcase(name, pattern)
 
 
 def _text(p: str | bytes) -> str:
@@ -99,7 +93,6 @@ class FrameWatcher:
         check_interval: float = 0.25,
         stable_time: float = 1.0,
         stable_checks: int = 2,
-        is_known: Callable[[str], bool] | None = None,
     ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         if not os.path.isdir(self.directory):
@@ -111,11 +104,10 @@ class FrameWatcher:
         self.check_interval = check_interval
         self.stable_time = stable_time
         self.stable_checks = max(1, int(stable_checks))
-        self.is_known = is_known
         self._candidates: queue.Queue[tuple[str, str]] = queue.Queue()
         # path -> (size, mtime_ns, consecutive equal checks)
         self._tracked: dict[str, tuple[int, int, int]] = {}
-        self._reported: OrderedDict[str, None] = OrderedDict()
+        self._reported: OrderedDict[str, tuple[int, int]] = OrderedDict()  # path -> size, mtime
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,17 +151,29 @@ class FrameWatcher:
 
     # -- reporting -------------------------------------------------------------------------
 
+    @staticmethod
+    def _stamp(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
     def _known(self, path: str) -> bool:
+        """True when ``path`` was reported before and has not changed since."""
         with self._lock:
-            if path in self._reported:
-                return True
-        return self.is_known is not None and self.is_known(path)
+            stamp = self._reported.get(path)
+        return stamp is not None and stamp == self._stamp(path)
 
     def _report(self, path: str) -> None:
-        if self._stop.is_set() or not matches(path, self.pattern) or self._known(path):
+        if self._stop.is_set() or not matches(path, self.pattern):
             return
+        stamp = self._stamp(path)
         with self._lock:
-            self._reported[path] = None
+            if stamp is not None and self._reported.get(path) == stamp:
+                return
+            self._reported[path] = stamp if stamp is not None else (-1, -1)
+            self._reported.move_to_end(path)
             if len(self._reported) > _REMEMBERED:
                 self._reported.popitem(last=False)
         self.out.put(path)

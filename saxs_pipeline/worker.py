@@ -7,11 +7,7 @@
   the worker keeps answering heartbeats. The scheduler keeps the plugin and hands it to
   every worker that joins later; registering another one under the same name replaces it
   (teardown + setup).
-* :func:`process_frames` is the task: read a batch of frames, integrate them a group at
-  a time as one sparse x dense product (:func:`product_frames`), write the ``.chi`` files
-  (atomic replace, so a task re-run after a lost worker is harmless) and return small
-  per-frame results for the driver's single zarr writer. Incomplete frames are *reported*, not waited for:
-  the driver retries them later, so a worker thread never sleeps on a slow detector.
+* The task that uses it is :func:`saxs_pipeline.pipeline.task.process_frames`.
 * :class:`SaxsWorker` and ``saxs-worker`` / ``dask saxs-worker`` / ``python -m
   saxs_pipeline.worker``: a plain ``dask worker`` (every option of it works) that, given
   ``--calibration``, validates it and builds its operators at start-up and refuses to
@@ -25,40 +21,28 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 import dask
-import numpy as np
 from distributed import Worker, WorkerPlugin, get_worker
 
-from saxs_pipeline.integrator import Curve, Integrator
+from saxs_pipeline.integrator import Integrator
 from saxs_pipeline.io.calibration import Calibration, load_calibration
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError, read_frame
 from saxs_pipeline.io.masks import encode_attachment
-from saxs_pipeline.naming import DEFAULT_RELPATH, chi_paths, output_basename
-from saxs_pipeline.stats import PROGRESS_TOPIC, TASK_PREFIX
 
 __all__ = [
     "PLUGIN_NAME",
-    "PROGRESS_TOPIC",
-    "TASK_PREFIX",
-    "CurveData",
-    "FrameOptions",
-    "FrameResult",
     "IntegratorPlugin",
     "SaxsWorker",
+    "build_integrator",
     "calibration_id",
     "get_integrator",
     "load_payload",
     "main",
     "nanny_environ_config",
-    "process_frames",
-    "product_frames",
     "worker_command",
 ]
 
@@ -192,213 +176,6 @@ def get_integrator(queue_id: str = "default", worker: Worker | None = None) -> I
             if integrator is not None:
                 return integrator
     raise LookupError(f"no saxs-integrator for queue {queue_id!r} on worker {worker.address}")
-
-
-# ---------------------------------------------------------------------------------------
-# The task.
-
-
-@dataclass(frozen=True)
-class FrameOptions:
-    """Per-queue output options every task carries (a few hundred bytes).
-
-    ``skip``: ``"never"``; ``"all"`` skips a frame whose ``.chi`` files all exist
-    (resume); ``"any"`` skips it when any exists (``OverwriteFiles: false``).
-    """
-
-    directory: str
-    out_dir: str | None = None
-    relpath: str = DEFAULT_RELPATH
-    skip: str = "never"
-    write_svg: bool = False
-    write_png: bool = False
-
-
-@dataclass
-class CurveData:
-    """The per-frame part of a :class:`Curve` (axes and labels stay with the driver's
-    template), float32 like the curve stack."""
-
-    key: str
-    mean: np.ndarray
-    poisson: np.ndarray
-    std: np.ndarray | None
-    integparams: dict[str, float]
-
-    @classmethod
-    def from_curve(cls, c: Curve) -> CurveData:
-        return cls(c.key, np.asarray(c.mean, np.float32), np.asarray(c.poisson, np.float32),
-                   None if c.std is None else np.asarray(c.std, np.float32),
-                   {k: float(v) for k, v in c.integparams.items()})
-
-
-@dataclass
-class FrameResult:
-    """What a task reports per frame. ``status``: ``"ok"``, ``"skipped"`` (outputs
-    exist), ``"incomplete"`` (still being written: retry later; ``size`` is how many
-    bytes were there) or ``"error"``."""
-
-    path: str
-    status: str
-    error: str | None = None
-    size: int | None = None
-    image_time: float | None = None
-    processed_time: float = 0.0
-    basename: str = ""
-    chi: list[str] = field(default_factory=list)
-    curves: list[CurveData] | None = None
-
-
-def _should_skip(basename: Path, suffixes: Sequence[str], rule: str) -> bool:
-    if rule == "never" or not suffixes:
-        return False
-    exists = [p.exists() for p in chi_paths(basename, suffixes)]
-    return all(exists) if rule == "all" else any(exists)
-
-
-def product_frames(shape: tuple[int, int]) -> int:
-    """Frames per sparse x dense product. The engine lays a group out as float32 blocks of
-    frames x pixels, kept per worker thread for reuse; capping a block at 32 MiB bounds
-    that memory (8 Pilatus 1M frames; measured 5.2 ms CPU per frame in the task against
-    5.7-6.4 ms with 16, before the engine reused its blocks)."""
-    return max(1, (32 * 2**20) // (4 * shape[0] * shape[1]))
-
-
-def process_frames(
-    queue_id: str,
-    paths: Sequence[str],
-    options: FrameOptions,
-    integrator: Integrator | None = None,
-) -> list[FrameResult]:
-    """Integrate a batch of frames and write their outputs (the Dask task)."""
-    integ = integrator if integrator is not None else get_integrator(queue_id)
-    group = product_frames(integ.shape)
-    results: list[FrameResult] = []
-    for k in range(0, len(paths), group):
-        results.extend(_process_group(integ, paths[k : k + group], options))
-    _log_progress(queue_id, results)
-    return results
-
-
-def _process_group(integ: Integrator, paths: Sequence[str], options: FrameOptions) -> list[FrameResult]:
-    suffixes = integ.output_suffixes()
-    results: list[FrameResult] = []
-    loaded: list[tuple[FrameResult, np.ndarray]] = []
-    for path in paths:
-        base = output_basename(path, options.directory, options.out_dir, options.relpath)
-        res = FrameResult(path, "ok", basename=str(base))
-        results.append(res)
-        if _should_skip(base, suffixes, options.skip):
-            res.status = "skipped"
-            res.chi = [str(p) for p in chi_paths(base, suffixes)]
-            continue
-        try:
-            image, header = read_frame(path, integ.shape)
-        except ImageIncompleteError as exc:
-            res.status, res.error, res.size = "incomplete", str(exc), exc.present
-            continue
-        except (ImageError, OSError) as exc:
-            res.status, res.error = "error", str(exc)
-            continue
-        res.image_time = header.get("time")
-        loaded.append((res, image))
-
-    for (res, image), curves in zip(loaded, _integrate(integ, [im for _, im in loaded]), strict=True):
-        if isinstance(curves, Exception):
-            res.status, res.error = "error", f"integration failed: {curves}"
-            continue
-        try:
-            base = Path(res.basename)
-            base.parent.mkdir(parents=True, exist_ok=True)
-            res.chi = [str(p) for p in integ.write_chi(curves, base)]
-            if options.write_svg:
-                write_svg(curves, base.with_name(base.name + ".svg"), title=base.name)
-            if options.write_png:
-                write_png(image, base.with_name(base.name + ".png"))
-        except Exception as exc:  # a full disk or a permission problem: report, go on
-            res.status, res.error = "error", f"writing outputs failed: {exc}"
-            continue
-        res.curves = [CurveData.from_curve(c) for c in curves]
-        res.processed_time = time.time()
-    return results
-
-
-def _integrate(integ: Integrator, images: list[np.ndarray]) -> list[list[Curve] | Exception]:
-    if not images:
-        return []
-    try:
-        return list(integ.integrate_many(images))
-    except Exception:
-        # One bad frame must not fail its batch: integrate one by one to isolate it.
-        out: list[list[Curve] | Exception] = []
-        for image in images:
-            try:
-                out.append(integ.integrate(image))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-
-def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
-    try:
-        worker = get_worker()
-    except ValueError:
-        return  # called outside a Dask worker (tests, a local loop)
-    counts = {"ok": 0, "skipped": 0, "incomplete": 0, "error": 0}
-    for r in results:
-        counts[r.status] += 1
-    worker.log_event(PROGRESS_TOPIC, {
-        "queue": queue_id,
-        "key": repr(worker.get_current_task()),
-        "processed": counts["ok"] + counts["skipped"],
-        "failed": counts["error"],
-        "incomplete": counts["incomplete"],
-        "time": time.time(),
-    })
-
-
-# ---------------------------------------------------------------------------------------
-# Optional per-frame pictures (-s, -p): standalone figures, no pyplot state, safe in
-# worker threads.
-
-
-def write_svg(curves: Sequence[Curve], path: Path, title: str = "") -> None:
-    """The original's per-frame plot: mean on a log axis with std and Poisson bands."""
-    from saxs_pipeline.plot import INTENSITY_LABEL, Q_LABEL, Band, draw_curve, new_figure
-
-    fig = new_figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    for c in curves:
-        if c.kind != "Radial" or c.phi:
-            continue
-        bands = [Band(c.poisson, "tab:blue", 0.4)]
-        if c.std is not None:
-            bands.insert(0, Band(c.std, "yellow", 0.6))
-        draw_curve(ax, c.radial, c.mean, bands, floor=1.0, positive_only=True, label=c.key, lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel(Q_LABEL)
-    ax.set_ylabel(INTENSITY_LABEL)
-    ax.set_title(title)
-    _atomic_savefig(fig, path, "svg")
-
-
-def write_png(image: np.ndarray, path: Path) -> None:
-    """The raw frame as a PNG (log scale; negative gap pixels shown as 0)."""
-    from saxs_pipeline.plot import new_figure
-
-    h, w = image.shape
-    fig = new_figure(figsize=(w / 100, h / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    ax.imshow(np.log1p(np.clip(image, 0, None).astype(np.float32)), cmap="viridis",
-              interpolation="nearest")
-    _atomic_savefig(fig, path, "png")
-
-
-def _atomic_savefig(fig: Any, path: Path, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format=fmt)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class SaxsSetup:
         """Every frame in ``indices`` has exactly one row in the curve stack equal to the
         engine's integration of that frame (and so has its .chi file in ``chi_dir``)."""
         from saxs_pipeline.io.chi import read_chi
-        from saxs_pipeline.io.zarrstack import read_stack
+        from saxs_pipeline.io.stackread import read_stack
 
         stack = read_stack(zarr_path)
         names = [os.path.basename(str(n)) for n in stack["filename"]]

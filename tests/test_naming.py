@@ -1,52 +1,60 @@
-"""Output naming: the original's rules (research §4.3/§4.4) with its two path bugs fixed."""
+"""Output naming: one outputs root per run, sub-paths kept (no two frames share an output),
+the original's flat ``-o`` names with its path bug fixed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from saxs_pipeline.naming import (
-    chi_paths,
-    failures_log_path,
-    filelist_entry,
-    filelist_path,
-    flat_name,
-    output_basename,
-    outputs_dir,
-    relative_frame,
-    zarr_default_path,
-)
+from saxs_pipeline.naming import OutputLayout, chi_paths, filelist_entry, flat_name, inside
+from saxs_pipeline.pipeline.frames import FrameRef
 
 
-def test_default_is_a_work_folder_beside_the_image_folder() -> None:
-    base = output_basename("/exp/user/data/buf1_00000.tif", "/exp/user/data")
-    assert base == Path("/exp/user/work/buf1_00000")
-    # frames in sub-folders get a work folder beside their own folder, as in the original
-    sub = output_basename("/exp/user/data/run2/buf1_00001.tif", "/exp/user/data")
-    assert sub == Path("/exp/user/data/work/buf1_00001")
-    assert output_basename("/d/x.tif", "/d", relpath=".") == Path("/d/x")
+def test_default_is_a_work_folder_beside_the_data_folder_keeping_sub_paths() -> None:
+    layout = OutputLayout.make("/exp/user/data")
+    assert layout.root == Path("/exp/user/work") and not layout.flat
+    assert layout.basename(FrameRef.of("buf1_00000.tif")) == Path("/exp/user/work/buf1_00000")
+    # s1/x.tif and s2/x.tif no longer both become work/x.chi
+    assert layout.basename(FrameRef.of("s1/x.tif")) == Path("/exp/user/work/s1/x")
+    assert layout.basename(FrameRef.of("s2/x.tif")) == Path("/exp/user/work/s2/x")
+    assert OutputLayout.make("/d", relpath=".").basename(FrameRef.of("x.tif")) == Path("/d/x")
+    assert layout.source("/exp/user/data/s1/x.tif") == "s1/x.tif"
+    assert layout.source("/exp/user/other/x.tif") is None
+    assert layout.frame_path(FrameRef.of("s1/x.tif")) == Path("/exp/user/data/s1/x.tif")
+
+
+def test_multi_frame_files_get_the_frame_index() -> None:
+    layout = OutputLayout.make("/exp/data")
+    ref = FrameRef.of("eiger/run_data_000001.h5", 12)
+    assert ref.container and str(ref) == "eiger/run_data_000001.h5#12"
+    assert layout.output(ref) == "eiger/run_data_000001_000012"
+    assert not FrameRef.of("x.tif").container
 
 
 def test_outdir_flattens_the_path_and_keeps_dots_in_outdir() -> None:
-    # the original turned ./out into /out by stripping every '.', OUTDIR included
-    base = output_basename("/exp/data/sub/buf1_00000.tif", "/exp/data", out_dir="./out.d")
-    assert base == Path("./out.d/data_sub_buf1_00000")
-    assert flat_name("/exp/data/buf1_00000.tif", "/exp/data") == "data_buf1_00000"
+    layout = OutputLayout.make("/exp/data", out_dir="/o/out.d")
+    assert layout.flat and layout.root == Path("/o/out.d")
+    assert layout.basename(FrameRef.of("sub/buf1_00000.tif")) == Path("/o/out.d/data_sub_buf1_00000")
     # ':' and '.' vanish from the flattened name, the extension whatever it is
-    assert flat_name("/e/data.v2/a:b.5.tiff", "/e/data.v2") == "datav2_ab5"
+    assert flat_name("a:b.5.tiff", "/e/data.v2") == "datav2_ab5"
+    # two frames that map to one flat name: the ledger refuses the second (tested there)
+    assert flat_name("a_b.tif", "/e/d") == flat_name("a/b.tif", "/e/d")
 
 
-def test_chi_suffixes_and_queue_files() -> None:
+def test_queue_files() -> None:
     assert [p.name for p in chi_paths("/w/x", ["", "_cR1", "_cS2"])] == [
         "x.chi", "x_cR1.chi", "x_cS2.chi"]
-    assert outputs_dir("/exp/data") == Path("/exp/work")
-    assert outputs_dir("/exp/data", "/o") == Path("/o")
-    assert zarr_default_path("/exp/data") == Path("/exp/work/data.zarr")
-    assert failures_log_path("/exp/data", "/o") == Path("/o/failures.log")
-    assert relative_frame("/exp/data/a/b.tif", "/exp/data") == "a/b.tif"
+    layout = OutputLayout.make("/exp/data")
+    assert layout.stack() == Path("/exp/work/data.zarr")
+    assert layout.failures_log() == Path("/exp/work/failures.log")
+    assert OutputLayout.make("/exp/data", "/o").failures_log() == Path("/o/failures.log")
+    assert inside("/a/b/c", "/a/b") and inside("/a/b", "/a/b") and not inside("/a/bc", "/a/b")
 
 
 def test_live_filelist_paths() -> None:
-    assert filelist_path("/exp/user/data") == Path("/exp/user/results/filelist_data.log")
+    layout = OutputLayout.make("/exp/user/data")
+    assert layout.filelist() == Path("/exp/user/results/filelist_data.log")
+    # a queue on the server's base directory keeps its file list inside it
+    assert OutputLayout.make("/base").filelist(base="/base") == Path("/base/results/filelist_base.log")
     line = filelist_entry("/exp/user/work/buf1_00000.chi", "/exp/user/data",
                           {"I0": 1.5, "I1": 2.0, "I2": 3.0})
     assert line == "/work/buf1_00000.chi, 1.5, 2.0, 3.0"

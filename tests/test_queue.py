@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from saxs_pipeline.io.zarrstack import read_stack
+from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.queue import ImageQueue, QueueClosedError
 from saxs_pipeline.stats import scheduler_stats
 
@@ -58,7 +58,8 @@ def test_exactly_once_redo_and_reporting(saxs_setup, saxs_local_cluster) -> None
     stats = q.stats()
     assert stats["images processed"] == 60 and stats["pics"] == 60 and stats["frames per sec"] > 0
     assert set(stats) == {"images processed", "queue length", "time", "start time",
-                          "frames per sec", "time interval", "pics", "failed"}
+                          "frames per sec", "time interval", "pics", "failed", "skipped",
+                          "cluster"}
     latest = q.latest()
     assert latest["filename"].startswith(str(setup.root / "exp" / "work" / "frame_"))
     assert latest["Image"].endswith(".tif") and latest["graphs"][0]["kind"] == "Radial"
@@ -126,28 +127,33 @@ def test_a_slow_writer_is_waited_for_while_the_file_grows(saxs_setup, saxs_local
     setup.check_stack(q.zarr_path, [0])
 
 
-def test_resume_and_overwrite_false_skip_existing_outputs(saxs_setup, saxs_local_cluster) -> None:
+def test_resume_goes_by_the_ledger_and_overwrite_false_keeps_chi_files(saxs_setup, saxs_local_cluster) -> None:
     setup = saxs_setup(n_frames=12)
     with ImageQueue(saxs_local_cluster, setup.calibration, setup.data) as q:
         q.readdir()
         assert q.join(30)
-    chi = setup.root / "exp" / "work" / "frame_00003.chi"
+    work = setup.root / "exp" / "work"
+    chi = work / "frame_00003.chi"
     mtime = chi.stat().st_mtime_ns
-    chi2 = setup.root / "exp" / "work" / "frame_00004.chi"
-    chi2.unlink()
+    (work / "frame_00004.chi").unlink()  # a .chi file says nothing: the ledger does
+    setup.write(5)  # rewritten: resume takes it again
+    setup.write(12)  # new
     q = ImageQueue(saxs_local_cluster, setup.calibration, setup.data, resume=True)
     with q:
         q.readdir()
         assert q.join(30)
-    assert q.stats()["images processed"] == 12
-    assert chi.stat().st_mtime_ns == mtime and chi2.exists()
-    setup.check_stack(q.zarr_path, range(12))  # the stack was continued, not doubled
+    stats = q.stats()
+    assert stats["images processed"] == 2 and stats["skipped"] == 11
+    assert chi.stat().st_mtime_ns == mtime and not (work / "frame_00004.chi").exists()
+    setup.check_stack(q.zarr_path, range(13))  # the stack was continued, not doubled
     cal = json.loads(setup.calibration.read_text())
-    cal["OverwriteFiles"] = False
+    cal["OverwriteFiles"] = False  # another calibration: its own stack, the .chi files stay
     with ImageQueue(saxs_local_cluster, cal, setup.data, attachments=q.attachments) as q3:
         q3.readdir()
         assert q3.join(30)
+    assert q3.zarr_path != q.zarr_path and q3.zarr_path.name.startswith("data-")
     assert chi.stat().st_mtime_ns == mtime
+    assert read_stack(q3.zarr_path)["n_valid"] == 13
 
 
 def test_outdir_and_zarr_path(saxs_setup, saxs_local_cluster) -> None:
@@ -160,8 +166,8 @@ def test_outdir_and_zarr_path(saxs_setup, saxs_local_cluster) -> None:
         q.readdir()
         assert q.join(30)
     assert sorted(p.name for p in out.iterdir()) == [
-        "data.zarr", "data_frame_00000.chi", "data_frame_00001.chi", "data_frame_00002.chi",
-        "data_run2_frame_00003.chi"]
+        "data.ledger", "data.zarr", "data.zarr.lock", "data_frame_00000.chi",
+        "data_frame_00001.chi", "data_frame_00002.chi", "data_run2_frame_00003.chi"]
     assert "run2/frame_00003.tif" in list(read_stack(out / "data.zarr")["filename"])
 
 
@@ -238,17 +244,17 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-# Driver memory bound for 20,000 frames: the per-frame state the driver keeps is the
-# exactly-once set (~70 B/frame), the curve stack's row index (~150 B/frame) and the
-# bounded history (20,000 entries x 5 fields); everything else is bounded by the in-flight
-# work. Measured growth: ~10-25 MB; the bound leaves room for allocator noise.
+# Driver memory bound for 20,000 frames: what is done lives in the ledger (SQLite, on
+# disk), so the per-frame state the driver keeps is only the bounded history (20,000
+# entries x 5 fields); everything else is bounded by the in-flight work. The bound leaves
+# room for allocator noise and SQLite's page cache.
 MEMORY_BOUND_MB = 64.0
 
 
 @pytest.mark.scale
 @pytest.mark.timeout(240)
 def test_readdir_20000_frames_memory_stays_flat(saxs_setup, saxs_local_cluster) -> None:
-    from saxs_pipeline.cli.saxsdog import show_progress
+    from saxs_pipeline.cli.progress import show_progress
 
     n = 20_000
     setup = saxs_setup(n_frames=0, shape=(16, 16))

@@ -23,7 +23,8 @@ import zmq
 
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.client import LeashClient, attachment_frame
-from saxs_pipeline.control.server import SaxsdogServer, ServerConfig, confine
+from saxs_pipeline.control.paths import confine
+from saxs_pipeline.control.server import SaxsdogServer, ServerConfig
 from saxs_pipeline.control.signing import v2_sign
 from saxs_pipeline.io.images import write_pilatus_tiff
 from saxs_pipeline.io.masks import encode_attachment, write_fit2d_msk
@@ -702,9 +703,12 @@ def netfile(tmp_path: Path, monkeypatch) -> Path:
 def test_cli_server_options(netfile, tmp_path):
     cfg = _args(str(tmp_path))
     assert cfg.endpoint == "tcp://127.0.0.1:9723"  # the config's host: loopback only
-    assert cfg.secret == SECRET and cfg.feeder_url is None and not cfg.watch
+    # without a feeder the server watches: a queue with no frame source would do nothing
+    assert cfg.secret == SECRET and cfg.feeder_url is None and cfg.watch
+    assert not _args("--no-watch", str(tmp_path)).watch
     cfg = _args("-N", "1", str(tmp_path), "-f")  # -f without URL: the entry's Feeder
     assert cfg.endpoint == "tcp://*:7000" and cfg.feeder_url == "tcp://det:5556"
+    assert not cfg.watch and _args("-f", "-w", str(tmp_path)).watch
     assert cfg.name == "Q2"
     cfg = _args("--bind", "*", "-p", "0", "-f", "tcp://127.0.0.1:5", "--poll",
                 "-o", str(tmp_path / "out"), "-R", "res", "--no-legacy", str(tmp_path))

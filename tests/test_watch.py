@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from saxs_pipeline.watch import FrameWatcher, matches
+from saxs_pipeline.pipeline.frames import matches
+from saxs_pipeline.watch import FrameWatcher
 
 PAYLOAD = os.urandom(300_000)
 
@@ -67,12 +68,13 @@ def watched(tmp_path: Path):
         w.stop()
 
 
-def test_pattern_and_hidden_files() -> None:
+def test_pattern_any_case_and_hidden_files() -> None:
     assert matches("/a/b/x_001.tif", "*.tif")
     assert not matches("/a/b/.x_001.tif.part", "*.tif")
     assert not matches("/a/b/.x.tif", "*.tif")
     assert not matches("/a/b/x.tiff", "*.tif")
     assert matches("/a/b/x.cbf", "*.cbf")
+    assert matches("/a/b/UPPER.TIF", "*.tif") and matches("/a/b/x.tif", "*.TIF")
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -130,11 +132,16 @@ def test_polling_waits_for_a_stable_file(watched, tmp_path: Path) -> None:
     assert collect(out, 1.0) == []
 
 
-def test_is_known_suppresses_repeats(watched, tmp_path: Path) -> None:
-    known = {str(tmp_path / "data" / "old.tif")}
-    _, out = watched(is_known=known.__contains__)
-    (tmp_path / "data" / "old.tif").write_bytes(PAYLOAD)
-    (tmp_path / "data" / "new.tif").write_bytes(PAYLOAD)
-    got = wait_for(out, 1)
-    assert [os.path.basename(p) for p in got] == ["new.tif"]
+def test_unchanged_repeats_are_suppressed_and_rewrites_reported_again(watched, tmp_path: Path) -> None:
+    """A close-write of a file that changed since it was reported comes again (a writer
+    that stalled and finished later, a file rewritten under the same name); an event for
+    an unchanged file does not."""
+    _, out = watched()
+    path = tmp_path / "data" / "x.tif"
+    path.write_bytes(PAYLOAD[:1000])
+    assert wait_for(out, 1) == [str(path)]
+    with open(path, "ab"):
+        pass  # opened for writing and closed, nothing changed: a close-write, not news
     assert collect(out, 0.8) == []
+    path.write_bytes(PAYLOAD[:2000])
+    assert wait_for(out, 1) == [str(path)]

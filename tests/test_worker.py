@@ -17,28 +17,27 @@ from distributed.utils_test import gen_cluster
 
 from saxs_pipeline.io.calibration import CalibrationError
 from saxs_pipeline.io.chi import read_chi
-from saxs_pipeline.worker import (
-    FrameOptions,
-    IntegratorPlugin,
-    SaxsWorker,
-    get_integrator,
-    load_payload,
-    process_frames,
-)
+from saxs_pipeline.pipeline.task import FrameTask, TaskOptions, process_frames
+from saxs_pipeline.worker import IntegratorPlugin, SaxsWorker, get_integrator, load_payload
 
 BIN = Path(sys.executable).parent
+
+
+def tasks(paths, out: Path) -> list[FrameTask]:
+    return [FrameTask(str(p), str(out / Path(p).stem)) for p in paths]
 
 
 def test_batch_results_files_and_values(saxs_setup) -> None:
     setup = saxs_setup(n_frames=5)
     integ = setup.integrator()
-    opts = FrameOptions(directory=str(setup.data))
-    results = process_frames("q", [str(p) for p in setup.frames], opts, integrator=integ)
+    work = setup.root / "exp" / "work"
+    results = process_frames("q", tasks(setup.frames, work), TaskOptions(), integrator=integ)
     assert [r.status for r in results] == ["ok"] * 5
     for i, r in enumerate(results):
         expected = integ.integrate(setup.image(i))
-        assert r.basename == str(setup.root / "exp" / "work" / f"frame_{i:05d}")
-        assert r.chi == [r.basename + ".chi"]
+        assert r.chi == [str(work / f"frame_{i:05d}.chi")]
+        st = setup.frames[i].stat()
+        assert r.fingerprint == (st.st_size, st.st_mtime_ns)
         assert r.image_time == setup.date(i).timestamp()
         assert r.curves[0].key == "R0" and r.curves[0].mean.dtype == np.float32
         np.testing.assert_allclose(r.curves[0].mean, expected[0].mean, rtol=1e-5, equal_nan=True)
@@ -58,31 +57,31 @@ def test_bad_frames_are_reported_not_raised(saxs_setup) -> None:
     from saxs_pipeline.io.images import write_pilatus_tiff
 
     write_pilatus_tiff(wrong, np.zeros((10, 10), np.int32))
-    paths = [str(setup.frames[0]), str(truncated), str(garbage), str(setup.data / "gone.tif"),
-             str(wrong), str(setup.frames[1])]
-    results = process_frames("q", paths, FrameOptions(directory=str(setup.data)),
+    paths = [setup.frames[0], truncated, garbage, setup.data / "gone.tif", wrong, setup.frames[1]]
+    results = process_frames("q", tasks(paths, setup.root / "w"), TaskOptions(),
                              integrator=setup.integrator(with_std=False))
     assert [r.status for r in results] == ["ok", "incomplete", "error", "error", "error", "ok"]
     assert "incomplete" in results[1].error and "Imagesize" in results[4].error
 
 
-def test_skip_rules_outdir_and_pictures(saxs_setup) -> None:
+def test_kept_chi_files_no_chi_and_pictures(saxs_setup) -> None:
     setup = saxs_setup(n_frames=2)
     integ = setup.integrator(with_std=True)
     out = setup.root / "out.d"
-    opts = FrameOptions(directory=str(setup.data), out_dir=str(out), write_svg=True, write_png=True)
-    first = process_frames("q", [str(p) for p in setup.frames], opts, integrator=integ)
+    opts = TaskOptions(write_svg=True, write_png=True)
+    first = process_frames("q", tasks(setup.frames, out), opts, integrator=integ)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["data_frame_00000.chi", "data_frame_00000.png", "data_frame_00000.svg",
-                     "data_frame_00001.chi", "data_frame_00001.png", "data_frame_00001.svg"]
+    assert names == ["frame_00000.chi", "frame_00000.png", "frame_00000.svg",
+                     "frame_00001.chi", "frame_00001.png", "frame_00001.svg"]
     mtime = os.stat(first[0].chi[0]).st_mtime_ns
-    resume = FrameOptions(directory=str(setup.data), out_dir=str(out), skip="all")
-    again = process_frames("q", [str(p) for p in setup.frames], resume, integrator=integ)
-    assert [r.status for r in again] == ["skipped", "skipped"]
+    # OverwriteFiles false: existing .chi files stay, the curves still come back
+    keep = TaskOptions(keep_existing_chi=True)
+    again = process_frames("q", tasks(setup.frames, out), keep, integrator=integ)
+    assert [r.status for r in again] == ["ok", "ok"] and again[0].curves is not None
     assert os.stat(first[0].chi[0]).st_mtime_ns == mtime
-    os.unlink(first[1].chi[0])
-    again = process_frames("q", [str(p) for p in setup.frames], resume, integrator=integ)
-    assert [r.status for r in again] == ["skipped", "ok"]
+    none = process_frames("q", tasks(setup.frames, setup.root / "none"),
+                          TaskOptions(write_chi=False), integrator=integ)
+    assert [r.chi for r in none] == [[], []] and not (setup.root / "none").exists()
 
 
 def test_payload_carries_mask_bytes_not_paths(saxs_setup) -> None:

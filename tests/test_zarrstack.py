@@ -1,5 +1,5 @@
-"""The zarr curve stack: block writes, time-based flushes, in-place updates, resume, and
-reading it live and with xarray."""
+"""The zarr curve stack: block writes, time-based flushes, in-place updates, the commit
+hook the run ledger hangs on, resume, and reading it live and with xarray."""
 
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ import pytest
 import zarr
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io.zarrstack import (
-    FORMAT,
-    CurveSpec,
-    CurveStackWriter,
-    StackLayoutError,
-    open_dataset,
-    read_stack,
-)
+from saxs_pipeline.io.stacklayout import FORMAT, CurveSpec, StackLayoutError
+from saxs_pipeline.io.stackread import frame_order, open_dataset, read_stack
+from saxs_pipeline.io.zarrstack import CurveStackWriter, stack_compatible
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +140,25 @@ def test_time_based_flush(tmp_path: Path) -> None:
     w.close()
 
 
-def test_repeated_filename_updates_its_row(tmp_path: Path) -> None:
+def test_a_given_row_is_updated_in_place_and_commits_report_their_rows(tmp_path: Path) -> None:
     path = tmp_path / "curves.zarr"
-    with CurveStackWriter(path, CAL, SPECS, block_rows=8, flush_interval=1e9) as w:
+    commits: list[tuple[list, int]] = []
+    with CurveStackWriter(path, CAL, SPECS, block_rows=8, flush_interval=1e9,
+                          on_commit=lambda rows, n: commits.append((rows, n))) as w:
         for i in range(20):
-            w.add(f"f{i}", frame_curves(i), 100.0 + i, 0.0)
+            assert w.add(f"f{i}", frame_curves(i), 100.0 + i, 0.0, token=i) == i
         assert w.n_valid == 16
+        assert commits == [([(i, i) for i in range(8)], 8), ([(i, i) for i in range(8, 16)], 16)]
         # row 17 is still buffered, rows 2 and 9 (two chunks) are in the store
-        assert w.add("f17", frame_curves(17, offset=1000), 5.0, 1.0) == 17
-        assert w.add("f2", frame_curves(2, offset=1000), 6.0, 1.0) == 2
-        assert w.add("f9", frame_curves(9, offset=1000), 7.0, 1.0) == 9
+        assert w.add("f17", frame_curves(17, offset=1000), 5.0, 1.0, row=17, token="b") == 17
+        assert w.add("f2", frame_curves(2, offset=1000), 6.0, 1.0, row=2, token="c") == 2
+        assert w.add("f9", frame_curves(9, offset=1000), 7.0, 1.0, row=9, token="d") == 9
         assert w.n_rows == 20
-        assert w.row_of("f9") == 9 and w.row_of("nope") is None
+        with pytest.raises(ValueError, match="not in the stack"):
+            w.add("f99", frame_curves(0), None, 0.0, row=99)
+    last_rows, last_n = commits[-1]
+    assert last_n == 20 and sorted(r for _, r in last_rows) == [2, 9, 16, 17, 18, 19]
+    assert ("b", 17) in last_rows and ("c", 2) in last_rows
     stack = read_stack(path)
     assert stack["n_valid"] == 20
     assert len(set(stack["filename"])) == 20
@@ -166,13 +168,35 @@ def test_repeated_filename_updates_its_row(tmp_path: Path) -> None:
     assert stack["image_time"][3] == 103.0
 
 
+def test_a_failing_commit_keeps_n_valid(tmp_path: Path) -> None:
+    """The ledger commit comes before n_valid: when it fails, readers see nothing new and
+    the next flush writes the same rows again."""
+    path = tmp_path / "curves.zarr"
+    calls = []
+
+    def commit(rows, n):
+        calls.append(n)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    w = CurveStackWriter(path, CAL, SPECS, block_rows=4, flush_interval=1e9, on_commit=commit)
+    for i in range(3):
+        w.add(f"f{i}", frame_curves(i), None, 0.0)
+    with pytest.raises(OSError):
+        w.add("f3", frame_curves(3), None, 0.0)
+    assert read_stack(path)["n_valid"] == 0 and w.n_rows == 4
+    w.flush()
+    assert calls == [4, 4] and read_stack(path)["n_valid"] == 4
+    w.close()
+
+
 def test_many_updates_flush_by_themselves(tmp_path: Path) -> None:
     path = tmp_path / "curves.zarr"
     w = CurveStackWriter(path, CAL, SPECS, block_rows=4, flush_interval=1e9)
     for i in range(12):
         w.add(f"f{i}", frame_curves(i), None, 0.0)
     for i in range(4):  # the fourth pending update triggers a flush
-        w.add(f"f{3 * i}", frame_curves(3 * i, offset=500), None, 0.0)
+        w.add(f"f{3 * i}", frame_curves(3 * i, offset=500), None, 0.0, row=3 * i)
     stack = read_stack(path)
     for i in range(12):
         check_row(stack, i, i + 500 if i % 3 == 0 else i)
@@ -186,11 +210,12 @@ def test_reopen_and_continue(tmp_path: Path) -> None:
             w.add(f"f{i}", frame_curves(i), float(i), 0.0)
     with pytest.raises(FileExistsError):
         CurveStackWriter(path, CAL, SPECS)
-    # a resumed queue: same layout, blocks from the store, old rows found by name
+    assert stack_compatible(path, SPECS) and not stack_compatible(path, SPECS[:1])
+    # a resumed queue: same layout, blocks from the store, rows from the ledger
     with CurveStackWriter.open_or_create(path, CAL, SPECS, block_rows=64) as w:
         assert w.n_valid == 40 and w.block_rows == 16
-        assert w.row_of("f39") == 39
-        assert w.add("f5", frame_curves(5, offset=1000), 5.0, 1.0) == 5
+        assert list(w.read_column("filename")[-2:]) == ["f38", "f39"]
+        assert w.add("f5", frame_curves(5, offset=1000), 5.0, 1.0, row=5) == 5
         for i in range(40, 60):
             assert w.add(f"f{i}", frame_curves(i), float(i), 0.0) == i
     stack = read_stack(path)
@@ -220,12 +245,42 @@ def test_reopen_drops_rows_of_an_interrupted_flush(tmp_path: Path) -> None:
     root["filename"][10:13] = np.array(["junk0", "junk1", "junk2"], dtype=object)
     root["R0/I"].resize((13, NQ))
     with CurveStackWriter.open_or_create(path, CAL, SPECS) as w:
-        assert w.n_valid == 10 and w.row_of("junk0") is None
+        assert w.n_valid == 10
         assert w.add("f10", frame_curves(10), None, 0.0) == 10
     stack = read_stack(path)
     assert stack["n_valid"] == 11 and stack["filename"][-1] == "f10"
     assert zarr.open_array(path / "R0" / "I", mode="r").shape == (11, NQ)
     check_row(stack, 10, 10)
+    # the run ledger's count wins: it committed 6 rows, the rest is cut and redone
+    with CurveStackWriter.open_or_create(path, CAL, SPECS, n_valid=6) as w:
+        assert w.n_valid == 6
+    assert read_stack(path)["n_valid"] == 6
+    with pytest.raises(StackLayoutError, match="ledger counts 99"):
+        CurveStackWriter.open_or_create(path, CAL, SPECS, n_valid=99)
+    with pytest.raises(StackLayoutError, match="missing"):
+        CurveStackWriter.open_or_create(tmp_path / "gone.zarr", CAL, SPECS, n_valid=3)
+
+
+def test_version_1_stacks_are_read_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "curves.zarr"
+    with CurveStackWriter(path, CAL, SPECS, block_rows=8) as w:
+        for i in range(5):
+            w.add(f"f{i}", frame_curves(i), None, 0.0)
+    root = zarr.open_group(path, mode="r+", use_consolidated=False)
+    del root["frame_index"]
+    root.attrs["format"] = "saxs_pipeline.curves/1"
+    assert list(read_stack(path)["frame_index"]) == [0] * 5
+    with CurveStackWriter.open_or_create(path, CAL, SPECS) as w:
+        w.add("f5", frame_curves(5), None, 0.0, frame_index=3)
+    stack = read_stack(path)
+    assert list(stack["frame_index"]) == [0, 0, 0, 0, 0, 3]
+    assert zarr.open_group(path, mode="r").attrs["format"] == FORMAT
+
+
+def test_rows_in_acquisition_order_whatever_the_completion_order(tmp_path: Path) -> None:
+    names = ["x_10.tif", "x_9.tif", "a.h5", "a.h5", "x_1.tif"]
+    index = [0, 0, 7, 2, 0]
+    assert list(frame_order(names, index)) == [3, 2, 4, 1, 0]
 
 
 def test_invalid_input(tmp_path: Path) -> None:
@@ -265,6 +320,7 @@ def test_xarray_reads_the_stack(tmp_path: Path) -> None:
     full = open_dataset(path, "R0")
     assert full["I"].dims == ("frame", "q")
     assert str(full["filename"].values[3]) == "f3"
+    assert int(full["frame_index"].values[3]) == 0 and int(full["row"].values[3]) == 3
     assert full["processed_time"].dtype == np.dtype("datetime64[ns]")
 
 
@@ -273,7 +329,8 @@ WRITER_SCRIPT = textwrap.dedent(
     import sys, json
     import numpy as np
     from saxs_pipeline.integrator import Curve
-    from saxs_pipeline.io.zarrstack import CurveSpec, CurveStackWriter
+    from saxs_pipeline.io.stacklayout import CurveSpec
+    from saxs_pipeline.io.zarrstack import CurveStackWriter
 
     path, n = sys.argv[1], int(sys.argv[2])
     q = np.linspace(0.1, 3.0, 200)

@@ -26,10 +26,11 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from saxs_pipeline.cli.saxsdog import embedded_cluster_kwargs, show_progress
+from saxs_pipeline.cli.progress import show_progress
+from saxs_pipeline.pipeline.cluster import embedded_cluster_options
+from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.queue import ImageQueue
 from saxs_pipeline.stats import scheduler_stats
-from saxs_pipeline.watch import matches
 from saxs_pipeline.worker import nanny_environ_config
 
 log = logging.getLogger("reprocess")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = None
     else:
         with dask.config.set(nanny_environ_config()):
-            cluster = LocalCluster(**embedded_cluster_kwargs(args.threads))
+            cluster = LocalCluster(**embedded_cluster_options(args.threads))
         client = Client(cluster)
     try:
         results = [reprocess(client, args.calibration, d, args) for d in directories]

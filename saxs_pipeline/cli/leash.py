@@ -1,6 +1,7 @@
 """``saxsleash COMMAND [options] [args]``: control a saxsdogserver from the command line.
 
-Commands: close, abort, new, plot, plotdata, readdir, stat, get, listdir, fileslist. Every
+Commands: close, abort, new, plot, plotdata, readdir, stat, get, listdir, fileslist,
+failures (the frames that failed and why). Every
 reply is printed as indented JSON. Exit codes: 0 = done, 1 = the server answered with an
 error (or the input was wrong), 2 = no reply from the server.
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stat": "queue statistics",
         "get": "the current calibration and its masks",
         "fileslist": "the output files written so far",
+        "failures": "the frames that failed, with their reasons",
         "plotdata": "the latest curves as JSON (one 'plot' request)",
     }
     for name, text in simple.items():

@@ -1,13 +1,16 @@
 """``saxsdog``: integrate every frame of a directory (and, with ``-w``, every new one).
 
-    saxsdog [options] DIRECTORY
+    saxsdog [options] DIRECTORY | FILE...
     saxsdog demo [DIR] [-n N] [options]     generate the demo beamtime in DIR and reduce it
+    saxsdog cache list|clear                the operator cache
 
 The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--scheduler``
-(default: an embedded local cluster of ``-t`` worker processes), ``--zarr``, ``--pattern``
-and ``--poll``. Exit status: 0 done, 1 some frames failed (see ``failures.log``), 2 bad
-start-up input (calibration, directory, options), 3 scheduler unreachable, 130 interrupted
-before the queue started.
+(default: an embedded local cluster of ``-t`` worker processes), ``--zarr``, ``--pattern``,
+``--poll`` and ``--no-chi``. Exit status: 0 done, 1 some frames failed (see ``failures``
+in the ledger and ``failures.log``), 2 bad start-up input (calibration, directory,
+options, a curve stack another run writes), 3 scheduler unreachable, 4 the cluster was
+lost and did not come back (rerun with ``--resume``), 130 interrupted (``--resume``
+completes the run).
 """
 
 from __future__ import annotations
@@ -20,28 +23,26 @@ import pstats
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.naming import DEFAULT_RELPATH
 
-__all__ = [
-    "Options", "build_parser", "embedded_cluster_kwargs", "main", "parse_args", "run",
-    "show_progress",
-]
+__all__ = ["Options", "build_parser", "main", "parse_args", "run"]
 
 log = logging.getLogger("saxsdog")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
 class Options:
     directory: Path
     calibration: Path
+    files: tuple[Path, ...] = ()
     threads: int | None = None
     plot: bool = False
     watch: bool = False
@@ -57,12 +58,14 @@ class Options:
     scheduler: str | None = None
     scheduler_file: Path | None = None
     connect_timeout: float = 10.0
+    reconnect_timeout: float = 120.0
     zarr: Path | None = None
     pattern: str = "*.tif"
     poll: bool = False
     batch_size: int = 16
     retries: int = 5
     std: bool = False
+    no_chi: bool = False
     verbose: int = 0
 
 
@@ -75,11 +78,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("-m", "--plot", action="store_true",
       help="live plot of the latest frame (a window, or live.png beside the outputs without a display)")
     a("-w", "--watch", action="store_true", help="keep watching the directory for new frames")
-    a("-r", "--resume", action="store_true", help="skip frames whose .chi files exist")
+    a("-r", "--resume", action="store_true",
+      help="take only frames the run's ledger does not have as done (also after a crash)")
     a("-o", "--outdir", dest="out_dir", type=Path, default=None,
       help="write all outputs into OUTDIR, frame paths flattened into the file names")
     a("-R", "--relpath", default=DEFAULT_RELPATH,
-      help=f"output folder relative to each image folder (default: {DEFAULT_RELPATH})")
+      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH})")
     a("-i", "--inplace", action="store_true", help="write the outputs next to the images")
     a("-s", "--svg", action="store_true", help="also write an SVG plot per frame")
     a("-p", "--png", action="store_true", help="also write a PNG of every frame")
@@ -93,24 +97,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="Dask scheduler to use, e.g. tcp://host:8786 (default: an embedded local cluster)")
     a("--scheduler-file", type=Path, default=None, help="Dask scheduler file to connect with")
     a("--connect-timeout", type=float, default=10.0, help="seconds to reach the scheduler (10)")
+    a("--reconnect-timeout", type=float, default=120.0,
+      help="seconds to wait for a lost scheduler to come back before giving up (120)")
     a("--zarr", type=Path, default=None,
       help="curve stack path (default: <outputs>/<directory name>.zarr)")
-    a("--pattern", default="*.tif", help="frame file name pattern (default: *.tif)")
+    a("--pattern", default="*.tif", help="frame file name pattern, any case (default: *.tif)")
     a("--poll", action="store_true",
       help="with -w: poll the directory (network file systems) instead of inotify")
     a("--batch-size", type=int, default=16, help="frames per task for the walk (16)")
     a("--retries", type=int, default=5, help="retries of a frame still being written (5)")
     a("--std", action="store_true",
       help="also compute the per-bin standard deviation for the curve stack (slower)")
+    a("--no-chi", action="store_true", help="write no .chi files, only the curve stack")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saxsdog",
         description="Integrate SAXS detector frames into .chi curves and a zarr curve stack. "
-        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it.",
+        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog cache "
+        "list|clear' shows or empties the operator cache.",
     )
-    parser.add_argument("directory", type=Path, help="directory of frames (searched recursively)")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
+                        help="directory of frames (searched recursively), or frame files")
     _common(parser)
     return parser
 
@@ -125,30 +134,58 @@ def _demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(ns: argparse.Namespace, directory: Path, calibration: Path) -> Options:
+class StartupError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _targets(paths: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
+    """(run directory, explicit files): one directory, or files of one directory tree."""
+    if len(paths) == 1 and paths[0].is_dir():
+        return paths[0], ()
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise StartupError(f"{missing[0]} does not exist")
+    dirs = [p for p in paths if p.is_dir()]
+    if dirs:
+        raise StartupError(f"{dirs[0]} is a directory: give one directory, or frame files")
+    files = tuple(p.absolute() for p in paths)
+    return Path(os.path.commonpath([f.parent for f in files])), files
+
+
+def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
+             files: tuple[Path, ...] = ()) -> Options:
     return Options(
-        directory=directory, calibration=calibration, threads=ns.threads, plot=ns.plot,
-        watch=ns.watch, resume=ns.resume, out_dir=ns.out_dir,
+        directory=directory, calibration=calibration, files=files, threads=ns.threads,
+        plot=ns.plot, watch=ns.watch, resume=ns.resume, out_dir=ns.out_dir,
         relpath=os.curdir if ns.inplace else ns.relpath, svg=ns.svg, png=ns.png,
         profile=ns.profile, silent=ns.silent, no_walk=ns.no_walk, walk_thread=ns.walk_thread,
         scheduler=ns.scheduler, scheduler_file=ns.scheduler_file,
-        connect_timeout=ns.connect_timeout, zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll,
-        batch_size=ns.batch_size, retries=ns.retries, std=ns.std, verbose=ns.verbose,
+        connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
+        zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
+        retries=ns.retries, std=ns.std, no_chi=ns.no_chi, verbose=ns.verbose,
     )
 
 
 def parse_args(argv: Sequence[str]) -> Options:
     ns = build_parser().parse_args(argv)
-    return _options(ns, ns.directory, ns.calibration)
+    if len(ns.paths) == 1 and not ns.paths[0].exists():
+        return _options(ns, ns.paths[0], ns.calibration)  # reported by run()
+    directory, files = _targets(ns.paths)
+    return _options(ns, directory, ns.calibration, files)
 
 
 # ---------------------------------------------------------------------------------------
 
 
 def _setup_logging(opts: Options) -> None:
+    from saxs_pipeline.logutil import install_rate_limit
+
     level = logging.WARNING if opts.silent else (logging.DEBUG if opts.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    install_rate_limit()
     # Dask's own INFO lines (worker start/stop, ...) drown ours unless asked for. Imported
     # first: distributed sets its logger levels when it is imported.
     import distributed  # noqa: F401
@@ -158,136 +195,52 @@ def _setup_logging(opts: Options) -> None:
         logging.getLogger(name).setLevel(quiet)
 
 
-class StartupError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@contextmanager
-def _cluster(opts: Options, threads: int) -> Iterator[Any]:
-    """A Client on ``--scheduler``/``--scheduler-file`` or on an embedded local cluster."""
-    from distributed import Client, LocalCluster
-
-    if opts.scheduler or opts.scheduler_file:
-        where = opts.scheduler or f"the scheduler of {opts.scheduler_file}"
-        try:
-            if opts.scheduler:
-                client = Client(opts.scheduler, timeout=opts.connect_timeout)
-            else:
-                client = Client(scheduler_file=str(opts.scheduler_file), timeout=opts.connect_timeout)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise StartupError(f"cannot reach {where} within {opts.connect_timeout:g} s: {exc}",
-                               EXIT_SCHEDULER) from None
-        with client:
-            yield client
-        return
+def _link(opts: Options, threads: int) -> Any:
+    """The cluster link, connected: ``--scheduler``/``--scheduler-file`` or an embedded
+    local cluster whose worker processes ignore Ctrl-C (the terminal signals the whole
+    process group; the driver alone stops them, in order, without tracebacks)."""
     import dask
 
+    from saxs_pipeline.pipeline.cluster import ClusterGoneError, ClusterLink
     from saxs_pipeline.worker import nanny_environ_config
 
-    # The nannies read the worker environment when they are created (and reuse it when
-    # they restart a worker), so the setting is needed only around the cluster's start.
-    with dask.config.set(nanny_environ_config()):
-        cluster = LocalCluster(**embedded_cluster_kwargs(threads))
-    with cluster, Client(cluster) as client:
-        yield client
-
-
-def embedded_cluster_kwargs(n_workers: int) -> dict[str, Any]:
-    """The embedded cluster: worker processes on loopback only, no dashboard, and its
-    HTTP endpoints on a free loopback port (the default 8787 is often taken)."""
-    return {
-        "n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-        "host": "127.0.0.1", "dashboard_address": None,
-        "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-    }
-
-
-def show_progress(queue: Any, *, file: Any = None, silent: bool = False,
-                  interval: float = 0.2) -> None:
-    """Show a progress bar (frames done of frames found) until the walk has ended and
-    every frame found is finished."""
-    from tqdm import tqdm
-
-    bar = None if silent else tqdm(total=0, unit="frame", file=file or sys.stderr,
-                                   dynamic_ncols=True, mininterval=0.5)
+    external = bool(opts.scheduler or opts.scheduler_file)
+    link = ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
+                       opts.scheduler_file else None, threads=threads,
+                       connect_timeout=opts.connect_timeout,
+                       reconnect_timeout=opts.reconnect_timeout)
+    previous = signal.getsignal(signal.SIGINT)
+    if not external:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the spawned workers
     try:
-        while True:
-            p = queue.progress()
-            if bar is not None:
-                if p["total"] != bar.total:
-                    bar.total = p["total"]
-                bar.update(p["done"] - bar.n)
-                if p["failed"]:
-                    bar.set_postfix(failed=p["failed"], refresh=False)
-            if not p["walking"] and p["done"] >= p["total"]:
-                break
-            time.sleep(interval)
+        # The nannies read the worker environment when they are created (and reuse it
+        # when they restart a worker), so the setting is needed only around the start.
+        with dask.config.set(nanny_environ_config()):
+            link.start(wait=True)
+    except ClusterGoneError as exc:
+        link.close()
+        where = opts.scheduler or f"the scheduler of {opts.scheduler_file}"
+        if external:
+            raise StartupError(f"cannot reach {where} within {opts.connect_timeout:g} s: "
+                               f"{exc.__cause__ or exc}", EXIT_SCHEDULER) from None
+        raise StartupError(f"the local cluster did not start: {exc}", EXIT_SCHEDULER) from None
     finally:
-        if bar is not None:
-            bar.close()
+        if not external:
+            signal.signal(signal.SIGINT, previous)
+    return link
 
 
-class LivePlot:
-    """The ``-m`` plot: a window when there is a display, else ``live.png`` kept updated."""
-
-    def __init__(self, png: Path) -> None:
-        from saxs_pipeline.plot import NoDisplayError, new_figure
-
-        self.png = png
-        self.last: str | None = None
-        try:
-            self.fig = new_figure(interactive=True, figsize=(7, 4.5))
-            self.window = True
-        except NoDisplayError:
-            self.fig = new_figure(figsize=(7, 4.5))
-            self.window = False
-            log.info("no display: the live plot is kept in %s", png)
-        self.ax = self.fig.add_subplot()
-
-    def update(self, latest: dict[str, Any] | None) -> None:
-        from saxs_pipeline.plot import INTENSITY_LABEL, Q_LABEL, Band, draw_curve
-
-        if latest is None or latest["filename"] == self.last:
-            if self.window:
-                self._pause()
-            return
-        self.last = latest["filename"]
-        ax = self.ax
-        ax.clear()
-        for g in latest["graphs"]:
-            if g["kind"] != "Radial":
-                continue
-            q, mean, err = g["array"]
-            draw_curve(ax, q, mean, [Band(err)], floor=1.0, positive_only=True, lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel(Q_LABEL)
-        ax.set_ylabel(INTENSITY_LABEL)
-        ax.set_title(os.path.basename(latest["filename"]))
-        if self.window:
-            self.fig.canvas.draw_idle()
-            self._pause()
-        else:
-            self.png.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.png.with_name(f".{self.png.name}.tmp")
-            self.fig.savefig(tmp, format="png")
-            os.replace(tmp, self.png)
-
-    def _pause(self) -> None:
-        import matplotlib.pyplot as plt
-
-        plt.pause(0.01)
-
-
-def _report(stats: dict[str, Any], elapsed: float) -> None:
-    n = stats["images processed"]
+def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -> None:
+    n, failed = stats["images processed"], stats["failed"]
+    tail = f"; {failed} failed" if failed else ""
+    if stats.get("skipped"):
+        tail += f"; {stats['skipped']} already done"
     if n:
-        log.info("%d frames in %.1f s: %.2f ms per frame, %.1f frames/s%s", n, elapsed,
-                 1e3 * elapsed / n, n / elapsed,
-                 f"; {stats['failed']} failed" if stats["failed"] else "")
+        log.info("%d frames in %.1f s: %.2f ms per frame, %.1f frames/s (start-up %.1f s "
+                 "not included)%s", n, elapsed, 1e3 * elapsed / n, n / max(elapsed, 1e-9),
+                 startup, tail)
     else:
-        log.info("no frames processed%s", f"; {stats['failed']} failed" if stats["failed"] else "")
+        log.info("no frames processed%s", tail)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -300,55 +253,102 @@ def _sigterm_as_interrupt() -> None:
         pass  # not the main thread (e.g. called from a test runner thread)
 
 
+def _make_queue(opts: Options, link: Any) -> Any:
+    from saxs_pipeline.io.calibration import CalibrationError
+    from saxs_pipeline.io.masks import MaskError
+    from saxs_pipeline.pipeline.lock import StackLockedError
+    from saxs_pipeline.queue import ImageQueue
+
+    try:
+        queue = ImageQueue(
+            link, opts.calibration, opts.directory, out_dir=opts.out_dir,
+            relpath=opts.relpath, pattern=opts.pattern, watch=opts.watch, poll=opts.poll,
+            resume=opts.resume, zarr_path=opts.zarr, batch_size=opts.batch_size,
+            retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
+            write_chi=not opts.no_chi, with_std=opts.std or opts.svg,
+        )
+        queue.start()
+    except (CalibrationError, MaskError, StackLockedError) as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise StartupError(f"cannot start: {exc.strerror or exc}{where}") from None
+    return queue
+
+
+def _wait(opts: Options, queue: Any, link: Any) -> bool:
+    """Feed the queue and wait for it; False when interrupted (batch mode)."""
+    from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
+
+    gone = lambda: link.status.state == "gone"  # noqa: E731
+    live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
+    try:
+        if opts.files:
+            queue.submit_paths(opts.files)
+        elif not opts.no_walk:
+            queue.readdir(wait=False)
+        if not opts.watch or not opts.walk_thread:
+            if opts.files or not opts.no_walk:
+                show_progress(queue, silent=opts.silent, stop=gone)
+        if opts.watch:
+            log.info("watching %s (Ctrl-C to stop)", opts.directory)
+            status = None if opts.silent else WatchStatus(queue)
+            try:
+                while not gone():
+                    if live is not None:
+                        live.update(queue.latest())
+                    if status is not None:
+                        status.update()
+                    time.sleep(0.5)
+            finally:
+                if status is not None:
+                    status.end()
+        if live is not None:
+            live.update(queue.latest())
+    except KeyboardInterrupt:
+        if not opts.watch:
+            log.warning("interrupted: stopping (frames not integrated stay pending in the "
+                        "ledger; --resume completes the run)")
+            return False
+    return True
+
+
 def run(opts: Options) -> int:
     """Run saxsdog with parsed options; returns the exit status."""
     from saxs_pipeline.io.calibration import CalibrationError, load_calibration
-    from saxs_pipeline.io.masks import MaskError
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.ops.budget import check_budget
 
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")
     try:
         cal = load_calibration(opts.calibration)
+        check_budget(cal)
     except CalibrationError as exc:
         raise StartupError(f"bad calibration: {exc}") from None
     threads = opts.threads or max(1, cal.threads)
     if opts.batch_size < 1 or threads < 1:
         raise StartupError("--batch-size and --threads must be at least 1")
     t0 = time.perf_counter()
-    with _cluster(opts, threads) as client:
-        try:
-            queue = ImageQueue(
-                client, opts.calibration, opts.directory, out_dir=opts.out_dir,
-                relpath=opts.relpath, pattern=opts.pattern, watch=opts.watch, poll=opts.poll,
-                resume=opts.resume, zarr_path=opts.zarr, batch_size=opts.batch_size,
-                retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
-                with_std=opts.std or opts.svg,
-            )
-        except (CalibrationError, MaskError, OSError) as exc:
-            raise StartupError(f"cannot start: {exc}") from None
-        queue.start()
-        live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
-        try:
-            if not opts.no_walk:
-                queue.readdir(wait=False)
-                if not (opts.watch and opts.walk_thread):
-                    show_progress(queue, silent=opts.silent)
-            if opts.watch:
-                log.info("watching %s (Ctrl-C to stop)", opts.directory)
-                while True:
-                    if live is not None:
-                        live.update(queue.latest())
-                    time.sleep(0.5)
-            elif live is not None:
-                live.update(queue.latest())
-        except KeyboardInterrupt:
-            log.info("interrupted: finishing the frames already queued")
-        stats = queue.close()
-        if live is not None:
-            live.update(queue.latest())
-    _report(stats, time.perf_counter() - t0)
+    link = _link(opts, threads)
+    try:
+        queue = _make_queue(opts, link)
+        startup = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        finished = _wait(opts, queue, link)
+        stats = queue.close(timeout=None if finished and link.status.state != "gone" else 5.0)
+        elapsed = time.perf_counter() - t1
+    finally:
+        link.close()
+    _report(queue, stats, elapsed, startup)
+    if link.status.state == "gone" or stats["queue length"]:
+        left = queue.progress()["total"] - queue.progress()["done"]
+        print(f"saxsdog: the Dask cluster was lost ({link.status.describe()}); {left} frame(s) "
+              f"not integrated are pending in {queue.store.ledger.path}: rerun with --resume",
+              file=sys.stderr)
+        return EXIT_LOST
+    if not finished:
+        return EXIT_INTERRUPTED
     if stats["failed"]:
         log.warning("%d frame(s) failed; see %s", stats["failed"], queue.failures_log)
         return EXIT_FAILED
@@ -376,7 +376,15 @@ def _demo(argv: Sequence[str]) -> int:
     return _execute(opts)
 
 
+def _cache(argv: Sequence[str]) -> int:
+    from saxs_pipeline.ops.cache import cache_main
+
+    return cache_main(argv)
+
+
 def _execute(opts: Options) -> int:
+    from saxs_pipeline.logutil import flush_repeats
+
     _sigterm_as_interrupt()
     try:
         return _run_profiled(opts) if opts.profile else run(opts)
@@ -386,6 +394,8 @@ def _execute(opts: Options) -> int:
     except KeyboardInterrupt:
         print("saxsdog: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        flush_repeats()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -393,7 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
         return _demo(argv[1:])
-    opts = parse_args(argv)
+    if argv[:1] == ["cache"]:
+        return _cache(argv[1:])
+    try:
+        opts = parse_args(argv)
+    except StartupError as exc:
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return exc.code
     _setup_logging(opts)
     return _execute(opts)
 

@@ -25,8 +25,10 @@ from saxs_pipeline.control.netconf import (
     split_url,
 )
 from saxs_pipeline.control.protocol import Limits
-from saxs_pipeline.control.server import ClientHandle, SaxsdogServer, ServerConfig
+from saxs_pipeline.control.server import SaxsdogServer, ServerConfig
 from saxs_pipeline.control.signing import LEGACY_WINDOW, V2_WINDOW
+from saxs_pipeline.logutil import flush_repeats, install_rate_limit
+from saxs_pipeline.pipeline.cluster import ClusterLink
 
 log = logging.getLogger("saxsdogserver")
 
@@ -50,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--feeder", nargs="?", const="", default=None, metavar="URL",
                    help="subscribe to new-file events of a saxsfeeder at URL (no URL: the config's Feeder)")
     p.add_argument("-w", "--watch", action="store_true",
-                   help="watch the queue directory for new frames (inotify)")
+                   help="watch the queue directory for new frames (inotify; the default "
+                   "unless -f is given)")
+    p.add_argument("--no-watch", action="store_true",
+                   help="do not watch: frames come only from -f and readdir")
     p.add_argument("--poll", action="store_true",
                    help="watch by polling (network file systems); implies -w")
     p.add_argument("-R", "--relpath", default=os.path.join("..", "work"),
@@ -92,6 +97,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level=level, filename=args.log_file,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    install_rate_limit()
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -114,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                     max_total_bytes=max(args.max_message_size, args.max_request_size))
     return ServerConfig(
         basedir=Path(args.basedir), secret=entry.secret, endpoint=endpoint,
-        feeder_url=feeder, watch=args.watch or args.poll, poll=args.poll,
+        feeder_url=feeder, watch=(args.watch or args.poll or feeder is None) and not args.no_watch,
+        poll=args.poll,
         relpath=args.relpath, outdir=outdir, pattern=args.pattern, limits=limits,
         legacy_window=args.legacy_window, v2_window=args.v2_window,
         allow_legacy=not args.no_legacy, close_reply_timeout=args.close_timeout,
@@ -125,7 +132,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
-    handle = ClientHandle(args.scheduler, args.threads)
+    # A lost scheduler is waited for as long as the server runs (stat says so meanwhile).
+    handle = ClusterLink(args.scheduler, threads=args.threads, connect_timeout=20.0,
+                         reconnect_timeout=None)
     try:
         config = config_from_args(args)
         server = SaxsdogServer(config, handle)
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(tick=install_sigint)
     finally:
         handle.close()
+        flush_repeats()
     log.info("stopped")
     return 0
 

@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 COMMANDS = ("new", "close", "abort", "plot", "plotdata", "readdir", "stat", "get", "listdir",
-            "fileslist", "mergedata", "getmergedata", "mergestat")
+            "fileslist", "failures", "mergedata", "getmergedata", "mergestat")
 IMPLEMENTED = frozenset({"new", "close", "abort", "plot", "readdir", "stat", "get", "listdir",
-                         "fileslist"})
+                         "fileslist", "failures"})
 
 # Result strings of error replies (the original's, plus our size limit).
 VALUE_ERROR = "ValueError in request"

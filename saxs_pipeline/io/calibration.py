@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -153,6 +154,19 @@ def flat_to_nested(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def _check_finite(value: Any, source: str, path: str = "$") -> None:
+    """JSON allows NaN and Infinity (Python writes and reads them) and the schema's
+    number bounds let them through; no calibration value may be one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CalibrationError(source, path, f"{value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, source, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, source, f"{path}[{i}]")
+
+
 def _validate(config: Any, form: str, source: str) -> None:
     validator = jsonschema.Draft202012Validator(schema(form))
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
@@ -185,6 +199,7 @@ def load_calibration(
             base_dir = path.absolute().parent
     if not isinstance(raw, dict):
         raise CalibrationError(source, "$", "a calibration must be a JSON object")
+    _check_finite(raw, source)
     if is_flat(raw):
         _validate(raw, "flat", source)
         raw = flat_to_nested(raw)
@@ -238,14 +253,18 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
         raise CalibrationError(source, f"{where}.RadialRange", "q_max must be larger than q_min")
     if rng is not None and "RadialBins" not in m:
         raise CalibrationError(source, f"{where}.RadialBins", "RadialRange needs RadialBins")
+    q_start, q_stop = float(m.get("qStart", 0.0)), float(m.get("qStop", 0.0))
+    if q_stop < q_start:
+        raise CalibrationError(source, f"{where}.qStop",
+                               f"qStop ({q_stop:g}) is below qStart ({q_start:g})")
     return MaskConfig(
         mask_file=m["MaskFile"],
         oversampling=int(m.get("Oversampling", 3)),
         pixels_per_radial_element=float(m.get("PixelPerRadialElement", 1)),
         name=m.get("Name"),
         phi_mode=bool(m.get("Phi-mode", False)),
-        q_start=float(m.get("qStart", 0.0)),
-        q_stop=float(m.get("qStop", 0.0)),
+        q_start=q_start,
+        q_stop=q_stop,
         radial_bins=m.get("RadialBins"),
         radial_range=tuple(map(float, rng)) if rng is not None else None,
         radial_edges=tuple(map(float, edges)) if edges is not None else None,

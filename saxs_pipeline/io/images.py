@@ -26,7 +26,6 @@ Unix timestamp. The detector clock has no time zone, so the date is taken as **U
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,6 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
+
+from saxs_pipeline.io.pilatusheader import header_of
 
 __all__ = [
     "ImageError",
@@ -148,98 +149,10 @@ def _page_data_end(page: tifffile.TiffPage) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# Pilatus header text.
-
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_NUM_RE = re.compile(rf"^({_NUM})(?:\s+(\S+))?$")
-_PAIR_X_RE = re.compile(rf"^({_NUM})\s*(\S*)\s+x\s+({_NUM})\s*(\S*)$")
-_PAIR_PAREN_RE = re.compile(rf"^\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*(\S*)$")
-_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?$")
-_KEY_VALUE_RE = re.compile(r"^(.*?)(?::\s|\s=\s|:$|\s=$)(.*)$")
-_FIRST_NUMBER_RE = re.compile(rf"\s(?=[(]?{_NUM}(?:\s|,|\)|$))")
-
-
-def _number(text: str) -> int | float:
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _parse_value(key: str, value: str, out: dict[str, Any]) -> None:
-    value = value.strip()
-    if m := _NUM_RE.match(value):
-        out[key] = _number(m[1])
-        if m[2]:
-            out[f"{key}_unit"] = m[2]
-    elif (m := _PAIR_X_RE.match(value)) and (not m[2] or not m[4] or m[2] == m[4]):
-        out[key] = (float(m[1]), float(m[3]))
-        if m[2] or m[4]:
-            out[f"{key}_unit"] = m[2] or m[4]
-    elif m := _PAIR_PAREN_RE.match(value):
-        out[key] = (float(m[1]), float(m[2]))
-        if m[3]:
-            out[f"{key}_unit"] = m[3]
-    else:
-        out[key] = value
-
-
-def _parse_description(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line.startswith("#"):
-            continue
-        line = line.lstrip("#").strip()
-        if not line:
-            continue
-        if _ISO_RE.match(line):
-            out["date"] = line
-            continue
-        # "key: value" and "key = value" name their separator; "key value" does not, so
-        # the key is the text up to the first number ("Silicon sensor, thickness 0.00045 m").
-        if m := _KEY_VALUE_RE.match(line):
-            key, value = m[1], m[2]
-        elif m := _FIRST_NUMBER_RE.search(line):
-            key, value = line[: m.start()], line[m.end() :]
-        else:
-            key, _, value = line.partition(" ")
-        key = key.strip().rstrip(":=,").strip()
-        if key:
-            _parse_value(key, value, out)
-    return out
-
-
-def _iso_to_timestamp(iso: str) -> float | None:
-    try:
-        when = datetime.fromisoformat(iso)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # the detector clock has no zone: take it as UTC
-    return when.timestamp()
-
-
-def _header_of(tif: tifffile.TiffFile) -> dict[str, Any]:
-    page = tif.pages.first
-    desc = page.tags.get(270)
-    text = desc.value if desc is not None else ""
-    if isinstance(text, bytes):
-        text = text.decode("latin-1")
-    header = _parse_description(text)
-    if "date" not in header:
-        tag = page.tags.get(306)  # DateTime, 'YYYY:MM:DD hh:mm:ss'
-        value = tag.value if tag is not None else None
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        m = re.match(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})", value or "")
-        header["date"] = f"{m[1]}-{m[2]}-{m[3]}T{m[4]}" if m else None
-    header["time"] = _iso_to_timestamp(header["date"]) if header["date"] else None
-    return header
-
-
-# ---------------------------------------------------------------------------------------
 # Reading.
 
 
-def _check_shape(image: np.ndarray, shape: tuple[int, int] | None, source: str) -> None:
+def _check_shape(image: Any, shape: tuple[int, int] | None, source: str) -> None:
     if shape is not None and tuple(image.shape) != tuple(shape):
         r, c = image.shape
         raise ImageError(
@@ -286,8 +199,11 @@ def _read(
                     raise ImageError(
                         f"frame {source} is not a 2-D image (shape {tuple(page.shape)})"
                     )
+                # The declared shape is checked before decoding: a small compressed file
+                # may declare 16384 x 16384 pixels (2 GB once decoded).
+                _check_shape(page, shape, source)
                 image = page.asarray()
-                header = _header_of(tif) if want_header else None
+                header = header_of(tif) if want_header else None
         except ImageError:
             raise
         except Exception as exc:
@@ -333,13 +249,13 @@ def read_header(path_or_tifffile: PathLike | tifffile.TiffFile) -> dict[str, Any
     :class:`ImageError` when the file is not a TIFF.
     """
     if isinstance(path_or_tifffile, tifffile.TiffFile):
-        return _header_of(path_or_tifffile)
+        return header_of(path_or_tifffile)
     source = os.fspath(path_or_tifffile)
     fh, _size = _open_checked(source)
     with fh:
         try:
             with tifffile.TiffFile(fh) as tif:
-                return _header_of(tif)
+                return header_of(tif)
         except Exception as exc:  # tifffile raises several types for broken files
             raise ImageError(f"frame {source} is not a readable TIFF ({exc})") from exc
 

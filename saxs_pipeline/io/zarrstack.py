@@ -1,39 +1,18 @@
-"""The zarr v3 curve stack of one queue: every integrated curve of every frame, one row per
-frame, readable live from a notebook while the queue runs.
+"""The single writer of a run's curve stack (layout: :mod:`saxs_pipeline.io.stacklayout`).
 
-One store per queue and exactly **one writer** (the driver process): zarr has no locking, a
+Exactly **one writer** per store (the driver process; the run's
+:class:`~saxs_pipeline.pipeline.lock.StackLock` enforces it): zarr has no locking, a
 partial-chunk write is a read-modify-write and ``append`` writes the new shape from the
-writer's cached metadata, so two writers lose rows. The driver buffers the curves the
+writer's cached metadata, so two writers lose rows. The writer buffers the curves the
 workers return and writes them in chunk-aligned blocks of ``block_rows`` rows (per-row
 appends measured 66 rows/s, 64-row blocks 3,675 rows/s), and at the latest every
 ``flush_interval`` seconds so the store is never far behind the detector.
 
-Layout (zarr format 3, no consolidated metadata, since it would go stale on a live store)::
-
-    <path>/                          group, attributes:
-        format      "saxs_pipeline.curves/1"
-        calibration the calibration (parsed JSON)
-        curve_keys  ["R0", "R1", "S2", ...]
-        n_valid     rows that are completely written; written LAST after every flush
-      filename        (frame,)        str      frame file name (the row key)
-      image_time      (frame,)        float64  "seconds since 1970-01-01" (detector date)
-      processed_time  (frame,)        float64  "seconds since 1970-01-01"
-      R0/                            one group per curve (Curve.key), attributes:
-                                     key, kind, phi, axis_name, axis_units, labels
-        q             (q,)            float64  radial axis ("q", "phi", "q_h" or "q_v")
-        I             (frame, q)      float32  mean intensity, NaN fill
-        poisson       (frame, q)      float32  Poisson error
-        std           (frame, q)      float32  standard deviation (NaN when not computed)
-        I0, I1, I2    (frame,)        float64  integral parameters
-
-Every array carries ``dimension_names`` and every numeric one a ``units`` attribute, so
-``xarray.open_zarr(path, group="R0", consolidated=False)`` gives a Dataset with dims
-``("frame", "q")`` and the root gives the per-frame arrays with the times decoded to
-datetime64. :func:`open_dataset` combines both, sliced to ``n_valid``.
-
-Readers must slice ``[:n_valid]``: growing an array writes its new shape before the data,
-so rows past ``n_valid`` can briefly be NaN. A frame that is processed again updates its
-existing row in place instead of adding one.
+A flush writes the rows beyond the committed length, then calls ``on_commit`` with the
+``(token, row)`` of every row written (the run ledger commits them there), and only then
+raises the ``n_valid`` attribute that readers slice to. Row numbers are assigned by
+:meth:`CurveStackWriter.add`; a frame processed again passes its old row and is updated in
+place.
 """
 
 from __future__ import annotations
@@ -44,7 +23,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,121 +33,55 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 import zarr
 
-if TYPE_CHECKING:
-    import xarray
+from saxs_pipeline.io.stacklayout import (
+    CURVE_ARRAYS,
+    FORMAT,
+    FORMATS_READ,
+    FRAME_ARRAYS,
+    INTENSITY_UNITS,
+    PARAM_ARRAYS,
+    TIME_UNITS,
+    CurveSpec,
+    StackLayoutError,
+    param_units,
+)
 
+if TYPE_CHECKING:
     from saxs_pipeline.integrator import Curve
 
-__all__ = [
-    "FORMAT",
-    "TIME_UNITS",
-    "CurveSpec",
-    "CurveStackWriter",
-    "StackLayoutError",
-    "open_dataset",
-    "read_stack",
-]
+__all__ = ["CommitHook", "CurveStackWriter", "stack_compatible"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "saxs_pipeline.curves/1"
-TIME_UNITS = "seconds since 1970-01-01"
-INTENSITY_UNITS = "counts/pixel"
-CURVE_ARRAYS = ("I", "poisson", "std")
-PARAM_ARRAYS = ("I0", "I1", "I2")
-FRAME_ARRAYS = ("filename", "image_time", "processed_time")
 # 1-D per-frame arrays get longer chunks than the curves: a 64-row chunk of float64 is
 # only 512 bytes, and 100 k frames would make thousands of tiny files per array.
 _VECTOR_CHUNK_BLOCKS = 16
-
 _WRITE_THREADS = 4
 
 PathLike = str | os.PathLike[str]
-
-
-class StackLayoutError(ValueError):
-    """An existing store that is not a curve stack or does not match the curve specs."""
-
-
-@dataclass(frozen=True, eq=False)
-class CurveSpec:
-    """One curve family of a stack: its key (``Curve.key``: "R0", "S2"), kind ("Radial"
-    or "Slice"), radial axis values and the axis name and units."""
-
-    key: str
-    kind: str
-    axis: np.ndarray
-    axis_name: str = "q"
-    axis_units: str = "1/nm"
-    labels: tuple[str, ...] = ()
-    phi: bool = False
-
-    def __post_init__(self) -> None:
-        axis = np.array(self.axis, dtype=np.float64)
-        if axis.ndim != 1 or axis.size == 0:
-            raise ValueError(f"curve {self.key}: axis must be a non-empty 1-D array")
-        axis.flags.writeable = False
-        object.__setattr__(self, "axis", axis)
-        object.__setattr__(self, "labels", tuple(self.labels))
-        if self.axis_name == "frame":
-            raise ValueError(f"curve {self.key}: the axis cannot be called 'frame'")
-
-    @property
-    def size(self) -> int:
-        return int(self.axis.size)
-
-    @classmethod
-    def from_curve(cls, curve: Curve) -> CurveSpec:
-        """The spec of ``curve``'s family: axis "q" (1/nm) for radial curves, "phi" (rad)
-        for phi-mode curves, "q_h"/"q_v" (1/nm) for slices (from the column label)."""
-        if curve.kind == "Slice":
-            vertical = bool(curve.labels) and "q_{v}" in curve.labels[0]
-            name, units = ("q_v" if vertical else "q_h"), "1/nm"
-        elif curve.phi:
-            name, units = "phi", "rad"
-        else:
-            name, units = "q", "1/nm"
-        return cls(curve.key, curve.kind, np.asarray(curve.radial), name, units,
-                   tuple(curve.labels), bool(curve.phi))
-
-    @classmethod
-    def from_curves(cls, curves: Sequence[Curve]) -> list[CurveSpec]:
-        """Specs of every curve of one frame (what ``Integrator.integrate`` returns)."""
-        return [cls.from_curve(c) for c in curves]
-
-    def same_layout(self, other: CurveSpec) -> bool:
-        return (
-            self.key == other.key
-            and self.axis_name == other.axis_name
-            and self.axis.shape == other.axis.shape
-            and bool(np.array_equal(self.axis, other.axis))
-        )
+CommitHook = Callable[[list[tuple[Any, int]], int], None]
 
 
 @dataclass
 class _Row:
     filename: str
+    frame_index: int
     image_time: float
     processed_time: float
+    token: Any
     # key -> (mean, poisson, std or None, (I0, I1, I2))
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, ...]]] = (
         field(default_factory=dict)
     )
 
 
-def _param_units(axis_units: str, power: int) -> str:
-    # I_n = sum I * axis^n * d(axis): the axis units enter n + 1 times.
-    axis = axis_units if power == 0 else f"({axis_units})^{power + 1}"
-    return f"{INTENSITY_UNITS} * {axis}"
-
-
 class CurveStackWriter:
-    """The single writer of one queue's curve stack (see the module doc for the layout).
+    """The single writer of one run's curve stack (see the module doc).
 
     ``mode``: ``"w-"`` creates a new store and fails if ``path`` exists, ``"w"`` replaces
-    an existing one, ``"a"`` continues an existing stack (see :meth:`open_or_create`).
-    All methods are thread-safe, so a timer thread may call :meth:`maybe_flush` while the
-    driver loop calls :meth:`add`.
+    an existing one, ``"a"`` continues an existing stack or creates it. When continuing,
+    ``n_valid`` (the run ledger's committed row count) cuts the stack back to the rows the
+    ledger knows; without it the stack's own ``n_valid`` is kept. Thread-safe.
     """
 
     def __init__(
@@ -180,6 +93,8 @@ class CurveStackWriter:
         block_rows: int = 64,
         flush_interval: float = 1.0,
         mode: Literal["w-", "w", "a"] = "w-",
+        n_valid: int | None = None,
+        on_commit: CommitHook | None = None,
     ) -> None:
         if block_rows < 1:
             raise ValueError("block_rows must be at least 1")
@@ -188,6 +103,7 @@ class CurveStackWriter:
         self.path = Path(path)
         self.flush_interval = float(flush_interval)
         self.block_rows = int(block_rows)
+        self.on_commit = on_commit
         self.specs: dict[str, CurveSpec] = {}
         for spec in curves:
             if spec.key in self.specs:
@@ -200,38 +116,35 @@ class CurveStackWriter:
             else dict(calibration_json)
         )
         self._lock = threading.RLock()
-        self._rows: dict[str, int] = {}
         self._new: list[_Row] = []  # rows not yet in the store, in row order
         self._updates: dict[int, _Row] = {}  # rows already in the store, changed
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS, thread_name_prefix="zarrstack")
         if mode == "a" and self.path.exists():
-            self._open_existing(calibration)
+            self._open_existing(calibration, n_valid)
         else:
             if mode == "w-" and self.path.exists():
                 raise FileExistsError(f"curve stack {self.path} exists (use mode='a' or 'w')")
+            if n_valid:
+                raise StackLayoutError(f"curve stack {self.path} is missing but its ledger "
+                                       f"counts {n_valid} committed rows")
             self._create(calibration, overwrite=mode == "w")
         self._last_flush = time.monotonic()
 
     @classmethod
-    def open_or_create(
-        cls,
-        path: PathLike,
-        calibration_json: str | Mapping[str, Any],
-        curves: Sequence[CurveSpec],
-        *,
-        block_rows: int = 64,
-        flush_interval: float = 1.0,
-    ) -> CurveStackWriter:
-        """Continue the stack at ``path`` (a resumed queue) or create it.
-
-        An existing stack must have the same curve keys and axes, else
-        :class:`StackLayoutError`; its block size wins over ``block_rows``.
-        """
-        return cls(path, calibration_json, curves, block_rows=block_rows,
-                   flush_interval=flush_interval, mode="a")
+    def open_or_create(cls, path: PathLike, calibration_json: str | Mapping[str, Any],
+                       curves: Sequence[CurveSpec], **kwargs: Any) -> CurveStackWriter:
+        """Continue the stack at ``path`` or create it (``mode="a"``). An existing stack
+        must have the same curve keys and axes, else :class:`StackLayoutError`; its block
+        size wins over ``block_rows``."""
+        return cls(path, calibration_json, curves, mode="a", **kwargs)
 
     # -- store set-up ---------------------------------------------------------------------
+
+    def _vector(self, root: zarr.Group, name: str, dtype: str, fill: Any, attrs: dict) -> None:
+        root.create_array(name, shape=(0,), chunks=(self.block_rows * _VECTOR_CHUNK_BLOCKS,),
+                          dtype=dtype, fill_value=fill, dimension_names=("frame",),
+                          attributes=attrs)
 
     def _create(self, calibration: dict[str, Any], *, overwrite: bool) -> None:
         root = zarr.open_group(
@@ -239,15 +152,12 @@ class CurveStackWriter:
             attributes={"format": FORMAT, "calibration": calibration,
                         "curve_keys": list(self.specs), "n_valid": 0},
         )
-        vec = self.block_rows * _VECTOR_CHUNK_BLOCKS
-        root.create_array("filename", shape=(0,), chunks=(vec,), dtype=str,
-                          dimension_names=("frame",),
-                          attributes={"long_name": "frame file name"})
+        self._vector(root, "filename", str, None, {"long_name": "frame source file"})
+        self._vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"})
         for name in ("image_time", "processed_time"):
-            root.create_array(name, shape=(0,), chunks=(vec,), dtype="float64",
-                              fill_value=np.nan, dimension_names=("frame",),
-                              attributes={"units": TIME_UNITS, "calendar": "proleptic_gregorian",
-                                          "long_name": name.replace("_", " ")})
+            self._vector(root, name, "float64", np.nan,
+                         {"units": TIME_UNITS, "calendar": "proleptic_gregorian",
+                          "long_name": name.replace("_", " ")})
         for spec in self.specs.values():
             grp = root.create_group(spec.key, attributes={
                 "key": spec.key, "kind": spec.kind, "phi": spec.phi,
@@ -268,18 +178,17 @@ class CurveStackWriter:
                                  dtype="float32", fill_value=np.nan,
                                  dimension_names=("frame", spec.axis_name), attributes=attrs)
             for power, name in enumerate(PARAM_ARRAYS):
-                grp.create_array(name, shape=(0,), chunks=(vec,), dtype="float64",
-                                 fill_value=np.nan, dimension_names=("frame",),
-                                 attributes={"units": _param_units(spec.axis_units, power)})
+                self._vector(grp, name, "float64", np.nan,
+                             {"units": param_units(spec.axis_units, power)})
         self._root = root
         self._n = 0
         self._bind_arrays()
         log.info("created curve stack %s (%s)", self.path, ", ".join(self.specs))
 
-    def _open_existing(self, calibration: dict[str, Any]) -> None:
+    def _open_existing(self, calibration: dict[str, Any], n_valid: int | None) -> None:
         root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
         attrs = root.attrs.asdict()
-        if attrs.get("format") != FORMAT:
+        if attrs.get("format") not in FORMATS_READ:
             raise StackLayoutError(f"{self.path} is not a curve stack (format {attrs.get('format')!r})")
         stored_keys = list(attrs.get("curve_keys", []))
         if stored_keys != list(self.specs):
@@ -298,21 +207,29 @@ class CurveStackWriter:
         if attrs.get("calibration") != calibration:
             log.warning("curve stack %s was written with another calibration; its axes agree, "
                         "so it is continued and keeps the stored calibration", self.path)
+        stored_n = int(attrs.get("n_valid", 0))
+        self._n = stored_n if n_valid is None else int(n_valid)
+        if self._n > root["filename"].shape[0]:
+            raise StackLayoutError(f"curve stack {self.path} has {root['filename'].shape[0]} "
+                                   f"rows but its ledger counts {self._n} committed ones")
         self._root = root
-        self._n = int(attrs.get("n_valid", 0))
+        if "frame_index" not in root:  # format 1: single-frame files only
+            self._vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"})
+            root["frame_index"].resize((root["filename"].shape[0],))
+            root.attrs["format"] = FORMAT
         self._bind_arrays()
         chunk_rows = self._curve_arrays[0].chunks[0]
         if chunk_rows != self.block_rows:
             log.info("curve stack %s uses blocks of %d rows, not %d", self.path, chunk_rows,
                      self.block_rows)
             self.block_rows = chunk_rows
-        # A writer that died mid-flush leaves arrays longer than n_valid; those rows were
-        # never committed, so drop them (the next flush writes them again).
+        # Rows past the commit point were never committed (a writer died mid-flush): cut
+        # them; the ledger still has those frames pending, so they are redone.
         for arr in self._all_frame_arrays():
             if arr.shape[0] != self._n:
                 arr.resize((self._n, *arr.shape[1:]))
-        names = self._root["filename"][: self._n]
-        self._rows = {str(name): i for i, name in enumerate(names)}
+        if stored_n != self._n:
+            root.attrs["n_valid"] = self._n
         log.info("continuing curve stack %s at %d rows", self.path, self._n)
 
     def _bind_arrays(self) -> None:
@@ -330,6 +247,11 @@ class CurveStackWriter:
             arrays.extend(group.values())
         return arrays
 
+    def read_column(self, name: str) -> np.ndarray:
+        """A committed per-frame root array (``filename``, ``frame_index``, ...)."""
+        with self._lock:
+            return self._frame_arrays[name][: self._n]
+
     # -- writing --------------------------------------------------------------------------
 
     @property
@@ -342,48 +264,48 @@ class CurveStackWriter:
         """Rows including those still buffered."""
         return self._n + len(self._new)
 
-    def row_of(self, filename: str) -> int | None:
-        """The row of ``filename`` (committed or buffered), None if it has none."""
-        return self._rows.get(filename)
-
     def add(
         self,
         filename: str,
         curves: Sequence[Curve],
         image_time: float | None,
         processed_time: float,
+        *,
+        frame_index: int = 0,
+        row: int | None = None,
+        token: Any = None,
     ) -> int:
-        """Buffer the curves of one frame and return its row.
+        """Buffer the curves of one frame and return its row: a new row, or ``row`` (the
+        frame's row from before) updated in place. ``token`` comes back in ``on_commit``.
 
-        A filename already in the stack updates its row. The buffer is written when it
-        reaches the next block boundary or ``flush_interval`` seconds after the last flush.
+        The buffer is written when it reaches the next block boundary or
+        ``flush_interval`` seconds after the last flush.
         """
-        row = self._make_row(filename, curves, image_time, processed_time)
+        entry = self._make_row(filename, frame_index, curves, image_time, processed_time, token)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"curve stack {self.path} is closed")
-            index = self._rows.get(filename)
-            if index is None:
-                index = self._n + len(self._new)
-                self._rows[filename] = index
-                self._new.append(row)
-            elif index >= self._n:
-                self._new[index - self._n] = row
+            if row is None:
+                row = self._n + len(self._new)
+                self._new.append(entry)
+            elif row >= self._n + len(self._new) or row < 0:
+                raise ValueError(f"{filename}: row {row} is not in the stack ({self.n_rows} rows)")
+            elif row >= self._n:
+                self._new[row - self._n] = entry
             else:
-                self._updates[index] = row
+                self._updates[row] = entry
             at_boundary = bool(self._new) and (self._n + len(self._new)) % self.block_rows == 0
             if at_boundary or len(self._updates) >= self.block_rows:
                 self._flush_locked()
             else:
                 self._flush_if_due()
-            return index
+            return row
 
-    def _make_row(
-        self, filename: str, curves: Sequence[Curve], image_time: float | None,
-        processed_time: float,
-    ) -> _Row:
-        row = _Row(str(filename), math.nan if image_time is None else float(image_time),
-                   float(processed_time))
+    def _make_row(self, filename: str, frame_index: int, curves: Sequence[Curve],
+                  image_time: float | None, processed_time: float, token: Any) -> _Row:
+        entry = _Row(str(filename), int(frame_index),
+                     math.nan if image_time is None else float(image_time),
+                     float(processed_time), token)
         for c in curves:
             spec = self.specs.get(c.key)
             if spec is None:
@@ -394,9 +316,9 @@ class CurveStackWriter:
                     f"{filename}: curve {c.key} has {np.size(c.mean)} points, the stack {spec.size}"
                 )
             params = tuple(float(c.integparams.get(k, math.nan)) for k in PARAM_ARRAYS)
-            row.curves[c.key] = (np.asarray(c.mean), np.asarray(c.poisson),
-                                 None if c.std is None else np.asarray(c.std), params)
-        return row
+            entry.curves[c.key] = (np.asarray(c.mean), np.asarray(c.poisson),
+                                   None if c.std is None else np.asarray(c.std), params)
+        return entry
 
     def maybe_flush(self) -> int:
         """Flush when ``flush_interval`` seconds passed since the last flush (for a driver
@@ -429,7 +351,11 @@ class CurveStackWriter:
             self._write_new(old_n, new_n, new)
         if updates:
             self._write_updates(updates)
-        # n_valid last: only now are all rows below it complete in every array.
+        if self.on_commit is not None:
+            written = [(r.token, old_n + i) for i, r in enumerate(new)]
+            written += [(r.token, i) for i, r in updates.items()]
+            self.on_commit(written, new_n)
+        # n_valid last: only now are all rows below it complete and committed.
         self._root.attrs["n_valid"] = new_n
         self._n = new_n
         self._new, self._updates = [], {}
@@ -442,6 +368,7 @@ class CurveStackWriter:
         """The values of ``rows`` per (group, array); group None is the root."""
         out: dict[tuple[str | None, str], np.ndarray] = {
             (None, "filename"): np.array([r.filename for r in rows], dtype=object),
+            (None, "frame_index"): np.array([r.frame_index for r in rows], dtype=np.int64),
             (None, "image_time"): np.array([r.image_time for r in rows], dtype=np.float64),
             (None, "processed_time"): np.array([r.processed_time for r in rows], dtype=np.float64),
         }
@@ -493,9 +420,7 @@ class CurveStackWriter:
                 block[indices[sel] - lo] = values[sel]
                 arr[lo:hi] = block
 
-        # the row key itself does not change
-        items = [(k, v) for k, v in self._columns(rows).items() if k[1] != "filename"]
-        self._run_all(write, items)
+        self._run_all(write, self._columns(rows).items())
 
     def _run_all(self, fn: Any, items: Any) -> None:
         # Each array is its own set of files, so they are written side by side: a flush
@@ -528,52 +453,22 @@ class CurveStackWriter:
         self.close()
 
 
-# -- reading --------------------------------------------------------------------------
-
-
-def read_stack(path: PathLike) -> dict[str, Any]:
-    """A snapshot of the stack at ``path``, every per-frame array sliced to ``n_valid``.
-
-    Safe while the writer runs. Returns ``{"n_valid", "calibration", "filename",
-    "image_time", "processed_time", "curves"}`` where ``curves`` maps each key to
-    ``{"kind", "axis_name", "axis_units", "axis", "I", "poisson", "std", "I0", "I1",
-    "I2"}`` (numpy arrays; times as float seconds since 1970, NaN when unknown).
-    """
-    # n_valid first: array shapes read afterwards are at least as long.
-    root = zarr.open_group(path, mode="r", use_consolidated=False)
-    attrs = root.attrs.asdict()
-    if attrs.get("format") != FORMAT:
-        raise StackLayoutError(f"{path} is not a curve stack (format {attrs.get('format')!r})")
-    n = int(attrs["n_valid"])
-    out: dict[str, Any] = {"n_valid": n, "calibration": attrs.get("calibration")}
-    out["filename"] = np.array(root["filename"][:n].tolist(), dtype=str)
-    for name in ("image_time", "processed_time"):
-        out[name] = root[name][:n]
-    curves: dict[str, dict[str, Any]] = {}
-    for key in attrs.get("curve_keys", []):
-        grp = root[key]
-        gattrs = grp.attrs.asdict()
-        entry: dict[str, Any] = {
-            "kind": gattrs["kind"], "axis_name": gattrs["axis_name"],
-            "axis_units": gattrs["axis_units"], "axis": grp[gattrs["axis_name"]][:],
-        }
-        for name in CURVE_ARRAYS + PARAM_ARRAYS:
-            entry[name] = grp[name][:n]
-        curves[key] = entry
-    out["curves"] = curves
-    return out
-
-
-def open_dataset(path: PathLike, key: str = "R0") -> xarray.Dataset:
-    """The curves of ``key`` as an xarray Dataset sliced to ``n_valid``, with the frame
-    file names and times (datetime64) as ``frame`` coordinates. Needs xarray."""
-    import xarray as xr  # optional dependency, only for notebooks
-
-    n = int(zarr.open_group(path, mode="r", use_consolidated=False).attrs["n_valid"])
-    curves = xr.open_zarr(path, group=key, consolidated=False)
-    frames = xr.open_zarr(path, consolidated=False)
-    ds = curves.isel(frame=slice(0, n)).assign_coords(
-        {name: frames[name].isel(frame=slice(0, n)) for name in FRAME_ARRAYS}
-    )
-    ds.attrs.update(frames.attrs)
-    return ds
+def stack_compatible(path: PathLike, curves: Sequence[CurveSpec]) -> bool:
+    """Whether the curve stack at ``path`` holds exactly these curve families (keys and
+    axes), so a run of this calibration may continue it."""
+    try:
+        root = zarr.open_group(path, mode="r", use_consolidated=False)
+        attrs = root.attrs.asdict()
+        if attrs.get("format") not in FORMATS_READ:
+            return False
+        if list(attrs.get("curve_keys", [])) != [s.key for s in curves]:
+            return False
+        for spec in curves:
+            grp = root[spec.key]
+            stored = CurveSpec(spec.key, str(grp.attrs["kind"]), grp[grp.attrs["axis_name"]][:],
+                               str(grp.attrs["axis_name"]), str(grp.attrs["axis_units"]))
+            if not stored.same_layout(spec):
+                return False
+    except (FileNotFoundError, KeyError, ValueError):
+        return False
+    return True

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
+from saxs_pipeline.ops import cache
 from saxs_pipeline.ops import geometry as geo
 
 __all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
@@ -172,14 +173,6 @@ def operator_key(
     return h.hexdigest()[:32]
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("SAXS_PIPELINE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "saxs_pipeline" / "operators"
-
-
 def cached_operator(
     geometry: Geometry,
     mask_config: MaskConfig,
@@ -189,20 +182,23 @@ def cached_operator(
 ) -> IntegrationOperator:
     """:func:`build_operator`, saved and loaded by content hash so a restart does not
     rebuild. ``cache_dir=False`` disables the cache; ``None`` uses ``$SAXS_PIPELINE_CACHE``
-    or ``~/.cache/saxs_pipeline/operators``."""
+    or ``~/.cache/saxs_pipeline/operators``; bounded, see :mod:`saxs_pipeline.ops.cache`."""
     if cache_dir is False:
         return build_operator(geometry, mask_config, valid, polarization)
     key = operator_key(geometry, mask_config, polarization, valid)
-    path = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = Path(cache_dir) if cache_dir else cache.default_cache_dir()
     path = path / f"{key}.npz"
     if path.exists():
         try:
-            return IntegrationOperator.load(path)
+            op = IntegrationOperator.load(path)
+            cache.touch(path)
+            return op
         except Exception as exc:  # a torn or stale file: rebuild and overwrite
             log.warning("operator cache %s unreadable (%s); rebuilding", path, exc)
     op = build_operator(geometry, mask_config, valid, polarization, key=key)
     try:
         op.save(path)
+        cache.evict(path.parent, keep=path)
     except OSError as exc:
         log.warning("cannot write operator cache %s: %s", path, exc)
     return op

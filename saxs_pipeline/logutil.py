@@ -1,0 +1,67 @@
+"""Logging set-up shared by the command-line tools: repeated warnings are rate-limited.
+
+A misbehaving client or a directory of 2,500 bad files must not print 2,500 lines: the
+first message of a kind (same logger, level and format string) goes out at once, repeats
+within ``interval`` seconds are counted, and the next one after the interval carries the
+count ("... [and 2,499 more like this in the last 10 s]"). :func:`flush_repeats` prints the
+counts still held (at exit).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+__all__ = ["RateLimit", "flush_repeats", "install_rate_limit"]
+
+_filters: list[RateLimit] = []
+
+
+class RateLimit(logging.Filter):
+    """See the module doc. Only WARNING and above are limited; INFO/DEBUG pass."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], list[Any]] = {}  # key -> [first time, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or now - seen[0] >= self.interval:
+                held = seen[1] if seen else 0
+                self._seen[key] = [now, 0]
+                if held:
+                    record.msg = f"{record.msg} [and {held:,} more like this in the last " \
+                                 f"{now - seen[0]:.0f} s]"
+                return True
+            seen[1] += 1
+            return False
+
+    def flush(self, logger: logging.Logger) -> None:
+        with self._lock:
+            held = [(k, v[1]) for k, v in self._seen.items() if v[1]]
+            self._seen.clear()
+        for (name, level, msg), n in held:
+            logging.getLogger(name).log(level, "%d more message(s) like: %s", n, msg)
+
+
+def install_rate_limit(interval: float = 10.0) -> RateLimit:
+    """Put a :class:`RateLimit` on every handler of the root logger."""
+    limit = RateLimit(interval)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(limit)
+    _filters.append(limit)
+    return limit
+
+
+def flush_repeats() -> None:
+    for limit in _filters:
+        limit.flush(logging.getLogger())

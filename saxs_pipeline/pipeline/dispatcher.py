@@ -1,0 +1,411 @@
+"""The dispatcher: frames the ledger took become Dask tasks, and results come back.
+
+* **batching**: jobs wait in line; a full batch goes out whenever fewer than
+  ``max_in_flight`` tasks are out, a partial one (live frames) only while a worker thread
+  is idle, so frames arriving while the cluster is busy gather into the next batch
+  instead of costing one task each. Task keys are explicit,
+  ``("saxs-integrate", queue_id, seq)``, never ``pure``: a reprocessed frame must run again.
+* **retries**: a frame still being written (the task reports it incomplete) is tried
+  again after ``retry_delay * 2**k`` s. Only tries that found the file no longer than
+  before count against ``retries``: a slow writer is waited for, a file that stopped
+  growing fails after ``retries`` more tries -- unless it changes again later (then the
+  ledger takes it anew). A new event for a frame waiting for its retry tries it at once.
+* **cluster loss**: while the :class:`~saxs_pipeline.pipeline.cluster.ClusterLink` is not
+  connected nothing is submitted; tasks cancelled by the loss go back to the front of
+  the line, and when the link comes back (a higher generation) everything still out is
+  submitted again.
+
+Results go to ``on_results`` (frames done or failed in the task) and ``on_failed``
+(frames that failed here: retries used up, a task that erred).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from saxs_pipeline.pipeline.cluster import ClusterLink
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.task import FrameResult, FrameTask, TaskOptions, process_frames
+from saxs_pipeline.stats import TASK_PREFIX
+
+__all__ = ["Dispatcher", "Job"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    """One frame on its way: where it is read, where its outputs go, its stack row from
+    an earlier integration (updated in place) and its retry state."""
+
+    ref: FrameRef
+    path: str
+    output: str
+    row: int | None = None
+    fingerprint: Fingerprint | None = None  # of the file when taken
+    attempt: int = 1
+    stalls: int = 0
+    last_size: int = -1
+    again: bool = False  # offered anew (changed) while in flight: run once more after
+
+    def task(self) -> FrameTask:
+        return FrameTask(self.path, self.output, self.ref.index)
+
+
+@dataclass(eq=False)
+class _Batch:
+    key: tuple[str, str, int]
+    jobs: list[Job]
+    generation: int
+    future: Any = None
+
+
+@dataclass
+class _Counts:
+    submitted_tasks: int = 0
+    requeued: int = 0
+    retried: int = 0
+    seq: int = 0
+    nthreads: int = 1
+    nthreads_checked: float = 0.0
+
+
+class Dispatcher:
+    """See the module doc. ``on_results(pairs)`` gets ``(job, result)`` pairs of frames
+    done or failed in a task; ``on_failed(job, reason)`` frames that failed here."""
+
+    def __init__(
+        self,
+        link: ClusterLink,
+        queue_id: str,
+        options: TaskOptions,
+        on_results: Callable[[list[tuple[Job, FrameResult]]], None],
+        on_failed: Callable[[Job, str], None],
+        *,
+        batch_size: int = 16,
+        max_in_flight: int | None = None,
+        retries: int = 5,
+        retry_delay: float = 0.2,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.link, self.queue_id, self.options = link, queue_id, options
+        self.on_results, self.on_failed = on_results, on_failed
+        self.batch_size = int(batch_size)
+        self.max_in_flight = max_in_flight
+        self.retries, self.retry_delay = int(retries), float(retry_delay)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._line: collections.deque[Job] = collections.deque()
+        self._active: dict[FrameRef, Job] = {}  # in line, out, or waiting for a retry
+        self._retry_heap: list[tuple[float, int, Job]] = []
+        self._retry_order = itertools.count()
+        self._waiting: set[Job] = set()  # jobs waiting for a retry
+        self._out: dict[tuple[str, str, int], _Batch] = {}
+        self._out_frames = 0
+        self._c = _Counts()
+        self._generation = 0
+        self._ac: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (("saxs-submit", self._submit_loop), ("saxs-collect", self._collect_loop)):
+            t = threading.Thread(target=target, name=f"{name}-{self.queue_id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both threads (what is still out stays out; see :meth:`cancel_all`)."""
+        self._stop.set()
+        self._wake.set()
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(timeout)
+
+    # -- taking work -------------------------------------------------------------------------
+
+    def put(self, jobs: Sequence[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._active[job.ref] = job
+                self._line.append(job)
+        if jobs:
+            self._wake.set()
+
+    def touch(self, ref: FrameRef, fp: Fingerprint | None) -> bool:
+        """A new event for ``ref`` (its file now has fingerprint ``fp``): True when the
+        frame is already on its way. One waiting for a retry is tried at once; one that
+        changed since it was taken is run once more after."""
+        with self._lock:
+            job = self._active.get(ref)
+            if job is None:
+                return False
+            if job in self._waiting:
+                self._schedule_retry(job, 0.0)
+            elif fp is not None and fp != job.fingerprint:
+                job.again, job.fingerprint = True, fp
+            return True
+
+    def active(self, ref: FrameRef) -> bool:
+        with self._lock:
+            return ref in self._active
+
+    def cancel_all(self) -> list[Job]:
+        """Drop everything in line, waiting or out (abort); returns the jobs dropped.
+        Tasks already running finish on their worker, their results are discarded."""
+        with self._lock:
+            dropped = list(self._active.values())
+            futures = [b.future for b in self._out.values() if b.future is not None]
+            self._line.clear()
+            self._retry_heap.clear()
+            self._waiting.clear()
+            self._out.clear()
+            self._out_frames = 0
+            self._active.clear()
+            self._cond.notify_all()
+        if futures and self.link.status.connected:
+            try:
+                self.link.get(timeout=1).cancel(futures, reason="saxs_pipeline abort")
+            except Exception as exc:  # the cluster may be gone: nothing left to cancel
+                log.debug("cancelling: %s", exc)
+        return dropped
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def queue_length(self) -> int:
+        """Frames in line, out or waiting for a retry."""
+        with self._lock:
+            return len(self._active)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._active
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._active:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.2 if left is None else min(left, 0.2))
+        return True
+
+    def wait_for_room(self, stop: threading.Event) -> None:
+        """Block while the line is long (a walker's back-pressure)."""
+        with self._lock:
+            while len(self._line) >= self._high_water() and not stop.is_set():
+                self._cond.wait(0.5)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {"tasks": self._c.submitted_tasks, "requeued": self._c.requeued,
+                    "retried": self._c.retried, "out": self._out_frames,
+                    "waiting": len(self._waiting)}
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    def _high_water(self) -> int:
+        return max(self._max_in_flight() * self.batch_size, 4 * self.batch_size)
+
+    def _max_in_flight(self) -> int:
+        return self.max_in_flight or max(8, 4 * self._c.nthreads)
+
+    def _submit_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                timeout = 0.5
+                if self._retry_heap:
+                    timeout = min(timeout, max(0.0, self._retry_heap[0][0] - time.monotonic()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+            try:
+                self._follow_link()
+                if self.link.status.connected:
+                    self._submit_ready()
+            except Exception:
+                log.exception("queue %s: submitting failed", self.queue_id)
+                self._stop.wait(1.0)  # a failure here repeats: not in a tight loop
+
+    def _follow_link(self) -> None:
+        status = self.link.status
+        if not status.connected or status.generation == self._generation:
+            return
+        from distributed import as_completed
+
+        client = self.link.get(timeout=5)
+        with self._lock:
+            stale = [b for b in self._out.values() if b.generation != status.generation]
+            for b in stale:
+                self._requeue_locked(b)
+            self._generation = status.generation
+            self._ac = as_completed(loop=client.loop, with_results=True)
+        self._refresh_nthreads(client, force=True)
+        if stale:
+            log.info("queue %s: %d task(s) resubmitted after the reconnection", self.queue_id,
+                     len(stale))
+
+    def _requeue_locked(self, batch: _Batch) -> None:
+        if self._out.pop(batch.key, None) is None:
+            return
+        self._out_frames -= len(batch.jobs)
+        self._line.extendleft(reversed(batch.jobs))
+        self._c.requeued += len(batch.jobs)
+        self._wake.set()
+
+    def _refresh_nthreads(self, client: Any, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._c.nthreads_checked < 2.0:
+            return
+        self._c.nthreads_checked = now
+        try:
+            self._c.nthreads = max(1, sum(client.nthreads().values()))
+        except Exception as exc:  # a scheduler hiccup: keep the last value
+            log.debug("nthreads unavailable: %s", exc)
+
+    def _due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retry_heap and self._retry_heap[0][0] <= now:
+            _, _, job = heapq.heappop(self._retry_heap)
+            if job in self._waiting:
+                self._waiting.discard(job)
+                self._line.appendleft(job)
+
+    def _next_batch(self) -> _Batch | None:
+        if not self._line or len(self._out) >= self._max_in_flight():
+            return None
+        if len(self._line) < self.batch_size and len(self._out) >= self._c.nthreads:
+            return None  # every worker thread is busy: let live frames gather
+        n = min(self.batch_size, len(self._line))
+        jobs = [self._line.popleft() for _ in range(n)]
+        self._c.seq += 1
+        batch = _Batch((TASK_PREFIX, self.queue_id, self._c.seq), jobs, self._generation)
+        self._out[batch.key] = batch
+        self._out_frames += n
+        self._cond.notify_all()  # a walker may add more now
+        return batch
+
+    def _submit_ready(self) -> None:
+        client = self.link.get(timeout=5)
+        self._refresh_nthreads(client)
+        while not self._stop.is_set():
+            with self._lock:
+                self._due_retries()
+                batch = self._next_batch()
+                ac = self._ac
+            if batch is None or ac is None:
+                return
+            future = client.submit(process_frames, self.queue_id, [j.task() for j in batch.jobs],
+                                   self.options, key=batch.key, pure=False, retries=1)
+            with self._lock:
+                if batch.key not in self._out:  # cancelled meanwhile
+                    future.cancel()
+                    continue
+                batch.future = future
+                self._c.submitted_tasks += 1
+            ac.add(future)
+
+    # -- collecting ------------------------------------------------------------------------------
+
+    def _collect_loop(self) -> None:
+        while not self._stop.is_set():
+            ac = self._ac
+            if ac is None:
+                self._stop.wait(0.1)
+                continue
+            with ac.thread_condition:
+                if not ac.has_ready():
+                    ac.thread_condition.wait(0.25)
+            try:
+                done = ac.next_batch(block=False)
+                for future, result in done:
+                    self._handle(future, result)
+                if done:
+                    self._wake.set()  # slots are free
+            except Exception:
+                log.exception("queue %s: collecting results failed", self.queue_id)
+                self._stop.wait(1.0)
+
+    def _handle(self, future: Any, result: Any) -> None:
+        with self._lock:
+            batch = self._out.get(future.key)
+            if batch is None or batch.future is not future:
+                return  # aborted, or an older submission of a resubmitted batch
+            if future.status == "cancelled":
+                # Not cancelled by us (abort removes the batch first): the scheduler
+                # connection broke. The frames go back in line, nothing is failed.
+                self._requeue_locked(batch)
+                return
+            del self._out[batch.key]
+            self._out_frames -= len(batch.jobs)
+        if future.status != "finished":
+            err = result[1] if isinstance(result, tuple) and len(result) == 3 else result
+            for job in batch.jobs:
+                self._finish(job)
+                self.on_failed(job, f"task {future.status}: {err!r}")
+        else:
+            self._results(batch.jobs, result)
+        with self._lock:
+            self._cond.notify_all()
+
+    def _results(self, jobs: list[Job], results: Sequence[FrameResult]) -> None:
+        if len(results) != len(jobs):  # a task of another version: never mix up frames
+            for job in jobs:
+                self._finish(job)
+                self.on_failed(job, f"task returned {len(results)} results for {len(jobs)} frames")
+            return
+        ready: list[tuple[Job, FrameResult]] = []
+        for job, r in zip(jobs, results, strict=True):
+            if r.status == "incomplete":
+                self._incomplete(job, r)
+                continue
+            ready.append((job, r))
+        if ready:
+            self.on_results(ready)
+        with self._lock:
+            for job, _ in ready:
+                if job.again:  # changed while it ran: its newest content counts
+                    job.again, job.attempt, job.stalls, job.last_size = False, 1, 0, -1
+                    self._line.append(job)
+                    self._wake.set()
+                elif self._active.get(job.ref) is job:
+                    del self._active[job.ref]
+            self._cond.notify_all()
+
+    def _finish(self, job: Job) -> None:
+        with self._lock:
+            if self._active.get(job.ref) is job:
+                del self._active[job.ref]
+            self._cond.notify_all()
+
+    def _incomplete(self, job: Job, r: FrameResult) -> None:
+        size = r.size if r.size is not None else -1
+        grew = job.last_size >= 0 and size > job.last_size
+        job.stalls = 0 if grew else job.stalls + 1
+        job.last_size = size
+        if job.stalls <= self.retries:
+            job.attempt += 1
+            with self._lock:
+                self._c.retried += 1
+                self._schedule_retry(job, self.retry_delay * 2 ** max(job.stalls - 1, 0))
+            return
+        self._finish(job)
+        self.on_failed(job, r.error or "incomplete")
+
+    def _schedule_retry(self, job: Job, delay: float) -> None:
+        self._waiting.add(job)
+        heapq.heappush(self._retry_heap, (time.monotonic() + delay, next(self._retry_order), job))
+        self._wake.set()

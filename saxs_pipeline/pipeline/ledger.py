@@ -1,0 +1,384 @@
+"""The run ledger: the single, durable record of which frames a curve stack holds.
+
+One SQLite file beside each curve stack (``<stack>.ledger`` next to ``<stack>.zarr``) with
+one row per frame: its state (``pending`` = taken, not yet committed; ``done``; ``failed``
+with the reason), the fingerprint of the file it was integrated from, its row in the
+stack and its output base name. ``--resume``, a restarted server and the watcher's "is
+this new?" all go by it, never by whether a ``.chi`` file exists.
+
+**Commit protocol** (a crash at any instant leaves ledger and stack consistent): the curve
+stack writes a block of rows beyond its committed length first; then one ledger
+transaction marks those frames done with their rows and raises ``n_rows``; then the stack's
+``n_valid`` attribute follows. On reopening, ``n_rows`` is the truth: longer stack arrays
+are cut back to it, and frames still ``pending`` are what a resume redoes.
+
+SQLite in WAL mode with ``locking_mode=EXCLUSIVE``: no shared-memory index, so it also works
+on network file systems, and the connection holds the file for its lifetime (the stack's
+:class:`~saxs_pipeline.pipeline.lock.StackLock` says who). ``synchronous=NORMAL``: a
+committed transaction survives the process being killed; after a power loss the last
+commits may be rolled back, which the protocol above turns into frames to redo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+
+__all__ = ["Entry", "Ledger", "LedgerError", "Refusal", "State", "Take", "Why", "read_manifest",
+           "wanted"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "saxs_pipeline.ledger/1"
+_IN_CHUNK = 400  # SQLite's default limit on bound parameters is far above 2 per frame
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (
+    source TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    container INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    row INTEGER UNIQUE,
+    output TEXT UNIQUE,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    taken REAL,
+    done REAL,
+    PRIMARY KEY (source, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS frames_state ON frames (state);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, host TEXT, pid INTEGER, started REAL, ended REAL, status TEXT,
+    command TEXT);
+"""
+
+
+class LedgerError(RuntimeError):
+    """A ledger that cannot be used for this run (another calibration, a newer format)."""
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Why(StrEnum):
+    """Why a frame is offered, which decides whether a known frame is taken again."""
+
+    EVENT = "event"  # the watcher or the feeder says the file is (re)written
+    WALK = "walk"  # readdir: "redo all images"
+    RESUME = "resume"  # --resume / a restarted server: only what is not done
+
+
+@dataclass(frozen=True)
+class Entry:
+    ref: FrameRef
+    state: State
+    fingerprint: Fingerprint | None
+    row: int | None
+    output: str | None
+    attempts: int
+    error: str | None
+    taken: float | None
+    done: float | None
+
+
+@dataclass(frozen=True)
+class Take:
+    """A frame to take: its fingerprint now and its output base name."""
+
+    ref: FrameRef
+    fingerprint: Fingerprint | None
+    output: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A frame that cannot be taken: its output name belongs to another frame."""
+
+    ref: FrameRef
+    reason: str
+
+
+def wanted(entry: Entry | None, fp: Fingerprint | None, why: Why, overwrite: bool) -> bool:
+    """Whether a frame offered for ``why`` must be (re)integrated, given what the ledger
+    knows of it (``entry``) and the file's fingerprint now. Frames in flight are the
+    dispatcher's business, not decided here."""
+    if entry is None or entry.state is State.PENDING:
+        return True
+    changed = fp is not None and entry.fingerprint is not None and fp != entry.fingerprint
+    if entry.state is State.FAILED:
+        return why is not Why.EVENT or changed
+    # done
+    if not overwrite:
+        return False  # OverwriteFiles false: a frame is integrated once, as the original
+    if why is Why.WALK:
+        return True
+    return changed
+
+
+def _fp(size: Any, mtime: Any) -> Fingerprint | None:
+    return None if size is None or mtime is None else Fingerprint(int(size), int(mtime))
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(FrameRef(row["source"], row["idx"], bool(row["container"])), State(row["state"]),
+                 _fp(row["size"], row["mtime_ns"]), row["row"], row["output"], row["attempts"],
+                 row["error"], row["taken"], row["done"])
+
+
+class Ledger:
+    """The ledger at ``path`` (see the module doc). Thread-safe; one per run."""
+
+    def __init__(self, path: str | os.PathLike[str], calibration_id: str,
+                 manifest: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+            self._init_meta(calibration_id, manifest)
+        except sqlite3.OperationalError as exc:
+            db.close()
+            raise LedgerError(f"ledger {self.path} cannot be opened: {exc}") from None
+        except BaseException:
+            db.close()
+            raise
+        self._run = self._start_run()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def _init_meta(self, calibration_id: str, manifest: dict[str, Any] | None) -> None:
+        meta = self._meta()
+        if not meta:
+            with self._txn():
+                self._set_meta(format=FORMAT, calibration_id=calibration_id, n_rows="0",
+                               created=repr(time.time()))
+            meta = self._meta()
+        if meta.get("format") != FORMAT:
+            raise LedgerError(f"ledger {self.path} has format {meta.get('format')!r}, "
+                              f"this version writes {FORMAT!r}")
+        if meta.get("calibration_id") != calibration_id:
+            raise LedgerError(
+                f"ledger {self.path} belongs to calibration {meta.get('calibration_id')}, "
+                f"not {calibration_id} (a new calibration writes a new stack)")
+        if manifest is not None:
+            with self._txn():
+                self._set_meta(manifest=json.dumps(manifest))
+
+    def _meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._db.execute("SELECT key, value FROM meta")}
+
+    def _set_meta(self, **values: str) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             list(values.items()))
+
+    def _txn(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    @property
+    def n_rows(self) -> int:
+        """Curve-stack rows committed."""
+        with self._lock:
+            return int(self._meta()["n_rows"])
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        """What a restarted server needs to rebuild the queue (calibration, masks,
+        options), as saved by the run that created or last resumed the ledger."""
+        with self._lock:
+            text = self._meta().get("manifest")
+        return json.loads(text) if text else None
+
+    def _start_run(self) -> int:
+        import socket
+        import sys
+
+        with self._lock, self._txn():
+            cur = self._db.execute(
+                "INSERT INTO runs (host, pid, started, status, command) VALUES (?, ?, ?, ?, ?)",
+                (socket.gethostname(), os.getpid(), time.time(), "running",
+                 " ".join(sys.argv)[:500]))
+            return int(cur.lastrowid)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def lookup(self, refs: Iterable[FrameRef]) -> dict[FrameRef, Entry]:
+        """The entries of those of ``refs`` the ledger knows."""
+        refs = list(refs)
+        out: dict[FrameRef, Entry] = {}
+        with self._lock:
+            for k in range(0, len(refs), _IN_CHUNK):
+                chunk = refs[k : k + _IN_CHUNK]
+                marks = ",".join("(?, ?)" for _ in chunk)
+                args = [v for r in chunk for v in (r.source, r.index)]
+                for row in self._db.execute(
+                        f"SELECT * FROM frames WHERE (source, idx) IN (VALUES {marks})", args):
+                    e = _entry(row)
+                    out[e.ref] = e
+        return out
+
+    def entries(self, state: State | None = None, limit: int | None = None) -> list[Entry]:
+        """Entries (of one state), ordered by source and index."""
+        sql, args = "SELECT * FROM frames", []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state.value)
+        sql += " ORDER BY source, idx"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [_entry(r) for r in self._db.execute(sql, args)]
+
+    def iter_done(self) -> Iterator[tuple[FrameRef, int]]:
+        """(frame, row) of every committed frame, in row order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source, idx, container, row FROM frames WHERE row IS NOT NULL "
+                "ORDER BY row").fetchall()
+        for r in rows:
+            yield FrameRef(r["source"], r["idx"], bool(r["container"])), int(r["row"])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) AS n FROM frames GROUP BY state")
+            out = {s.value: 0 for s in State}
+            out.update({r["state"]: r["n"] for r in rows})
+            return out
+
+    # -- writing -------------------------------------------------------------------------
+
+    def take(self, items: Sequence[Take]) -> list[Refusal]:
+        """Record ``items`` as pending (new frames, or known ones taken again, which keep
+        their stack row). Returns the frames refused because their output name belongs to
+        another frame; those are recorded as failed with the reason."""
+        refused: list[Refusal] = []
+        now = time.time()
+        with self._lock, self._txn():
+            for t in items:
+                fp = t.fingerprint
+                try:
+                    self._db.execute(
+                        "INSERT INTO frames (source, idx, container, state, size, mtime_ns, "
+                        "output, attempts, taken) VALUES (?, ?, ?, 'pending', ?, ?, ?, 0, ?) "
+                        "ON CONFLICT (source, idx) DO UPDATE SET state = 'pending', "
+                        "size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                        "output = excluded.output, error = NULL, taken = excluded.taken",
+                        (t.ref.source, t.ref.index, int(t.ref.container),
+                         fp.size if fp else None, fp.mtime_ns if fp else None, t.output, now))
+                except sqlite3.IntegrityError:
+                    owner = self._db.execute("SELECT source, idx, container FROM frames WHERE "
+                                             "output = ?", (t.output,)).fetchone()
+                    other = FrameRef(owner["source"], owner["idx"], bool(owner["container"]))
+                    reason = (f"output {t.output} of frame {t.ref} is already the output of "
+                              f"frame {other}; the two would overwrite each other")
+                    refused.append(Refusal(t.ref, reason))
+                    self._db.execute(
+                        "INSERT INTO frames (source, idx, container, state, size, mtime_ns, "
+                        "attempts, error, taken) VALUES (?, ?, ?, 'failed', ?, ?, 0, ?, ?) "
+                        "ON CONFLICT (source, idx) DO UPDATE SET state = 'failed', "
+                        "error = excluded.error",
+                        (t.ref.source, t.ref.index, int(t.ref.container),
+                         fp.size if fp else None, fp.mtime_ns if fp else None, reason, now))
+        return refused
+
+    def commit(self, rows: Sequence[tuple[FrameRef, int, Fingerprint | None]], n_rows: int) -> None:
+        """Mark frames done in their stack rows and raise ``n_rows``: the commit point of
+        a curve-stack flush (see the module doc)."""
+        now = time.time()
+        with self._lock, self._txn():
+            self._db.executemany(
+                "UPDATE frames SET state = 'done', row = ?, size = coalesce(?, size), "
+                "mtime_ns = coalesce(?, mtime_ns), error = NULL, done = ? "
+                "WHERE source = ? AND idx = ?",
+                [(row, fp.size if fp else None, fp.mtime_ns if fp else None, now, ref.source,
+                  ref.index) for ref, row, fp in rows])
+            self._set_meta(n_rows=str(int(n_rows)))
+
+    def fail(self, items: Sequence[tuple[FrameRef, str, int]]) -> None:
+        """Record frames that failed: (frame, reason, attempts). A committed row stays (it
+        holds the frame's earlier integration)."""
+        now = time.time()
+        with self._lock, self._txn():
+            self._db.executemany(
+                "UPDATE frames SET state = 'failed', error = ?, attempts = ?, done = ? "
+                "WHERE source = ? AND idx = ?",
+                [(err, attempts, now, ref.source, ref.index) for ref, err, attempts in items])
+
+    def adopt(self, rows: Sequence[tuple[FrameRef, int]], n_rows: int) -> None:
+        """Record the rows of a stack written before it had a ledger (fingerprints
+        unknown: treated as unchanged)."""
+        with self._lock, self._txn():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO frames (source, idx, container, state, row, attempts) "
+                "VALUES (?, ?, ?, 'done', ?, 1)",
+                [(r.source, r.index, int(r.container), row) for r, row in rows])
+            self._set_meta(n_rows=str(int(n_rows)))
+
+    def close(self, status: str = "closed") -> None:
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                with self._txn():
+                    self._db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
+                                     (time.time(), status, self._run))
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("ledger %s: closing: %s", self.path, exc)
+            finally:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
+    """(calibration id, manifest) of the ledger at ``path``, which nobody may hold open
+    (a restarted server reads what its last run saved)."""
+    if not Path(path).exists():
+        raise LedgerError(f"ledger {path} does not exist")
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error as exc:
+        raise LedgerError(f"ledger {path} cannot be read: {exc}") from None
+    finally:
+        db.close()
+    manifest = meta.get("manifest")
+    return meta.get("calibration_id", ""), json.loads(manifest) if manifest else None

@@ -1,0 +1,201 @@
+"""Where results go in the driver: the curve stack and its ledger commit, the live file
+list, the failures record, and the recent history that ``plot`` shows.
+
+Each sink consumes ``(job, result)`` pairs of frames a task finished; the run decides
+which sinks it has. The ``.chi`` files are written by the tasks themselves, on the
+workers, in parallel.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from saxs_pipeline.integrator import Curve
+from saxs_pipeline.io.zarrstack import CurveStackWriter
+from saxs_pipeline.naming import filelist_entry
+from saxs_pipeline.pipeline.dispatcher import Job
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.ledger import Ledger
+from saxs_pipeline.pipeline.task import CurveData, FrameResult
+
+__all__ = ["FailureSink", "FileListSink", "HistorySink", "StackSink", "curves_of"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_SECONDS = 100.0  # the original's "plot" history window
+
+
+def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Curve]:
+    """Full curves from a task's per-frame values and the driver's templates (axes,
+    labels)."""
+    by_key = {c.key: c for c in templates}
+    out = []
+    for d in data:
+        t = by_key[d.key]
+        out.append(Curve(t.kind, t.calnum, t.radial, d.mean, d.poisson, d.std, d.integparams,
+                         t.labels, t.phi))
+    return out
+
+
+class StackSink:
+    """Curves into the stack; every flush commits its rows to the ledger (the commit
+    protocol of :mod:`saxs_pipeline.pipeline.ledger`)."""
+
+    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve]) -> None:
+        self.writer, self.ledger, self.templates = writer, ledger, list(templates)
+        writer.on_commit = self._commit
+        self._lock = threading.Lock()
+        self._buffered: dict[FrameRef, int] = {}  # rows given out, not yet committed
+
+    def _commit(self, written: list[tuple[Any, int]], n_rows: int) -> None:
+        self.ledger.commit([(ref, row, fp) for (ref, fp), row in written], n_rows)
+        with self._lock:  # only now: a frame taken again meanwhile finds the row here
+            for (ref, _), row in written:
+                if self._buffered.get(ref) == row:
+                    del self._buffered[ref]
+
+    def buffered_row(self, ref: FrameRef) -> int | None:
+        """The row of a frame whose curves are buffered, not yet committed."""
+        with self._lock:
+            return self._buffered.get(ref)
+
+    def add(self, pairs: Sequence[tuple[Job, FrameResult]]) -> None:
+        for job, r in pairs:
+            if r.status != "ok" or r.curves is None:
+                continue
+            fp = Fingerprint(*r.fingerprint) if r.fingerprint else None
+            job.row = self.writer.add(job.ref.source, curves_of(self.templates, r.curves),
+                                      r.image_time, r.processed_time, frame_index=job.ref.index,
+                                      row=job.row, token=(job.ref, fp))
+            with self._lock:
+                self._buffered[job.ref] = job.row
+
+    def tick(self) -> None:
+        self.writer.maybe_flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class FileListSink:
+    """The original's live file list: a line ``"<chi path>, I0, I1, I2"`` per curve."""
+
+    def __init__(self, path: Path, directory: Path, *, truncate: bool) -> None:
+        self.path, self.directory = path, directory
+        if not path.parent.is_dir():
+            log.info("Live-Filelisting: creating %s", path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if truncate:
+            path.write_text("")  # a new queue starts a new list, as the original's "new"
+
+    def add(self, pairs: Sequence[tuple[Job, FrameResult]]) -> None:
+        lines = []
+        for _job, r in pairs:
+            if r.status != "ok":
+                continue
+            params = [c.integparams for c in r.curves] if r.curves else [{}] * len(r.chi)
+            lines += [filelist_entry(chi, self.directory, p)
+                      for chi, p in zip(r.chi, params, strict=False)]
+        if lines:
+            with open(self.path, "a") as fh:
+                fh.write("".join(line + "\n" for line in lines))
+
+
+class FailureSink:
+    """Failed frames: the ledger (state and reason), ``failures.log`` (JSON lines beside
+    the outputs), an event for the scheduler's statistics, and the run's current
+    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared)."""
+
+    def __init__(self, ledger: Ledger, log_path: Path, queue_id: str, event: Any = None) -> None:
+        self.ledger, self.log_path, self.queue_id = ledger, log_path, queue_id
+        self.event = event  # callable(record) or None
+        self._lock = threading.Lock()
+        self._failed: dict[FrameRef, dict[str, Any]] = {}
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._failed)
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._failed.values())
+
+    def clear(self, refs: Sequence[FrameRef]) -> None:
+        with self._lock:
+            for ref in refs:
+                self._failed.pop(ref, None)
+
+    def fail(self, ref: FrameRef, error: str, attempts: int, path: str = "") -> None:
+        record = {"file": path or ref.source, "frame": ref.index, "error": error,
+                  "attempts": attempts, "time": time.time()}
+        with self._lock:
+            self._failed[ref] = record
+        self.ledger.fail([(ref, error, attempts)])
+        log.warning("queue %s: %s failed after %d attempt(s): %s", self.queue_id,
+                    path or ref, attempts, error)
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(dict(record, queue=self.queue_id)) + "\n")
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.log_path, exc)
+        if self.event is not None:
+            try:
+                self.event(record)
+            except Exception as exc:  # the stats are informative; the ledger is the record
+                log.debug("stats event failed: %s", exc)
+
+
+class HistorySink:
+    """The latest frame and the last frames' integral parameters (the ``plot`` reply),
+    bounded to ``limit`` frames."""
+
+    def __init__(self, keys: Sequence[str], limit: int = 20_000) -> None:
+        self.keys, self.limit = list(keys), limit
+        self._lock = threading.Lock()
+        self.latest: tuple[Job, FrameResult] | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.finished: collections.deque[float] = collections.deque(maxlen=self.limit)
+            self.params = {
+                k: {f: collections.deque(maxlen=self.limit) for f in ("time", "file", "I0", "I1", "I2")}
+                for k in self.keys
+            }
+
+    def add(self, pairs: Sequence[tuple[Job, FrameResult]]) -> None:
+        now = time.time()
+        with self._lock:
+            for job, r in pairs:
+                if r.status != "ok" or r.curves is None:
+                    continue
+                self.finished.append(now)
+                self.latest = (job, r)
+                for c in r.curves:
+                    entry = self.params.get(c.key)
+                    if entry is None:
+                        continue
+                    entry["time"].append(r.image_time)
+                    entry["file"].append(job.output)
+                    for k in ("I0", "I1", "I2"):
+                        entry[k].append(c.integparams.get(k, 0.0))
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            while self.finished and self.finished[0] < now - HISTORY_SECONDS:
+                self.finished.popleft()
+            return {
+                "history": list(self.finished),
+                "IntegralParameters": {k: {f: list(v) for f, v in e.items()}
+                                       for k, e in self.params.items()},
+            }

@@ -1,0 +1,213 @@
+"""The Dask task: integrate a batch of frames on a worker and write their ``.chi`` files.
+
+The driver sends :class:`FrameTask` values (frame path as the worker sees it, output base
+name decided by the driver, so two frames never share one) and :class:`TaskOptions`; the
+task returns one :class:`FrameResult` per frame, in the same order. Frames are integrated
+a group at a time as one sparse x dense product (:func:`product_frames`). ``.chi`` writes
+are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
+harmless. Incomplete frames are *reported*, not waited for: the driver retries them
+later, so a worker thread never sleeps on a slow detector.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from saxs_pipeline.integrator import Curve, Integrator
+from saxs_pipeline.io.images import ImageError, ImageIncompleteError, read_frame
+from saxs_pipeline.naming import chi_paths
+from saxs_pipeline.stats import PROGRESS_TOPIC
+
+__all__ = [
+    "CurveData",
+    "FrameResult",
+    "FrameTask",
+    "TaskOptions",
+    "process_frames",
+    "product_frames",
+]
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """One frame to integrate: where to read it and the output base name (no ``.chi``)."""
+
+    path: str
+    output: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-queue output options every task carries. ``keep_existing_chi``: a ``.chi``
+    that exists is not replaced (``OverwriteFiles: false``; the curve still goes to the
+    stack); ``write_chi`` false writes none (the stack only)."""
+
+    write_chi: bool = True
+    keep_existing_chi: bool = False
+    write_svg: bool = False
+    write_png: bool = False
+
+
+@dataclass
+class CurveData:
+    """The per-frame part of a :class:`Curve` (axes and labels stay with the driver's
+    template), float32 like the curve stack."""
+
+    key: str
+    mean: np.ndarray
+    poisson: np.ndarray
+    std: np.ndarray | None
+    integparams: dict[str, float]
+
+    @classmethod
+    def from_curve(cls, c: Curve) -> CurveData:
+        return cls(c.key, np.asarray(c.mean, np.float32), np.asarray(c.poisson, np.float32),
+                   None if c.std is None else np.asarray(c.std, np.float32),
+                   {k: float(v) for k, v in c.integparams.items()})
+
+
+@dataclass
+class FrameResult:
+    """What a task reports per frame. ``status``: ``"ok"``, ``"incomplete"`` (still being
+    written: retry later; ``size`` is how many bytes were there) or ``"error"``.
+    ``fingerprint`` is (size, mtime_ns) of the file as it was read."""
+
+    status: str
+    error: str | None = None
+    size: int | None = None
+    fingerprint: tuple[int, int] | None = None
+    image_time: float | None = None
+    processed_time: float = 0.0
+    chi: list[str] = field(default_factory=list)
+    curves: list[CurveData] | None = None
+
+
+def product_frames(shape: tuple[int, int]) -> int:
+    """Frames per sparse x dense product. The engine lays a group out as float32 blocks of
+    frames x pixels, kept per worker thread for reuse; capping a block at 32 MiB bounds
+    that memory (8 Pilatus 1M frames; measured 5.2 ms CPU per frame in the task against
+    5.7-6.4 ms with 16, before the engine reused its blocks)."""
+    return max(1, (32 * 2**20) // (4 * shape[0] * shape[1]))
+
+
+def process_frames(
+    queue_id: str,
+    frames: Sequence[FrameTask],
+    options: TaskOptions,
+    integrator: Integrator | None = None,
+) -> list[FrameResult]:
+    """Integrate a batch of frames and write their outputs (the Dask task)."""
+    if integrator is None:
+        from saxs_pipeline.worker import get_integrator  # the plugin lives on the worker
+
+        integrator = get_integrator(queue_id)
+    group = product_frames(integrator.shape)
+    results: list[FrameResult] = []
+    for k in range(0, len(frames), group):
+        results.extend(_process_group(integrator, frames[k : k + group], options))
+    _log_progress(queue_id, results)
+    return results
+
+
+def _read(task: FrameTask, shape: tuple[int, int]) -> tuple[FrameResult, np.ndarray | None]:
+    res = FrameResult("ok")
+    try:
+        image, header = read_frame(task.path, shape)
+        st = os.stat(task.path)
+    except ImageIncompleteError as exc:
+        res.status, res.error, res.size = "incomplete", str(exc), exc.present
+        return res, None
+    except (ImageError, OSError) as exc:
+        res.status, res.error = "error", str(exc)
+        return res, None
+    res.fingerprint = (st.st_size, st.st_mtime_ns)
+    res.image_time = header.get("time")
+    return res, image
+
+
+def _process_group(integ: Integrator, frames: Sequence[FrameTask],
+                   options: TaskOptions) -> list[FrameResult]:
+    results: list[FrameResult] = []
+    loaded: list[tuple[FrameTask, FrameResult, np.ndarray]] = []
+    for task in frames:
+        res, image = _read(task, integ.shape)
+        results.append(res)
+        if image is not None:
+            loaded.append((task, res, image))
+    suffixes = integ.output_suffixes()
+    for (task, res, image), curves in zip(loaded, _integrate(integ, [im for *_, im in loaded]),
+                                          strict=True):
+        if isinstance(curves, Exception):
+            res.status, res.error = "error", f"integration failed: {curves}"
+            continue
+        try:
+            _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
+        except Exception as exc:  # a full disk or a permission problem: report, go on
+            res.status, res.error = "error", f"writing outputs failed: {exc}"
+            continue
+        res.curves = [CurveData.from_curve(c) for c in curves]
+        res.processed_time = time.time()
+    return results
+
+
+def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, base: Path,
+                   suffixes: Sequence[str], options: TaskOptions, res: FrameResult) -> None:
+    if not (options.write_chi or options.write_svg or options.write_png):
+        return
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if options.write_chi:
+        paths = chi_paths(base, suffixes)
+        if options.keep_existing_chi and any(p.exists() for p in paths):
+            res.chi = [str(p) for p in paths]  # OverwriteFiles false: the old files stay
+        else:
+            res.chi = [str(p) for p in integ.write_chi(curves, base)]
+    if options.write_svg or options.write_png:
+        from saxs_pipeline.plot import write_frame_png, write_frame_svg
+
+        if options.write_svg:
+            write_frame_svg(curves, base.with_name(base.name + ".svg"), title=base.name)
+        if options.write_png:
+            write_frame_png(image, base.with_name(base.name + ".png"))
+
+
+def _integrate(integ: Integrator, images: list[np.ndarray]) -> list[list[Curve] | Exception]:
+    if not images:
+        return []
+    try:
+        return list(integ.integrate_many(images))
+    except Exception:
+        # One bad frame must not fail its batch: integrate one by one to isolate it.
+        out: list[list[Curve] | Exception] = []
+        for image in images:
+            try:
+                out.append(integ.integrate(image))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return  # called outside a Dask worker (tests, a local loop)
+    counts = {"ok": 0, "incomplete": 0, "error": 0}
+    for r in results:
+        counts[r.status] += 1
+    worker.log_event(PROGRESS_TOPIC, {
+        "queue": queue_id,
+        "key": repr(worker.get_current_task()),
+        "processed": counts["ok"],
+        "failed": counts["error"],
+        "incomplete": counts["incomplete"],
+        "time": time.time(),
+    })

@@ -1,0 +1,91 @@
+"""The run ledger: states, output-name collisions, commits, the decision rule, reopening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.ledger import (
+    Ledger,
+    LedgerError,
+    State,
+    Take,
+    Why,
+    read_manifest,
+    wanted,
+)
+
+A, B, C = FrameRef.of("a.tif"), FrameRef.of("sub/b.tif"), FrameRef.of("c.tif")
+FP1, FP2 = Fingerprint(100, 1), Fingerprint(100, 2)
+
+
+def test_take_commit_fail_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "run.ledger"
+    led = Ledger(path, "cal-1", {"calibration": {"x": 1}})
+    assert led.take([Take(A, FP1, "a"), Take(B, FP1, "sub/b")]) == []
+    assert led.counts() == {"pending": 2, "done": 0, "failed": 0}
+    led.commit([(A, 0, FP2)], 1)
+    led.fail([(B, "broken TIFF", 3)])
+    got = led.lookup([A, B, C])
+    assert set(got) == {A, B}
+    assert got[A].state is State.DONE and got[A].row == 0 and got[A].fingerprint == FP2
+    assert got[B].state is State.FAILED and got[B].error == "broken TIFF" and got[B].attempts == 3
+    assert led.n_rows == 1 and list(led.iter_done()) == [(A, 0)]
+    # taking a done frame again keeps its row (it is updated in place, not doubled)
+    led.take([Take(A, FP2, "a")])
+    assert led.lookup([A])[A].state is State.PENDING and led.lookup([A])[A].row == 0
+    led.close()
+    assert read_manifest(path) == ("cal-1", {"calibration": {"x": 1}})
+    again = Ledger(path, "cal-1")
+    assert again.n_rows == 1 and [e.ref for e in again.entries(State.PENDING)] == [A]
+    again.close()
+    with pytest.raises(LedgerError, match="belongs to calibration cal-1"):
+        Ledger(path, "cal-2")
+
+
+def test_one_holder_at_a_time(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    with pytest.raises(LedgerError, match="locked"):
+        Ledger(tmp_path / "run.ledger", "cal")
+    led.close()
+
+
+def test_output_collisions_are_refused_naming_both_frames(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    refused = led.take([Take(FrameRef.of("a_b.tif"), FP1, "data_a_b"),
+                        Take(FrameRef.of("a/b.tif"), FP1, "data_a_b")])
+    assert [r.ref for r in refused] == [FrameRef.of("a/b.tif")]
+    assert "a_b.tif" in refused[0].reason and "a/b.tif" in refused[0].reason
+    assert led.lookup([FrameRef.of("a/b.tif")])[FrameRef.of("a/b.tif")].state is State.FAILED
+    led.close()
+
+
+@pytest.mark.parametrize(("state", "fp", "why", "overwrite", "expected"), [
+    (None, FP1, Why.EVENT, True, True),
+    (State.PENDING, FP1, Why.RESUME, True, True),  # taken before a crash: redo
+    (State.DONE, FP1, Why.EVENT, True, False),  # a repeated event
+    (State.DONE, FP2, Why.EVENT, True, True),  # rewritten under the same name
+    (State.DONE, FP2, Why.EVENT, False, False),  # ... unless OverwriteFiles is false
+    (State.DONE, FP1, Why.WALK, True, True),  # readdir: redo all
+    (State.DONE, FP2, Why.RESUME, True, True),
+    (State.DONE, FP1, Why.RESUME, True, False),
+    (State.FAILED, FP1, Why.EVENT, True, False),  # same bytes: would fail again
+    (State.FAILED, FP2, Why.EVENT, True, True),  # a stalled writer finished it
+    (State.FAILED, FP1, Why.RESUME, True, True),  # resume completes the set
+])
+def test_wanted(tmp_path: Path, state, fp, why, overwrite, expected) -> None:
+    from saxs_pipeline.pipeline.ledger import Entry
+
+    entry = None if state is None else Entry(A, state, FP1, 0, "a", 1, None, 0.0, 0.0)
+    assert wanted(entry, fp, why, overwrite) is expected
+
+
+def test_adopting_a_stack_without_ledger(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    led.adopt([(A, 0), (B, 1)], 2)
+    assert led.n_rows == 2 and led.lookup([B])[B].state is State.DONE
+    assert led.lookup([B])[B].fingerprint is None  # unknown: taken as unchanged
+    assert not wanted(led.lookup([B])[B], FP2, Why.RESUME, True)
+    led.close()

@@ -1,0 +1,29 @@
+"""Repeated warnings are rate-limited to one line with a count."""
+
+from __future__ import annotations
+
+import logging
+
+from saxs_pipeline.logutil import RateLimit
+
+
+def test_repeats_are_counted_not_printed(caplog) -> None:
+    log = logging.getLogger("test.ratelimit")
+    limit = RateLimit(interval=0.2)
+    caplog.handler.addFilter(limit)
+    try:
+        with caplog.at_level(logging.INFO, logger="test.ratelimit"):
+            for i in range(2500):
+                log.warning("bad file %s", i)
+            log.info("info always passes")
+            import time
+
+            time.sleep(0.25)
+            log.warning("bad file %s", "last")
+            limit.flush(log)
+    finally:
+        caplog.handler.removeFilter(limit)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "bad file 0" and lines[1] == "info always passes"
+    assert lines[2].startswith("bad file last [and 2,499 more like this")
+    assert len(lines) == 3
