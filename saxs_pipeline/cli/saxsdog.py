@@ -336,15 +336,17 @@ def run(opts: Options) -> int:
         startup = time.perf_counter() - t0
         t1 = time.perf_counter()
         finished = _wait(opts, queue, link)
-        stats = queue.close(timeout=None if finished and link.status.state != "gone" else 5.0)
+        gone = link.status.state == "gone"
+        stats = queue.close(timeout=None if finished and not gone else 5.0)
         elapsed = time.perf_counter() - t1
+        lost = gone or link.status.state == "gone"
+        cluster = link.status.describe()
     finally:
         link.close()
     _report(queue, stats, elapsed, startup)
-    if link.status.state == "gone" or stats["queue length"]:
-        left = queue.progress()["total"] - queue.progress()["done"]
-        print(f"saxsdog: the Dask cluster was lost ({link.status.describe()}); {left} frame(s) "
-              f"not integrated are pending in {queue.store.ledger.path}: rerun with --resume",
+    if lost:
+        print(f"saxsdog: the Dask cluster was lost ({cluster}); the run is incomplete (what "
+              f"was done is committed in {queue.zarr_path}): rerun with --resume",
               file=sys.stderr)
         return EXIT_LOST
     if not finished:

@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     # order; the server's own handler is installed once they are up.
     sigint_wanted = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # e.g. nohup: keep it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Imported here, once, in this thread: the cluster thread and a first "new" would
+    # otherwise import distributed at the same time (a circular-import error).
+    import saxs_pipeline.queue  # noqa: F401
+
     handle.start()  # in the background: the socket answers while the cluster starts
 
     def install_sigint() -> None:

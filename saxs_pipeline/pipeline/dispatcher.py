@@ -38,6 +38,13 @@ from saxs_pipeline.stats import TASK_PREFIX
 
 __all__ = ["Dispatcher", "Job"]
 
+
+def _task_error(future: Any) -> str:
+    try:
+        return repr(future.exception(timeout=5))
+    except Exception as exc:  # the error itself could not be fetched
+        return f"(error unavailable: {exc!r})"
+
 log = logging.getLogger(__name__)
 
 
@@ -252,7 +259,7 @@ class Dispatcher:
             for b in stale:
                 self._requeue_locked(b)
             self._generation = status.generation
-            self._ac = as_completed(loop=client.loop, with_results=True)
+            self._ac = as_completed(loop=client.loop)
         self._refresh_nthreads(client, force=True)
         if stale:
             log.info("queue %s: %d task(s) resubmitted after the reconnection", self.queue_id,
@@ -331,33 +338,51 @@ class Dispatcher:
                     ac.thread_condition.wait(0.25)
             try:
                 done = ac.next_batch(block=False)
-                for future, result in done:
-                    self._handle(future, result)
                 if done:
+                    self._collect(done)
                     self._wake.set()  # slots are free
             except Exception:
                 log.exception("queue %s: collecting results failed", self.queue_id)
                 self._stop.wait(1.0)
 
-    def _handle(self, future: Any, result: Any) -> None:
+    def _collect(self, futures: list[Any]) -> None:
+        """Results of finished tasks, fetched in one gather (as_completed is used without
+        results: its per-future fetch logs a traceback for every task a scheduler loss
+        interrupts, and one gather per batch is cheaper)."""
+        batches = []
         with self._lock:
-            batch = self._out.get(future.key)
-            if batch is None or batch.future is not future:
-                return  # aborted, or an older submission of a resubmitted batch
-            if future.status == "cancelled":
-                # Not cancelled by us (abort removes the batch first): the scheduler
-                # connection broke. The frames go back in line, nothing is failed.
-                self._requeue_locked(batch)
-                return
-            del self._out[batch.key]
-            self._out_frames -= len(batch.jobs)
-        if future.status != "finished":
-            err = result[1] if isinstance(result, tuple) and len(result) == 3 else result
-            for job in batch.jobs:
-                self._finish(job)
-                self.on_failed(job, f"task {future.status}: {err!r}")
-        else:
-            self._results(batch.jobs, result)
+            for f in futures:
+                batch = self._out.get(f.key)
+                if batch is None or batch.future is not f:
+                    continue  # aborted, or an older submission of a resubmitted batch
+                if f.status in ("cancelled", "lost"):
+                    # Not cancelled by us (abort removes the batch first): the scheduler
+                    # connection broke. The frames go back in line, nothing is failed.
+                    self._requeue_locked(batch)
+                    continue
+                batches.append(batch)
+        finished = [b for b in batches if b.future.status == "finished"]
+        try:
+            results = self.link.get(timeout=5).gather([b.future for b in finished]) if finished else []
+        except Exception as exc:  # the connection broke while fetching: run them again
+            log.debug("queue %s: gathering results failed (%s); resubmitting", self.queue_id, exc)
+            with self._lock:
+                for b in batches:
+                    self._requeue_locked(b)
+            return
+        got = dict(zip([b.key for b in finished], results, strict=True))
+        for batch in batches:
+            with self._lock:
+                if self._out.pop(batch.key, None) is None:
+                    continue
+                self._out_frames -= len(batch.jobs)
+            if batch.key in got:
+                self._results(batch.jobs, got[batch.key])
+            else:
+                err = _task_error(batch.future)
+                for job in batch.jobs:
+                    self._finish(job)
+                    self.on_failed(job, f"task {batch.future.status}: {err}")
         with self._lock:
             self._cond.notify_all()
 

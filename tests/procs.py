@@ -1,0 +1,60 @@
+"""Real processes for the fault tests: a ``dask scheduler`` and ``saxs-worker`` processes
+on 127.0.0.1 (ephemeral ports), ``saxsdog`` runs, and stopping all of them by PID."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(args: list[str], log: Path, **kw) -> subprocess.Popen:
+    fh = open(log, "ab")  # noqa: SIM115 - closed with the process's life
+    return subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, **kw)
+
+
+def stop(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` s, every process still running."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def wait_until(check, timeout: float, what: str, procs: list[subprocess.Popen] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for p in procs:
+            assert p.poll() is None, f"{p.args[:3]} exited with {p.returncode} while waiting for {what}"
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(0.05)
+
+
+def scheduler(port: int, log: Path) -> subprocess.Popen:
+    return spawn([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                  "--no-dashboard", "--preload", "saxs_pipeline.stats"], log)
+
+
+def worker(address: str, log: Path, name: str) -> subprocess.Popen:
+    return spawn([str(BIN / "saxs-worker"), address, "--nthreads", "1", "--host", "127.0.0.1",
+                  "--no-dashboard", "--name", name], log)
+
+
+def saxsdog(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    return spawn([str(BIN / "saxsdog"), *args], log, cwd=cwd)
