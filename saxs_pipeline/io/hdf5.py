@@ -276,13 +276,13 @@ class Hdf5Frames:
             out[a - lo : b - lo] = frames[a - first : b - first]
 
     def _chunk(self, part: _Part, first: int, k: int) -> np.ndarray:
+        if part.dset.id.get_chunk_info_by_coord((first, 0, 0)).byte_offset is None:
+            raise FrameIncompleteError(
+                self._where(part, first), "its chunk is not written yet", _size(part.file)
+            )
         try:
             mask, raw = part.dset.id.read_direct_chunk((first, 0, 0))
         except (OSError, RuntimeError, ValueError) as exc:
-            if "address isn't defined" in str(exc):
-                raise FrameIncompleteError(
-                    self._where(part, first), "its chunk is not written yet", _size(part.file)
-                ) from None
             raise ImageError(f"{self._where(part, first)}: chunk cannot be read ({exc})") from None
         shape = (k, *self.shape)
         if mask:  # the filter was skipped for this chunk: stored as is
