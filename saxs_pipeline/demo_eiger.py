@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ __all__ = [
     "EIGER2_X_4M_SHAPE",
     "EigerDemoSet",
     "EigerSeries",
+    "demo_frames",
     "eiger_calibration_dict",
     "eiger_frame",
     "eiger_module_gaps",
@@ -203,6 +204,21 @@ def eiger_frame(demo: EigerDemoSet, i: int) -> np.ndarray:
     return _frame(demo.model, demo.invalid, i, demo.n_frames, demo.seed)
 
 
+def _physics(shape: tuple[int, int], seed: int) -> tuple[dict[str, Any], Any, np.ndarray, np.ndarray]:
+    """Calibration, the demo's model on it, EIGER module gaps and bad pixels."""
+    cal = eiger_calibration_dict(shape)
+    model = _Model(load_calibration(cal), seed)
+    gaps = eiger_module_gaps(shape)
+    return cal, model, gaps, model.layout.bad & ~gaps
+
+
+def demo_frames(n_frames: int, *, shape: tuple[int, int] = EIGER2_X_4M_SHAPE, seed: int = 0) -> Iterator[np.ndarray]:
+    """The frames :func:`generate_eiger_demo` writes, generated in memory one by one."""
+    _cal, model, gaps, bad = _physics((int(shape[0]), int(shape[1])), seed)
+    for i in range(n_frames):
+        yield _frame(model, gaps | bad, i, n_frames, seed)
+
+
 def generate_eiger_demo(
     root: str | os.PathLike[str],
     *,
@@ -218,12 +234,9 @@ def generate_eiger_demo(
     base = Path(root) / "eiger"
     base.mkdir(parents=True, exist_ok=True)
     shape = (int(shape[0]), int(shape[1]))
-    cal = eiger_calibration_dict(shape)
+    cal, model, gaps, bad = _physics(shape, seed)
     cal_path = base / "calibration.json"
     cal_path.write_text(json.dumps(cal, indent=2) + "\n")
-    model = _Model(load_calibration(cal_path), seed)
-    gaps = eiger_module_gaps(shape)
-    bad = model.layout.bad & ~gaps
     invalid = gaps | bad
     np.save(base / "mask.npy", (invalid | model.layout.beamstop).astype(np.uint8))
     n_frames = n_frames_per_file * n_files
