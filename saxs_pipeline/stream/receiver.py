@@ -98,7 +98,8 @@ class StreamReceiver:
                     tracker.errors.append(f"series {start.series_id}: a new start (series {msg.series_id}) before its end")
                     return
                 start = msg
-                tracker = self.tracker = SeriesTracker(start)
+                errors, tracker = tracker.errors, SeriesTracker(start)
+                tracker.errors, self.tracker = errors, tracker  # keep what failed before the start
                 wait = idle_timeout
                 yield msg
             elif start is None:
