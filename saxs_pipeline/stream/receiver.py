@@ -21,7 +21,13 @@ from collections.abc import Iterator
 import zmq
 
 from saxs_pipeline.stream.codec import StreamDecodeError, decode_message
-from saxs_pipeline.stream.messages import EndMessage, ImageMessage, Message, SeriesTracker, StartMessage
+from saxs_pipeline.stream.messages import (
+    EndMessage,
+    ImageMessage,
+    Message,
+    SeriesTracker,
+    StartMessage,
+)
 
 __all__ = ["StreamReceiver"]
 
