@@ -118,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_hdf5(args.input):
             config, mask = convert_nexus(args.input, args.output, args.template, overrides)
             if mask is not None:
-                write_pixel_mask(mask_path_for(args.output), mask)
+                try:
+                    write_pixel_mask(mask_path_for(args.output), mask)
+                except OSError as exc:
+                    raise ConverterError(f"{mask_path_for(args.output)}: cannot be written ({exc.strerror})") from None
         elif overrides != NexusOverrides():
             raise ConverterError(f"{args.input}: the NeXus flags apply to NeXus (HDF5) input only")
         else:
