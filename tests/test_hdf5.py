@@ -181,7 +181,7 @@ def test_file_open_for_writing_is_incomplete(tmp_path: Path) -> None:
     writer = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time, h5py, numpy as np\n"
-         f"f = h5py.File({str(path)!r}, 'w'); f['/entry/data/data'] = np.zeros((2, 3, 4), 'u2'); f.flush()\n"
+         f"f = h5py.File({str(path)!r}, 'w', libver='latest'); f['/entry/data/data'] = np.zeros((2, 3, 4), 'u2'); f.flush()\n"
          "print('ready', flush=True); sys.stdin.read(); f.close()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
