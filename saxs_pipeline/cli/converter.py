@@ -1,4 +1,5 @@
-"""``saxsconverter``: FIT2D calibration log (or older calibration JSON) -> calibration JSON."""
+"""``saxsconverter``: FIT2D calibration log, older calibration JSON or NeXus master file ->
+calibration JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saxs_pipeline.io.converter import ConverterError, convert, to_text, write_calibration
+from saxs_pipeline.io.converter import (
+    ConverterError,
+    convert,
+    convert_nexus,
+    is_hdf5,
+    mask_path_for,
+    to_text,
+    write_calibration,
+)
+from saxs_pipeline.io.nexus import NexusOverrides, write_pixel_mask
 
 __all__ = ["build_parser", "main"]
 
@@ -30,6 +40,17 @@ From a calibration JSON, the geometry, wavelength, title, polarization correctio
 first mask entry's MaskFile, PixelPerRadialElement, qStart, qStop and Oversampling are
 taken over.
 
+From a NeXus/DECTRIS master file (recognised by its HDF5 signature, e.g. an EIGER or
+PILATUS4 *_master.h5) the NXdetector/NXbeam fields give distance, beam centre, pixel size,
+wavelength (or energy) and detector size; the pixel mask (detectorSpecific/pixel_mask,
+nonzero = bad) is written as OUTPUT's stem + "_mask.npy" next to OUTPUT and named in
+Masks[0].MaskFile. The beam centre is converted from the detector's convention (pixels
+from the left and from the TOP edge) to BeamCenter = [rows - beam_center_y,
+beam_center_x] (Y from the bottom, FIT2D's convention). Tilt is not read; the base's is
+kept. A missing field is reported with its NeXus path and the flag that supplies it
+(--distance-mm, --beam-x, --beam-y, --pixel-size-um, --wavelength-a, --shape); a flag
+also overrides the file.
+
 The values are written into a base calibration: the template given with -t; else OUTPUT
 itself if it exists (its other fields are kept); else a complete default calibration for
 a Pilatus 1M (172 um pixels, 1043 x 981 pixels, mask placeholder AAA_integ.msk,
@@ -42,6 +63,8 @@ examples:
   saxsconverter calibration.txt cal.json
   saxsconverter -t mysetup.json calibration.txt cal.json
   saxsconverter old_flat_cal.json cal.json
+  saxsconverter series_master.h5 cal.json
+  saxsconverter --distance-mm 3000 --wavelength-a 1.0 series_master.h5 cal.json
 
 exit status: 0 on success, 1 if the input, base or result is not usable, 2 on usage errors.
 """
@@ -67,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-t", "--template", metavar="TEMPLATE",
         help="calibration JSON to use as the base instead of OUTPUT or the default",
     )
+    nexus = parser.add_argument_group("NeXus master files (values replace the file's)")
+    nexus.add_argument("--distance-mm", type=float, metavar="MM", help="sample-detector distance")
+    nexus.add_argument("--beam-x", type=float, metavar="PIXELS", help="beam centre x, from the left edge")
+    nexus.add_argument("--beam-y", type=float, metavar="PIXELS",
+                       help="beam centre y, from the TOP edge (the detector's convention)")
+    nexus.add_argument("--pixel-size-um", type=float, metavar="UM", help="pixel size (square pixels)")
+    nexus.add_argument("--wavelength-a", type=float, metavar="A", help="wavelength in Angstrom")
+    nexus.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="detector size")
     parser.add_argument(
         "-q", "--quiet", action="store_true",
         help="do not print the resulting calibration",
@@ -78,8 +109,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``saxsconverter``; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="saxsconverter: %(message)s")
+    overrides = NexusOverrides(
+        distance_mm=args.distance_mm, beam_x=args.beam_x, beam_y=args.beam_y,
+        pixel_size_um=args.pixel_size_um, wavelength_a=args.wavelength_a,
+        shape=tuple(args.shape) if args.shape else None,
+    )
     try:
-        config = convert(args.input, args.output, args.template)
+        if is_hdf5(args.input):
+            config, mask = convert_nexus(args.input, args.output, args.template, overrides)
+            if mask is not None:
+                try:
+                    write_pixel_mask(mask_path_for(args.output), mask)
+                except OSError as exc:
+                    raise ConverterError(f"{mask_path_for(args.output)}: cannot be written ({exc.strerror})") from None
+        elif overrides != NexusOverrides():
+            raise ConverterError(f"{args.input}: the NeXus flags apply to NeXus (HDF5) input only")
+        else:
+            config = convert(args.input, args.output, args.template)
         write_calibration(args.output, config)
     except ConverterError as exc:
         print(f"saxsconverter: error: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Calibration files from FIT2D calibration logs (and from older calibration JSON).
+"""Calibration files from FIT2D calibration logs (and from older calibration JSON, and from
+NeXus/DECTRIS master files: :func:`convert_nexus`, see :mod:`saxs_pipeline.io.nexus`).
 
 FIT2D prints the refined geometry after a powder calibration as ``INFO:`` lines::
 
@@ -32,15 +33,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from saxs_pipeline.io.calibration import CalibrationError, load_calibration
+from saxs_pipeline.io.frames import HDF5_MAGIC
+from saxs_pipeline.io.images import ImageError
+from saxs_pipeline.io.nexus import (
+    NexusError,
+    NexusOverrides,
+    nexus_calibration,
+    read_nexus_geometry,
+)
 
 __all__ = [
     "ConverterError",
     "Fit2dGeometry",
     "apply_fit2d",
     "convert",
+    "convert_nexus",
     "default_calibration",
     "import_calibration",
+    "is_hdf5",
+    "mask_path_for",
     "parse_fit2d_log",
     "read_base",
     "to_text",
@@ -231,6 +245,17 @@ def _looks_like_json(text: str) -> bool:
     return text.lstrip().startswith(("{", "["))
 
 
+def _base(output_path: PathLike | None, template: PathLike | None) -> dict[str, Any]:
+    if template is not None:
+        log.info("base: template %s", template)
+        return read_base(template, "template")
+    if output_path is not None and Path(output_path).exists():
+        log.info("base: existing output %s (parsed values replace its fields)", output_path)
+        return read_base(output_path, "existing output")
+    log.info("base: default calibration")
+    return default_calibration()
+
+
 def convert(
     input_path: PathLike,
     output_path: PathLike | None = None,
@@ -242,15 +267,7 @@ def convert(
     else :func:`default_calibration`. The result is validated and returned; nothing is
     written (see :func:`write_calibration`).
     """
-    if template is not None:
-        base = read_base(template, "template")
-        log.info("base: template %s", template)
-    elif output_path is not None and Path(output_path).exists():
-        base = read_base(output_path, "existing output")
-        log.info("base: existing output %s (parsed values replace its fields)", output_path)
-    else:
-        base = default_calibration()
-        log.info("base: default calibration")
+    base = _base(output_path, template)
 
     source = os.fspath(input_path)
     try:
@@ -277,6 +294,48 @@ def convert(
     except CalibrationError as exc:
         raise ConverterError(f"the converted calibration does not validate: {exc.path}: {exc.reason}") from None
     return result
+
+
+def is_hdf5(path: PathLike) -> bool:
+    """True when ``path`` starts with the HDF5 signature (a NeXus master file)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(HDF5_MAGIC)) == HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def mask_path_for(output_path: PathLike) -> Path:
+    """Where the pixel mask of a NeXus conversion goes: ``<OUTPUT stem>_mask.npy`` beside it."""
+    out = Path(output_path)
+    return out.with_name(f"{out.stem}_mask.npy")
+
+
+def convert_nexus(
+    input_path: PathLike,
+    output_path: PathLike,
+    template: PathLike | None = None,
+    overrides: NexusOverrides | None = None,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """A calibration from a NeXus/DECTRIS master file (see :mod:`saxs_pipeline.io.nexus`)
+    and its pixel mask (True = bad, None if the file has none). The calibration's
+    ``Masks[0].MaskFile`` names :func:`mask_path_for` (relative to the output) when there
+    is a mask; nothing is written."""
+    base = _base(output_path, template)
+    try:
+        geometry = read_nexus_geometry(input_path, overrides)
+    except (NexusError, ImageError) as exc:
+        raise ConverterError(str(exc)) from None
+    mask_file = mask_path_for(output_path).name if geometry.pixel_mask is not None else None
+    if mask_file is None:
+        log.warning("%s has no pixel_mask; Masks[0].MaskFile stays %s", input_path,
+                    base.get("Masks", [{}])[0].get("MaskFile"))
+    result = nexus_calibration(geometry, base, mask_file)
+    try:
+        load_calibration(result)
+    except CalibrationError as exc:
+        raise ConverterError(f"the converted calibration does not validate: {exc.path}: {exc.reason}") from None
+    return result, geometry.pixel_mask
 
 
 def to_text(config: dict[str, Any]) -> str:
