@@ -49,7 +49,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-__all__ = ["I_UNITS", "Q_UNITS", "NXcanSASError", "export_stack", "write_nxcansas"]
+__all__ = ["I_UNITS", "Q_UNITS", "NXcanSASError", "export_stack", "q_from_per_nm", "write_nxcansas"]
 
 Q_UNITS = ("1/nm", "1/angstrom", "1/m")
 I_UNITS = ("arbitrary", "1/cm", "1/m")
@@ -255,6 +255,14 @@ def write_nxcansas(
     return target
 
 
+def q_from_per_nm(q: np.ndarray, units: str) -> np.ndarray:
+    """q given in 1/nm (the pipeline's unit) expressed in ``units`` (one of Q_UNITS)."""
+    scale = {"1/nm": 1.0, "1/angstrom": 0.1, "1/m": 1e9}
+    if units not in scale:
+        raise NXcanSASError(f"Q units must be one of {Q_UNITS}, not {units!r}")
+    return np.asarray(q, dtype=np.float64) * scale[units]
+
+
 def export_stack(
     stack: PathLike,
     out: PathLike,
@@ -275,13 +283,10 @@ def export_stack(
     if curves.axis_units != "1/nm":
         raise NXcanSASError(f"curve {key} has a {curves.axis_units} axis, not q: only radial "
                             "curves can be written as NXcanSAS")
-    if q_units not in Q_UNITS:
-        raise NXcanSASError(f"Q units must be one of {Q_UNITS}, not {q_units!r}")
-    scale = {"1/nm": 1.0, "1/angstrom": 0.1, "1/m": 1e9}[q_units]
     name = Path(os.fspath(stack)).name
     one = len(curves.rows) == 1
     return write_nxcansas(
-        out, curves.q * scale,
+        out, q_from_per_nm(curves.q, q_units),
         curves.intensity[0] if one else curves.intensity,
         curves.error[0] if one else curves.error,
         title=title or (curves.filenames[0] if one else name), run=name, q_units=q_units,
