@@ -169,7 +169,7 @@ def detector_layout(geometry: Geometry, seed: int = 0) -> DetectorLayout:
     return DetectorLayout(gaps, bad, beamstop)
 
 
-class _Model:
+class ScatteringModel:
     """What every frame of one demo set shares: the q of every pixel (as an index into a
     fine 1-D q grid, so a frame only evaluates its profile on that grid), the per-pixel
     weight (polarization, beam-stop shadow) and the detector layout."""
@@ -203,10 +203,10 @@ class _Model:
 
 
 @lru_cache(maxsize=4)
-def _model(calibration: str, mtime_ns: int, seed: int) -> _Model:
+def _model(calibration: str, mtime_ns: int, seed: int) -> ScatteringModel:
     # Keyed on the file's mtime so that an edited calibration builds a new model.
     del mtime_ns
-    return _Model(load_calibration(calibration), seed)
+    return ScatteringModel(load_calibration(calibration), seed)
 
 
 def _frame_name(i: int) -> str:
@@ -232,7 +232,7 @@ class DemoSet:
     def frame_name(self, i: int) -> str:
         return _frame_name(i)
 
-    def model(self) -> _Model:
+    def model(self) -> ScatteringModel:
         return _model(str(self.calibration), self.calibration.stat().st_mtime_ns, self.seed)
 
 
@@ -251,14 +251,14 @@ def _sphere_profile(q: np.ndarray, radius: float) -> np.ndarray:
     return intensity / float(volume @ weights)
 
 
-def _sample_profile(model: _Model, i: int, n_frames: int) -> np.ndarray:
+def sample_profile(model: ScatteringModel, i: int, n_frames: int) -> np.ndarray:
     t = _progress(i, n_frames)
     conc = CONCENTRATION[0] + (CONCENTRATION[1] - CONCENTRATION[0]) * t
     spheres = _sphere_profile(model.q_grid, sphere_radius(i, n_frames))
     return SAMPLE_COUNTS * conc * spheres + BACKGROUND
 
 
-def _agbeh_profile(model: _Model) -> np.ndarray:
+def _agbeh_profile(model: ScatteringModel) -> np.ndarray:
     q = model.q_grid
     # a few pixels wide: about 1.7 px at the first ring on this geometry
     sigma = 0.012
@@ -293,7 +293,7 @@ def frame_image(demo: DemoSet, i: int) -> np.ndarray:
     """Sample frame ``i`` (int32), the same every time for the same seed."""
     model = demo.model()
     rng = np.random.default_rng([demo.seed, 1, i])
-    return model.counts(_sample_profile(model, i, demo.n_frames), rng)
+    return model.counts(sample_profile(model, i, demo.n_frames), rng)
 
 
 def calibrant_image(demo: DemoSet) -> np.ndarray:

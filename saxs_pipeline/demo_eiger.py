@@ -41,7 +41,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from saxs_pipeline.demo import START_DATE, _Model, _sample_profile, calibration_dict
+from saxs_pipeline.demo import START_DATE, ScatteringModel, calibration_dict, sample_profile
 from saxs_pipeline.io.calibration import load_calibration
 
 __all__ = [
@@ -192,7 +192,7 @@ class EigerDemoSet:
 
 
 def _frame(model: Any, invalid: np.ndarray, i: int, n_frames: int, seed: int) -> np.ndarray:
-    lam = _sample_profile(model, i, n_frames)[model.index]
+    lam = sample_profile(model, i, n_frames)[model.index]
     lam *= model.weight
     image = np.random.default_rng([seed, 2, i]).poisson(lam).astype(np.uint32)
     image[invalid] = np.iinfo(np.uint32).max
@@ -207,7 +207,7 @@ def eiger_frame(demo: EigerDemoSet, i: int) -> np.ndarray:
 def _physics(shape: tuple[int, int], seed: int) -> tuple[dict[str, Any], Any, np.ndarray, np.ndarray]:
     """Calibration, the demo's model on it, EIGER module gaps and bad pixels."""
     cal = eiger_calibration_dict(shape)
-    model = _Model(load_calibration(cal), seed)
+    model = ScatteringModel(load_calibration(cal), seed)
     gaps = eiger_module_gaps(shape)
     return cal, model, gaps, model.layout.bad & ~gaps
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from procs import free_port, saxsdog, scheduler, stop, wait_until, worker
 from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.pipeline.ledger import State, read_manifest
+
+from procs import free_port, saxsdog, scheduler, stop, wait_until, worker
 
 pytestmark = pytest.mark.timeout(300)
 

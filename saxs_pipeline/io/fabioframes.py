@@ -25,7 +25,8 @@ from saxs_pipeline.io.frames import (
     check_shape,
     invalid_value_for,
 )
-from saxs_pipeline.io.images import ImageError, _iso_to_timestamp, _parse_description
+from saxs_pipeline.io.images import ImageError
+from saxs_pipeline.io.pilatusheader import iso_to_timestamp, parse_description
 
 __all__ = ["FabioFrames"]
 
@@ -120,10 +121,10 @@ class FabioFrames:
     def _header(header: dict[str, Any], index: int) -> dict[str, Any]:
         out: dict[str, Any] = dict(header)
         pilatus = header.get("_array_data.header_contents")
-        parsed = _parse_description(pilatus) if isinstance(pilatus, str) else {}
+        parsed = parse_description(pilatus) if isinstance(pilatus, str) else {}
         out.update(parsed)
         out["date"] = parsed.get("date")
-        out["time"] = _iso_to_timestamp(out["date"]) if out["date"] else None
+        out["time"] = iso_to_timestamp(out["date"]) if out["date"] else None
         out["index"] = index
         return out
 

@@ -46,7 +46,8 @@ from saxs_pipeline.io.frames import (
     check_shape,
     invalid_value_for,
 )
-from saxs_pipeline.io.images import ImageError, _iso_to_timestamp
+from saxs_pipeline.io.images import ImageError
+from saxs_pipeline.io.pilatusheader import iso_to_timestamp
 
 __all__ = ["DETECTOR", "Hdf5Frames", "open_hdf5"]
 
@@ -362,7 +363,7 @@ class Hdf5Frames:
 
     def _times(self, start: int, stop: int) -> list[float | None]:
         iso = self._scalar("/entry/start_time") or self._scalar(f"{DETECTOR}/detectorSpecific/data_collection_date")
-        t0 = _iso_to_timestamp(str(iso)) if iso else None
+        t0 = iso_to_timestamp(str(iso)) if iso else None
         if t0 is None:
             return [None] * (stop - start)
         relative = next((v for k, v in self._meta.items() if k.endswith("/start_time")), None)

@@ -9,7 +9,7 @@ from typing import Any
 
 import tifffile
 
-__all__ = ["header_of", "parse_description"]
+__all__ = ["header_of", "iso_to_timestamp", "parse_description"]
 
 
 
@@ -70,7 +70,7 @@ def parse_description(text: str) -> dict[str, Any]:
     return out
 
 
-def _iso_to_timestamp(iso: str) -> float | None:
+def iso_to_timestamp(iso: str) -> float | None:
     try:
         when = datetime.fromisoformat(iso)
     except ValueError:
@@ -94,7 +94,7 @@ def header_of(tif: tifffile.TiffFile) -> dict[str, Any]:
             value = value.decode("latin-1")
         m = re.match(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})", value or "")
         header["date"] = f"{m[1]}-{m[2]}-{m[3]}T{m[4]}" if m else None
-    header["time"] = _iso_to_timestamp(header["date"]) if header["date"] else None
+    header["time"] = iso_to_timestamp(header["date"]) if header["date"] else None
     return header
 
 
