@@ -66,7 +66,7 @@ def test_sigkill_at_random_moments_then_resume_completes_the_set(saxs_setup, clu
         dog = saxsdog([*args, "-r"] if attempt else args, log, tmp_path)
         target = rng.randint(40, n - 60)
         try:
-            wait_until(lambda t=target: len(list(work.glob("*.chi"))) >= t or dog.poll() is not None,
+            wait_until(lambda t=target, d=dog: len(list(work.glob("*.chi"))) >= t or d.poll() is not None,
                        120, f"{target} .chi files")
             if dog.poll() is None:
                 time.sleep(rng.random() * 0.2)
