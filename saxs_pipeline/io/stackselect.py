@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.io.zarrstack import read_stack
+from saxs_pipeline.io.stackread import read_stack
 
 __all__ = ["StackCurves", "load_curves", "parse_indices", "select_frames"]
 
