@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxs_pipeline.ops.operator import IntegrationOperator
+from saxs_pipeline.ops.operator import MAX_RUN, IntegrationOperator
 
 __all__ = [
     "IntegrationResult",
@@ -44,21 +44,6 @@ class IntegrationResult:
     std: np.ndarray | None = None
     sem: np.ndarray | None = None
     area: np.ndarray | None = None
-
-
-def _as_vector(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
-    """The frame as a flat float vector: float input as is (no copy), integers cast to
-    float32 into a per-thread buffer -- scipy has no mixed-type kernel, and a fresh 4 MB
-    array per frame costs page faults."""
-    image = np.asarray(image)
-    if image.shape != op.shape and image.size != op.shape[0] * op.shape[1]:
-        raise ValueError(f"frame has shape {image.shape} but the operator expects {op.shape}")
-    x = image.reshape(-1)
-    if x.dtype == np.float64 or x.dtype == np.float32:
-        return x
-    out = _buffer("frame", (x.size,), np.dtype(np.float32))
-    np.copyto(out, x, casting="unsafe")
-    return out
 
 
 _scratch = threading.local()
@@ -104,17 +89,48 @@ def _areas_without(op: IntegrationOperator, bad: np.ndarray, m) -> tuple[np.ndar
     return areas, area_sq
 
 
-def _sums(op: IntegrationOperator, x: np.ndarray, exclude_negative: bool):
-    """Weighted sums, effective areas and sum of squared areas for one flat frame."""
-    m = op.matrix_for(x.dtype, single=True)
-    lo, hi = op.span
-    bad = _excluded(op, x[lo:hi], exclude_negative)
+def _frame(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
+    """The frame as a flat array in its own dtype (the kernels read integers directly)."""
+    image = np.asarray(image)
+    if image.shape != op.shape and image.size != op.shape[0] * op.shape[1]:
+        raise ValueError(f"frame has shape {image.shape} but the operator expects {op.shape}")
+    x = image.reshape(-1)
+    if x.dtype.kind not in "iuf" or x.dtype.itemsize > 8:
+        x = x.astype(np.float64)
+    return x
+
+
+def _limits(exclude_negative: bool, invalid: float | None) -> tuple[float, float]:
+    return (0.0 if exclude_negative else -np.inf), (np.nan if invalid is None else float(invalid))
+
+
+def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
+    """One pass: ``sum W x`` (and ``sum W^2 x``), and the excluded used pixels."""
+    from saxs_pipeline.ops import kernels  # numba: imported on the first frame, not the build
+
+    nbins = op.nbins
+    s1 = np.empty(nbins)
+    s2 = np.empty(nbins if variance else 0)
+    layout = op.compact(x.dtype)
+    if layout is not None:
+        bad = _buffer("bad", (layout.start.size,), np.dtype(np.int64))
+        n = kernels.pass1(x, layout.segments, layout.start, layout.weights, s1, s2, bad, *limits)
+    else:
+        m = op.matrix_for(x.dtype)
+        bad = _buffer("bad", (m.shape[1],), np.dtype(np.int64))
+        n = kernels.pass1_csc(x, op.span[0], m.indptr, m.indices, m.data, s1, s2, bad, *limits)
+    return s1, s2, bad[:n].copy()
+
+
+def _sums(op: IntegrationOperator, x: np.ndarray, exclude_negative: bool, invalid: float | None = None,
+          *, variance: bool = False):
+    """Weighted sums, effective areas, sum of squared areas and excluded pixels."""
+    limits = _limits(exclude_negative, invalid)
+    s1, s2, bad = _pass1(op, x, limits, variance=variance)
     if bad.size == 0:
-        return m @ x[lo:hi], op.areas, op.area_sq, bad
-    xs = x[lo:hi].copy()
-    xs[bad - lo] = 0
-    areas, area_sq = _areas_without(op, bad, op.matrix_for(x.dtype))
-    return m @ xs, areas, area_sq, bad
+        return s1, s2, op.areas, op.area_sq, bad, limits
+    areas, area_sq = _areas_without(op, bad, op.matrix64)
+    return s1, s2, areas, area_sq, bad, limits
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -123,40 +139,55 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def integrate(op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True) -> np.ndarray:
-    """Mean intensity per bin (counts per pixel); NaN for bins with no used pixel."""
-    sums, areas, _, _ = _sums(op, _as_vector(op, image), exclude_negative)
+def integrate(
+    op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True,
+    invalid: float | None = None,
+) -> np.ndarray:
+    """Mean intensity per bin (counts per pixel); NaN for bins with no used pixel.
+    ``invalid``: a value that marks a pixel as unusable in this frame (e.g. ``2**32 - 1``
+    in EIGER uint32 frames), excluded like negative and NaN pixels."""
+    sums, _, areas, _, _, _ = _sums(op, _frame(op, image), exclude_negative, invalid)
     return _divide(sums, areas)
 
 
 def integrate_poisson(
-    op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True
+    op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True,
+    invalid: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and the original's Poisson error ``sqrt(sum)/area`` from one product."""
-    sums, areas, _, _ = _sums(op, _as_vector(op, image), exclude_negative)
+    """Mean and the original's Poisson error ``sqrt(sum)/area`` from one pass."""
+    sums, _, areas, _, _, _ = _sums(op, _frame(op, image), exclude_negative, invalid)
     return _divide(sums, areas), _divide(np.sqrt(np.maximum(sums, 0)), areas)
 
 
 def integrate_error(
-    op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True
+    op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True,
+    invalid: float | None = None,
 ) -> IntegrationResult:
     """Mean, standard deviation (original's definition), Poisson error and standard error.
 
     The standard deviation back-projects the bin means onto the pixels
     (``back = W^T mean``) and averages ``(x - back)^2`` with the bin weights, as the
-    original's ``integrateerror``; three sparse products in all.
+    original's ``integrateerror``; two passes over the operator (the second fuses the
+    back-projection and the squared deviations per pixel).
     """
-    x = _as_vector(op, image)
-    sums, areas, area_sq, bad = _sums(op, x, exclude_negative)
+    from saxs_pipeline.ops import kernels
+
+    x = _frame(op, image)
+    sums, _, areas, area_sq, _, limits = _sums(op, x, exclude_negative, invalid)
     mean = _divide(sums, areas)
-    m = op.matrix_for(x.dtype, single=True)
-    lo, hi = op.span
-    back = m.T @ np.nan_to_num(mean, nan=0.0).astype(m.dtype, copy=False)
-    dev = np.subtract(x[lo:hi], back, out=back)
-    np.square(dev, out=dev)
-    if bad.size:
-        dev[bad - lo] = 0
-    std = np.sqrt(_divide(m @ dev, areas))
+    padded = np.zeros(op.nbins + MAX_RUN)
+    padded[: op.nbins] = np.nan_to_num(mean, nan=0.0)
+    spread = np.empty(op.nbins)
+    none = np.zeros(0)
+    layout = op.compact(x.dtype)
+    if layout is not None:
+        kernels.pass2(x, layout.segments, layout.start, layout.weights, padded, none, none,
+                      spread, *limits)
+    else:
+        m = op.matrix_for(x.dtype)
+        kernels.pass2_csc(x, op.span[0], m.indptr, m.indices, m.data, padded, none, none,
+                          spread, *limits)
+    std = np.sqrt(_divide(spread, areas))
     sem = std * _divide(np.sqrt(area_sq), areas)
     poisson = _divide(np.sqrt(np.maximum(sums, 0)), areas)
     return IntegrationResult(op.radial, mean, poisson, std, sem, areas)
