@@ -106,7 +106,7 @@ def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
 
     nbins = op.nbins
     s1 = np.empty(nbins)
-    s2 = np.empty(nbins if variance else 0)
+    s2 = np.empty(nbins) if variance else None
     layout = op.compact(x.dtype)
     if layout is not None:
         bad = _buffer("bad", (layout.start.size,), np.dtype(np.int64))

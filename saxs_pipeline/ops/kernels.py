@@ -67,13 +67,14 @@ def _reduce_lanes(acc, out):  # pragma: no cover - compiled
 
 @_jit
 def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
-    """``s1[k] = sum W x`` and, unless ``s2`` is empty, ``s2[k] = sum W^2 x`` over the used
-    pixels; returns the number of excluded pixels (their flat indices in ``bad[:n]``)."""
+    """``s1[k] = sum W x`` and, unless ``s2`` is None, ``s2[k] = sum W^2 x`` over the used
+    pixels; returns the number of excluded pixels (their flat indices in ``bad[:n]``).
+    ``s2 is None`` is resolved at compile time (numba prunes the branch), so the plain mean
+    pays nothing for the variance."""
     nbins = s1.size
     width = len(weights)
-    want2 = s2.size > 0
     acc1 = np.zeros((nbins + width, LANES))
-    acc2 = np.zeros((nbins + width if want2 else 0, LANES))
+    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES))
     j = 0
     nbad = 0
     for s in range(segments.shape[0]):
@@ -91,11 +92,11 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
                     w = np.float64(weights[t][j])
                     wx = w * fv
                     acc1[b + t, lane] += wx
-                    if want2:
+                    if s2 is not None:
                         acc2[b + t, lane] += w * wx
             j += 1
     _reduce_lanes(acc1, s1)
-    if want2:
+    if s2 is not None:
         _reduce_lanes(acc2, s2)
     return nbad
 
@@ -138,9 +139,8 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
     """:func:`pass1` on a CSC matrix (one column per pixel of ``[lo, lo + ncols)``), for
     operators whose pixels reach too many bins for the compact layout (Phi-mode)."""
     nbins = s1.size
-    want2 = s2.size > 0
     acc1 = np.zeros((nbins, LANES))
-    acc2 = np.zeros((nbins if want2 else 0, LANES))
+    acc2 = np.zeros((nbins if s2 is not None else 0, LANES))
     nbad = 0
     for p in range(indptr.size - 1):
         a = indptr[p]
@@ -157,10 +157,10 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
         for j in range(a, e):
             wx = np.float64(data[j]) * fv
             acc1[indices[j], lane] += wx
-            if want2:
+            if s2 is not None:
                 acc2[indices[j], lane] += np.float64(data[j]) * wx
     _reduce_lanes(acc1, s1)
-    if want2:
+    if s2 is not None:
         _reduce_lanes(acc2, s2)
     return nbad
 
