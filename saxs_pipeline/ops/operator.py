@@ -5,9 +5,10 @@ Each pixel is split into ``ov x ov`` sub-pixels; every sub-pixel centre gets a b
 in bin ``k``. The operator stores ``W[k, p] = A[p, k] * c[p]`` (``c`` = 1 / polarization
 factor, or 1) for unmasked pixels only, as a scipy CSC matrix with one column per pixel:
 CSC streams the image once and scatters into a bin vector that stays in L1 (measured 2x
-faster than pydata ``sparse``; see the README's design notes). A CSR copy serves single
-frames: on this operator (1.9 entries per used pixel) a CSR float32 product measured
-1.44 ms against 1.92 ms for CSC, while CSC is 3x faster for batches of frames.
+faster than pydata ``sparse``; see the README's design notes). The hot path runs compiled
+kernels on a :class:`CompactLayout` derived from it (uint16 bins, per-pixel runs of at
+most ``MAX_RUN`` bins); the CSC matrix serves the rare paths (excluded pixels, operators
+the compact layout cannot hold) and the cache file.
 
 ``areas[k] = sum_p A[p, k]`` is the effective number of pixels in bin ``k``; the mean
 intensity is ``(W @ image) / areas`` -- counts per pixel, the correction not included in
@@ -53,7 +54,6 @@ class IntegrationOperator:
     shape: tuple[int, int]
     span: tuple[int, int]  # [lo, hi): first to last used pixel (flat index); columns of matrix
     matrix64: sp.csc_matrix = field(default=None, repr=False)  # same layout, float64 data
-    matrix_csr: sp.csr_matrix = field(default=None, repr=False)  # float32, single frames
     key: str = ""
     _compact: dict = field(default_factory=dict, repr=False)
 
@@ -71,13 +71,12 @@ class IntegrationOperator:
             self._compact[name] = compact_layout(self.matrix64, self.span[0], name)
         return self._compact[name]
 
-    def matrix_for(self, dtype: np.dtype, *, single: bool = False) -> sp.spmatrix:
+    def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
         """The matrix in the precision of the input: float64 images use float64 weights
-        (closed-form results hold to 1e-12); everything else the faster float32 ones, in
-        CSR layout for one frame (``single``) and CSC for batches."""
+        (closed-form results hold to 1e-12); everything else the float32 ones."""
         if np.dtype(dtype) == np.float64:
             return self.matrix64
-        return self.matrix_csr if single else self.matrix
+        return self.matrix
 
     def save(self, path: str | Path) -> None:
         """Save to an ``.npz`` (atomically: written to a temporary name, then renamed)."""
@@ -199,7 +198,6 @@ def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, sh
         shape=shape,
         span=span,
         matrix64=m64,
-        matrix_csr=m32.tocsr(),
         key=key,
     )
 
