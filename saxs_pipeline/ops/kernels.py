@@ -57,17 +57,6 @@ def _excluded(v, lower, invalid):  # pragma: no cover - compiled
 
 
 @_jit
-def _squared_deviation(v, back, off, scale, j):  # pragma: no cover - compiled
-    # (x - off - scale * back)^2; empty off/scale stand for 0 and 1.
-    if scale.size > 0:
-        back *= scale[j]
-    e = np.float64(v) - back
-    if off.size > 0:
-        e -= off[j]
-    return e * e
-
-
-@_jit
 def _reduce_lanes(acc, out):  # pragma: no cover - compiled
     for k in range(out.size):
         s = 0.0
@@ -120,6 +109,8 @@ def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
     nbins = out.size
     width = len(weights)
     acc = np.zeros((nbins + width, LANES))
+    has_off = off.size > 0
+    has_scale = scale.size > 0
     j = 0
     for s in range(segments.shape[0]):
         first = segments[s, 0]
@@ -130,7 +121,12 @@ def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
                 back = 0.0
                 for t in range(width):
                     back += np.float64(weights[t][j]) * mean[b + t]
-                e = _squared_deviation(v, back, off, scale, j)
+                if has_scale:
+                    back *= scale[j]
+                e = np.float64(v) - back
+                if has_off:
+                    e -= off[j]
+                e *= e
                 lane = j & (LANES - 1)
                 for t in range(width):
                     acc[b + t, lane] += np.float64(weights[t][j]) * e
@@ -173,6 +169,8 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
 def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invalid):
     """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or empty)."""
     acc = np.zeros((out.size, LANES))
+    has_off = off.size > 0
+    has_scale = scale.size > 0
     for p in range(indptr.size - 1):
         a = indptr[p]
         e = indptr[p + 1]
@@ -184,7 +182,12 @@ def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invali
         back = 0.0
         for j in range(a, e):
             back += np.float64(data[j]) * mean[indices[j]]
-        d = _squared_deviation(v, back, off, scale, p)
+        if has_scale:
+            back *= scale[p]
+        d = np.float64(v) - back
+        if has_off:
+            d -= off[p]
+        d *= d
         lane = p & (LANES - 1)
         for j in range(a, e):
             acc[indices[j], lane] += np.float64(data[j]) * d
