@@ -111,6 +111,7 @@ class Calibration:
     overwrite_files: bool = True
     threads: int = 2
     title: str | None = None
+    error_model: str = "poisson"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     base_dir: Path | None = field(default=None, compare=False)
 
@@ -238,6 +239,7 @@ def _parse(raw: dict[str, Any], source: str, base_dir: Path | None) -> Calibrati
         overwrite_files=bool(raw.get("OverwriteFiles", True)),
         threads=int(raw.get("Threads", 2)),
         title=raw.get("Title"),
+        error_model=str(raw.get("ErrorModel", "poisson")),
         raw=raw,
         base_dir=base_dir,
     )

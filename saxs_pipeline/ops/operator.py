@@ -5,9 +5,10 @@ Each pixel is split into ``ov x ov`` sub-pixels; every sub-pixel centre gets a b
 in bin ``k``. The operator stores ``W[k, p] = A[p, k] * c[p]`` (``c`` = 1 / polarization
 factor, or 1) for unmasked pixels only, as a scipy CSC matrix with one column per pixel:
 CSC streams the image once and scatters into a bin vector that stays in L1 (measured 2x
-faster than pydata ``sparse``; see the README's design notes). A CSR copy serves single
-frames: on this operator (1.9 entries per used pixel) a CSR float32 product measured
-1.44 ms against 1.92 ms for CSC, while CSC is 3x faster for batches of frames.
+faster than pydata ``sparse``; see the README's design notes). The hot path runs compiled
+kernels on a :class:`CompactLayout` derived from it (uint16 bins, per-pixel runs of at
+most ``MAX_RUN`` bins); the CSC matrix serves the rare paths (excluded pixels, operators
+the compact layout cannot hold) and the cache file.
 
 ``areas[k] = sum_p A[p, k]`` is the effective number of pixels in bin ``k``; the mean
 intensity is ``(W @ image) / areas`` -- counts per pixel, the correction not included in
@@ -54,20 +55,29 @@ class IntegrationOperator:
     shape: tuple[int, int]
     span: tuple[int, int]  # [lo, hi): first to last used pixel (flat index); columns of matrix
     matrix64: sp.csc_matrix = field(default=None, repr=False)  # same layout, float64 data
-    matrix_csr: sp.csr_matrix = field(default=None, repr=False)  # float32, single frames
     key: str = ""
+    _compact: dict = field(default_factory=dict, repr=False)
 
     @property
     def nbins(self) -> int:
         return int(self.radial.size)
 
-    def matrix_for(self, dtype: np.dtype, *, single: bool = False) -> sp.spmatrix:
+    def compact(self, dtype: np.dtype) -> CompactLayout | None:
+        """The compact layout of the kernels (:mod:`saxs_pipeline.ops.kernels`), float64
+        weights for float64 frames and float32 otherwise; None where it does not fit
+        (more than 65535 bins, or pixels that reach more than ``MAX_RUN`` bins, e.g.
+        Phi-mode near the beam): the kernels then use the CSC matrix. Built on first use."""
+        name = "f8" if np.dtype(dtype) == np.float64 else "f4"
+        if name not in self._compact:
+            self._compact[name] = compact_layout(self.matrix64, self.span[0], name)
+        return self._compact[name]
+
+    def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
         """The matrix in the precision of the input: float64 images use float64 weights
-        (closed-form results hold to 1e-12); everything else the faster float32 ones, in
-        CSR layout for one frame (``single``) and CSC for batches."""
+        (closed-form results hold to 1e-12); everything else the float32 ones."""
         if np.dtype(dtype) == np.float64:
             return self.matrix64
-        return self.matrix_csr if single else self.matrix
+        return self.matrix
 
     def save(self, path: str | Path) -> None:
         """Save to an ``.npz`` (atomically: written to a temporary name, then renamed)."""
@@ -123,6 +133,50 @@ class IntegrationOperator:
             )
 
 
+MAX_RUN = 4
+
+
+@dataclass(frozen=True, eq=False)
+class CompactLayout:
+    """Used pixels as ``segments`` of consecutive flat indices (``[first, length]``), each
+    pixel's first bin ``start`` (uint16) and its weights for ``start + t`` as ``width``
+    arrays (zero-padded runs). 6-8 bytes per stored weight against scipy's 8 plus a float
+    copy of the frame."""
+
+    segments: np.ndarray
+    start: np.ndarray
+    weights: tuple[np.ndarray, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.weights)
+
+
+def compact_layout(m: sp.csc_matrix, lo: int, dtype: str = "f4") -> CompactLayout | None:
+    """:class:`CompactLayout` of a CSC operator whose columns are pixels ``lo, lo+1, ...``."""
+    counts = np.diff(m.indptr)
+    used = counts > 0
+    if not used.any() or m.shape[0] > np.iinfo(np.uint16).max:
+        return None
+    heads = m.indptr[:-1][used]
+    first = np.minimum.reduceat(m.indices, heads)
+    last = np.maximum.reduceat(m.indices, heads)
+    width = int((last - first).max()) + 1
+    if width > MAX_RUN:
+        return None
+    column = np.repeat(np.arange(counts.size), counts)
+    row_of = np.cumsum(used) - 1  # used-pixel number of each column
+    start_of_col = np.zeros(counts.size, dtype=np.int64)
+    start_of_col[used] = first
+    offset = m.indices - start_of_col[column]
+    weights = np.zeros((width, int(used.sum())), dtype=dtype)
+    weights[offset, row_of[column]] = m.data
+    edge = np.diff(np.concatenate([[0], used.astype(np.int8), [0]]))
+    begin, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    segments = np.stack([begin + lo, end - begin], axis=1).astype(np.int64)
+    return CompactLayout(segments, first.astype(np.uint16), tuple(weights))
+
+
 def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, shape, key, span=None):
     if span is None:
         # Columns before the first and after the last used pixel are dropped: the beam
@@ -145,7 +199,6 @@ def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, sh
         shape=shape,
         span=span,
         matrix64=m64,
-        matrix_csr=m32.tocsr(),
         key=key,
     )
 

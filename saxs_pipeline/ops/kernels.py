@@ -1,0 +1,194 @@
+"""Compiled (numba) kernels of the integration hot path.
+
+Layout (:class:`~saxs_pipeline.ops.operator.CompactLayout`): the used pixels in image order,
+grouped into ``segments`` of consecutive used pixels (``[first flat index, length]``); for
+each used pixel ``j`` the first bin ``start[j]`` (uint16) and ``K`` weights ``weights[j]``
+for bins ``start[j] .. start[j] + K - 1`` (a pixel's bins are contiguous; shorter runs are
+padded with zero weights). The kernels read the frame once, sequentially and in its own
+dtype (no float copy), and scatter into per-bin accumulators that stay in L1/L2. Every
+accumulator is float64.
+
+Consecutive pixels of a row often fall into the same bin; a scatter ``acc[b] += ...`` would
+then wait on the store of the previous pixel. Each accumulator is therefore split into
+``LANES`` interleaved copies (pixel ``j`` adds into lane ``j % LANES``), summed at the end.
+
+Pixels excluded per frame (negative values, NaN, or ``invalid``) are skipped and their flat
+indices written to ``bad``; the caller corrects the per-bin constants for them (rare).
+
+``pass1`` gives ``S1 = sum W x`` and ``S2 = sum W^2 x`` (mean and Poisson variance) in one
+pass; ``pass2`` fuses the back-projection of the bin means onto each pixel and the squared
+deviation ``(x - off - scale * back)^2`` scattered with ``W`` (the standard deviation), so
+all three columns take two passes over the operator.
+
+Compiled code is cached on disk (numba's ``cache=True``: beside this file, or in the
+user-wide cache when the package directory is read-only; ``NUMBA_CACHE_DIR`` overrides),
+so a worker that restarts does not recompile.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numba
+import numpy as np
+
+__all__ = ["LANES", "pass1", "pass1_csc", "pass2", "pass2_csc"]
+
+log = logging.getLogger(__name__)
+
+LANES = 4
+
+
+def _jit(fn):
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError as exc:  # no writable cache location at all
+        log.warning("numba cache unavailable (%s); kernels compile on first use", exc)
+        return numba.njit(**options)(fn)
+
+
+@_jit
+def _excluded(v, lower, invalid):  # pragma: no cover - compiled
+    # One test for all three rules: lower = 0 drops negatives and NaN (NaN compares False),
+    # lower = -inf only NaN; invalid = NaN matches nothing.
+    f = np.float64(v)
+    return not (f >= lower) or f == invalid
+
+
+@_jit
+def _reduce_lanes(acc, out):  # pragma: no cover - compiled
+    for k in range(out.size):
+        s = 0.0
+        for lane in range(LANES):
+            s += acc[k, lane]
+        out[k] = s
+
+
+@_jit
+def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
+    """``s1[k] = sum W x`` and, unless ``s2`` is None, ``s2[k] = sum W^2 x`` over the used
+    pixels; returns the number of excluded pixels (their flat indices in ``bad[:n]``).
+    ``s2 is None`` is resolved at compile time (numba prunes the branch), so the plain mean
+    pays nothing for the variance."""
+    nbins = s1.size
+    width = len(weights)
+    acc1 = np.zeros((nbins + width, LANES))
+    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES))
+    j = 0
+    nbad = 0
+    for s in range(segments.shape[0]):
+        first = segments[s, 0]
+        for i in range(segments[s, 1]):
+            v = x[first + i]
+            if _excluded(v, lower, invalid):
+                bad[nbad] = first + i
+                nbad += 1
+            else:
+                fv = np.float64(v)
+                b = np.int64(start[j])
+                lane = j & (LANES - 1)
+                for t in range(width):
+                    w = np.float64(weights[t][j])
+                    wx = w * fv
+                    acc1[b + t, lane] += wx
+                    if s2 is not None:
+                        acc2[b + t, lane] += w * wx
+            j += 1
+    _reduce_lanes(acc1, s1)
+    if s2 is not None:
+        _reduce_lanes(acc2, s2)
+    return nbad
+
+
+@_jit
+def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
+    """``out[k] = sum_p W[k,p] (x_p - off_p - scale_p * back_p)^2`` with
+    ``back_p = sum_k W[k,p] mean[k]``; ``off``/``scale`` per used pixel, or empty for 0/1.
+    ``mean`` has ``nbins + K`` entries (zero past the last bin and for empty bins)."""
+    nbins = out.size
+    width = len(weights)
+    acc = np.zeros((nbins + width, LANES))
+    has_off = off.size > 0
+    has_scale = scale.size > 0
+    j = 0
+    for s in range(segments.shape[0]):
+        first = segments[s, 0]
+        for i in range(segments[s, 1]):
+            v = x[first + i]
+            if not _excluded(v, lower, invalid):
+                b = np.int64(start[j])
+                back = 0.0
+                for t in range(width):
+                    back += np.float64(weights[t][j]) * mean[b + t]
+                if has_scale:
+                    back *= scale[j]
+                e = np.float64(v) - back
+                if has_off:
+                    e -= off[j]
+                e *= e
+                lane = j & (LANES - 1)
+                for t in range(width):
+                    acc[b + t, lane] += np.float64(weights[t][j]) * e
+            j += 1
+    _reduce_lanes(acc, out)
+
+
+@_jit
+def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
+    """:func:`pass1` on a CSC matrix (one column per pixel of ``[lo, lo + ncols)``), for
+    operators whose pixels reach too many bins for the compact layout (Phi-mode)."""
+    nbins = s1.size
+    acc1 = np.zeros((nbins, LANES))
+    acc2 = np.zeros((nbins if s2 is not None else 0, LANES))
+    nbad = 0
+    for p in range(indptr.size - 1):
+        a = indptr[p]
+        e = indptr[p + 1]
+        if a == e:
+            continue
+        v = x[lo + p]
+        if _excluded(v, lower, invalid):
+            bad[nbad] = lo + p
+            nbad += 1
+            continue
+        fv = np.float64(v)
+        lane = p & (LANES - 1)
+        for j in range(a, e):
+            wx = np.float64(data[j]) * fv
+            acc1[indices[j], lane] += wx
+            if s2 is not None:
+                acc2[indices[j], lane] += np.float64(data[j]) * wx
+    _reduce_lanes(acc1, s1)
+    if s2 is not None:
+        _reduce_lanes(acc2, s2)
+    return nbad
+
+
+@_jit
+def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invalid):
+    """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or empty)."""
+    acc = np.zeros((out.size, LANES))
+    has_off = off.size > 0
+    has_scale = scale.size > 0
+    for p in range(indptr.size - 1):
+        a = indptr[p]
+        e = indptr[p + 1]
+        if a == e:
+            continue
+        v = x[lo + p]
+        if _excluded(v, lower, invalid):
+            continue
+        back = 0.0
+        for j in range(a, e):
+            back += np.float64(data[j]) * mean[indices[j]]
+        if has_scale:
+            back *= scale[p]
+        d = np.float64(v) - back
+        if has_off:
+            d -= off[p]
+        d *= d
+        lane = p & (LANES - 1)
+        for j in range(a, e):
+            acc[indices[j], lane] += np.float64(data[j]) * d
+    _reduce_lanes(acc, out)
