@@ -121,35 +121,39 @@ class Integrator:
                 f"{source} has shape {image.shape} but Imagesize is {list(self.shape)}"
             )
 
-    def integrate(self, image: np.ndarray) -> list[Curve]:
-        """All curves of one frame."""
+    def integrate(self, image: np.ndarray, *, invalid: float | None = None) -> list[Curve]:
+        """All curves of one frame; pixels equal to ``invalid`` (an EIGER's 2**32 - 1) are
+        excluded like negative ones."""
         self.check_shape(image)
         curves: list[Curve] = []
         for i, (mc, op) in enumerate(zip(self.calibration.masks, self.operators, strict=True)):
             if op is None:
                 continue
             if self.with_std:
-                r = integ.integrate_error(op, image, error_model=self.error_model)
+                r = integ.integrate_error(op, image, error_model=self.error_model, invalid=invalid)
                 mean, poisson, std = r.mean, r.poisson, r.std
             else:
-                mean, poisson = integ.integrate_poisson(op, image, error_model=self.error_model)
+                mean, poisson = integ.integrate_poisson(op, image, error_model=self.error_model,
+                                                        invalid=invalid)
                 std = None
             curves.append(self._radial_curve(i, mc, op, mean, poisson, std))
         curves.extend(self._slice_curves(image))
         return curves
 
-    def integrate_many(self, images: Sequence[np.ndarray]) -> list[list[Curve]]:
+    def integrate_many(self, images: Sequence[np.ndarray], *,
+                       invalid: float | None = None) -> list[list[Curve]]:
         """Curves of several frames; without the standard deviation the radial curves come
         from :func:`~saxs_pipeline.ops.integrate.integrate_batch` per mask."""
         if self.with_std or len(images) < 2:
-            return [self.integrate(img) for img in images]
+            return [self.integrate(img, invalid=invalid) for img in images]
         for img in images:
             self.check_shape(img)
         per_frame: list[list[Curve]] = [[] for _ in images]
         for i, (mc, op) in enumerate(zip(self.calibration.masks, self.operators, strict=True)):
             if op is None:
                 continue
-            means, errs = integ.integrate_batch(op, images, error_model=self.error_model)
+            means, errs = integ.integrate_batch(op, images, error_model=self.error_model,
+                                                invalid=invalid)
             for f in range(len(images)):
                 per_frame[f].append(self._radial_curve(i, mc, op, means[f], errs[f], None))
         for f, img in enumerate(images):

@@ -26,7 +26,8 @@ class RateLimit(logging.Filter):
         super().__init__()
         self.interval = interval
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int, str], list[Any]] = {}  # key -> [first time, count]
+        # key -> [first time, count held, the last held message]
+        self._seen: dict[tuple[str, int, str], list[Any]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -37,20 +38,22 @@ class RateLimit(logging.Filter):
             seen = self._seen.get(key)
             if seen is None or now - seen[0] >= self.interval:
                 held = seen[1] if seen else 0
-                self._seen[key] = [now, 0]
+                self._seen[key] = [now, 0, ""]
                 if held:
                     record.msg = f"{record.msg} [and {held:,} more like this in the last " \
                                  f"{now - seen[0]:.0f} s]"
                 return True
             seen[1] += 1
+            seen[2] = record.getMessage()
             return False
 
     def flush(self, logger: logging.Logger) -> None:
         with self._lock:
-            held = [(k, v[1]) for k, v in self._seen.items() if v[1]]
+            held = [(k, v[1], v[2]) for k, v in self._seen.items() if v[1]]
             self._seen.clear()
-        for (name, level, msg), n in held:
-            logging.getLogger(name).log(level, "%d more message(s) like: %s", n, msg)
+        for (name, level, _), n, last in held:
+            logging.getLogger(name).log(level, "%d more message(s) like this one, the last: %s",
+                                        n, last)
 
 
 def install_rate_limit(interval: float = 10.0) -> RateLimit:

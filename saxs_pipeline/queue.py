@@ -21,35 +21,27 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io.calibration import Calibration, load_calibration
 from saxs_pipeline.io.stacklayout import CurveSpec
-from saxs_pipeline.naming import DEFAULT_RELPATH, OutputLayout, chi_path
-from saxs_pipeline.ops.budget import check_budget
+from saxs_pipeline.naming import DEFAULT_RELPATH, OutputLayout
 from saxs_pipeline.pipeline.cluster import ClusterLink
-from saxs_pipeline.pipeline.dispatcher import Dispatcher, Job
-from saxs_pipeline.pipeline.frames import FrameRef, fingerprint, matches
-from saxs_pipeline.pipeline.ledger import State, Take, Why, wanted
+from saxs_pipeline.pipeline.dispatcher import Dispatcher
+from saxs_pipeline.pipeline.finder import FrameFinder
+from saxs_pipeline.pipeline.jobs import Job
+from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.sinks import (
     FailureSink,
     FileListSink,
     HistorySink,
     StackSink,
-    curves_of,
 )
 from saxs_pipeline.pipeline.sources import WalkSource, WatchSource
-from saxs_pipeline.pipeline.store import RunStore
+from saxs_pipeline.pipeline.status import RunStatus
+from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
+from saxs_pipeline.pipeline.streamsource import StreamSource
+from saxs_pipeline.pipeline.taker import Taker
 from saxs_pipeline.pipeline.task import FrameResult, TaskOptions
 from saxs_pipeline.stats import PROGRESS_TOPIC, SaxsStats
-from saxs_pipeline.worker import (
-    PLUGIN_NAME,
-    IntegratorPlugin,
-    build_integrator,
-    calibration_id,
-    load_payload,
-)
+from saxs_pipeline.worker import PLUGIN_NAME, IntegratorPlugin, prepare
 
 __all__ = ["ImageQueue", "QueueClosedError"]
 
@@ -90,6 +82,10 @@ class ImageQueue:
         history_limit: int = 20_000,
         stable_time: float = 1.0,
         filelist_base: str | Path | None = None,
+        dataset: str | None = None,
+        stream: str | None = None,
+        stream_series: int | None = None,
+        stream_idle: float = 5.0,
     ) -> None:
         directory = Path(os.path.abspath(os.fspath(directory)))
         if not directory.is_dir():
@@ -102,20 +98,15 @@ class ImageQueue:
         self.stable_time = stable_time
         self.with_std = write_svg if with_std is None else bool(with_std)
 
-        # Validate here, in the driver, before any worker or file is touched: a bad
-        # calibration or mask fails at once with the file and JSON path named.
-        self._calibration, self._attachments = load_payload(calibration, attachments)
-        self._cal: Calibration = load_calibration(self._calibration)
-        check_budget(self._cal)
-        template = build_integrator(self._cal, self._attachments, with_std=self.with_std)
-        self._templates: list[Curve] = template.integrate(np.zeros(template.shape, np.float32))
-        del template  # the operators can be large; the workers hold their own
-        self.calibration_id = calibration_id(self._calibration, self._attachments)
+        p = prepare(calibration, attachments, with_std=self.with_std)
+        self._calibration, self._attachments, self._cal = p.calibration, p.attachments, p.parsed
+        self._templates, self.calibration_id = p.templates, p.id
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
+        self.finder = FrameFinder(self.layout, pattern, dataset)
         self.zarr_path = Path(os.path.abspath(zarr_path)) if zarr_path else self.layout.stack()
         self.options = TaskOptions(write_chi=write_chi, keep_existing_chi=not self._cal.overwrite_files,
-                                   write_svg=write_svg, write_png=write_png)
+                                   write_svg=write_svg, write_png=write_png, dataset=dataset)
         self.plugin_name = f"{PLUGIN_NAME}-{self.queue_id}"
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
@@ -129,19 +120,21 @@ class ImageQueue:
         self._aborted = False
         self._walks: list[WalkSource] = []
         self._watch: WatchSource | None = None
+        self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
+        self._stream: StreamSource | None = None
+        self.taker: Taker | None = None
         self._sinks: list[Any] = []
         self._failures: FailureSink | None = None
         self._stack: StackSink | None = None
         self._tick_stop = threading.Event()
         self._tick: threading.Thread | None = None
-        self.start_time = time.time()
-        self.first_result: float | None = None
-        self._processed = self._accepted = self._skipped = 0
-        self._last_stats = (self.start_time, 0)
+        self.status = RunStatus(self.dispatcher, self.link, self._sourcing)
 
     # -- properties ------------------------------------------------------------------------
 
     calibration_dict = property(lambda self: self._calibration)
+    start_time = property(lambda self: self.status.start_time)
+    first_result = property(lambda self: self.status.first_result)
     attachments = property(lambda self: self._attachments)
     directory = property(lambda self: self.layout.directory)
     outputs_dir = property(lambda self: self.layout.root)
@@ -188,12 +181,15 @@ class ImageQueue:
         self._stack = StackSink(writer, self.store.ledger, self._templates)
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
+        self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
+                           self._stack, self._failures, overwrite=self._cal.overwrite_files,
+                           stream=self.stream)
         self._sinks = [self._stack, self.history_sink]
         if self._cal.live_filelisting:
             self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
                                             self.directory, truncate=not self.resume))
-        self.start_time = time.time()
-        self._last_stats = (self.start_time, 0)
+        self.status.taker, self.status.failures = self.taker, self._failures
+        self.status.started()
         self.dispatcher.start()
         self._tick = threading.Thread(target=self._ticker, name=f"saxs-tick-{self.queue_id}",
                                       daemon=True)
@@ -203,6 +199,11 @@ class ImageQueue:
         if self.watch:
             self._watch = WatchSource(self.directory, self.pattern, self._offer, poll=self.poll,
                                       stable_time=self.stable_time).start()
+        if self.stream:
+            self._stream = StreamSource(self.stream, self.taker.offer_stream, self.taker.missing,
+                                        batch=self.dispatcher.batch_size,
+                                        idle_timeout=self._stream_idle,
+                                        series_limit=self._stream_series).start()
         log.info("queue %s started on %s (outputs %s, stack %s)", self.queue_id, self.directory,
                  self.layout.root, self.zarr_path)
 
@@ -267,6 +268,8 @@ class ImageQueue:
             w.stop()
         if self._watch is not None:
             self._watch.stop()
+        if self._stream is not None:
+            self._stream.stop()
 
     def _finish(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -304,13 +307,13 @@ class ImageQueue:
                 self.link.close()  # only the monitor: the client is the caller's
             with self._lock:
                 self._state = "closed"
-        log.info("queue %s %s: %s", self.queue_id, status, self._counts())
+        log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every frame taken so far is finished (or failed) and no walk is
         running; True if so."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while any(w.running for w in self._walks) or not self.dispatcher.idle():
+        while self._sourcing() or not self.dispatcher.idle():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self.dispatcher.wait_idle(0.1)
@@ -320,53 +323,23 @@ class ImageQueue:
     # -- taking frames ---------------------------------------------------------------------
 
     def _offer(self, paths: list[str], why: Why) -> int:
-        """The ledger's decision for offered paths; returns how many were taken."""
         with self._lock:
-            if self._state != "running" or self.store is None:
+            if self._state != "running" or self.taker is None:
                 return 0
-        refs: dict[FrameRef, tuple[str, Any, int | None]] = {}
-        for p in paths:
-            source = self.layout.source(p)
-            if source is None or not matches(source, self.pattern):
-                continue
-            ref = FrameRef.of(source)
-            path = self.layout.frame_path(ref)
-            fp = fingerprint(path)
-            if why is not Why.WALK and self.dispatcher.touch(ref, fp):
-                continue  # on its way already; changed files are run once more after
-            if self.dispatcher.active(ref):
-                continue
-            # a row given out but not yet committed (looked at before the ledger, which
-            # gets the row only when it is committed)
-            refs[ref] = (str(path), fp, self._stack.buffered_row(ref) if self._stack else None)
-        known = self.store.ledger.lookup(refs)
-        takes = [Take(ref, fp, self.layout.output(ref)) for ref, (_, fp, _) in refs.items()
-                 if wanted(known.get(ref), fp, why, self._cal.overwrite_files)]
-        refused = {r.ref: r.reason for r in self.store.ledger.take(takes)}
-        jobs = []
-        for t in takes:
-            path, _, buffered = refs[t.ref]
-            if t.ref in refused:
-                assert self._failures is not None
-                self._failures.fail(t.ref, refused[t.ref], 0, path)
-                continue
-            entry = known.get(t.ref)
-            row = entry.row if entry is not None and entry.row is not None else buffered
-            jobs.append(Job(t.ref, path, str(self.layout.basename(t.ref)), row=row,
-                            fingerprint=t.fingerprint))
-        self.dispatcher.put(jobs)
-        with self._lock:
-            self._accepted += len(jobs)
-            self._skipped += len(refs) - len(takes)
-        return len(jobs)
+        return self.taker.offer(paths, why)
+
+    def _sourcing(self) -> bool:
+        """A walk or a stream is still finding frames."""
+        return any(w.running for w in self._walks) or (
+            self._stream is not None and self._stream.running)
 
     def _take_pending(self) -> None:
-        assert self.store is not None
-        pending = self.store.ledger.entries(State.PENDING)
-        if pending:
-            log.info("queue %s: %d frame(s) pending in the ledger are taken again",
-                     self.queue_id, len(pending))
-            self._offer([str(self.layout.frame_path(e.ref)) for e in pending], Why.RESUME)
+        assert self.taker is not None
+        paths = self.taker.pending_paths()
+        if paths:
+            log.info("queue %s: frames of %d file(s) pending in the ledger are taken again",
+                     self.queue_id, len(paths))
+            self._offer(paths, Why.RESUME)
 
     def submit_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Offer frames (feeder events, explicit files). Paths outside the directory, not
@@ -410,10 +383,7 @@ class ImageQueue:
         for job, r in pairs:
             if r.status != "ok":
                 self._on_failed(job, r.error or r.status)
-        with self._lock:
-            if ok and self.first_result is None:
-                self.first_result = time.time()
-            self._processed += len(ok)
+        self.status.count(len(ok))
 
     def _on_failed(self, job: Job, reason: str) -> None:
         if self._failures is not None:
@@ -421,59 +391,17 @@ class ImageQueue:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _counts(self) -> str:
-        failed = self._failures.count if self._failures else 0
-        return (f"{self._processed} processed, {failed} failed, "
-                f"{self.dispatcher.queue_length()} queued")
-
     def stats(self) -> dict[str, Any]:
-        """The ``stat`` reply (the original's four keys first), plus frames per second
-        since the previous call (``pics`` frames in ``time interval`` s), failures, frames
-        skipped as done, and the cluster's state."""
-        now = time.time()
-        with self._lock:
-            last_time, last_count = self._last_stats
-            interval = max(now - last_time, 0.0)
-            pics = self._processed - last_count
-            self._last_stats = (now, self._processed)
-            return {
-                "images processed": self._processed,
-                "queue length": self.dispatcher.queue_length(),
-                "time": now,
-                "start time": self.start_time,
-                "frames per sec": pics / interval if interval > 0 else 0.0,
-                "time interval": interval,
-                "pics": pics,
-                "failed": self._failures.count if self._failures else 0,
-                "skipped": self._skipped,
-                "cluster": self.link.status.describe(),
-            }
+        """The ``stat`` reply: see :meth:`RunStatus.stats`."""
+        return self.status.stats()
 
     def progress(self) -> dict[str, Any]:
-        """For progress bars: frames finished (processed or failed) of those taken, and
-        whether a walk is still finding frames."""
-        with self._lock:
-            failed = self._failures.count if self._failures else 0
-            return {"done": self._processed + failed, "total": self._accepted,
-                    "walking": any(w.running for w in self._walks), "failed": failed,
-                    "processed": self._processed, "skipped": self._skipped,
-                    "queued": self.dispatcher.queue_length(),
-                    "cluster": self.link.status}
+        return self.status.progress()
 
     def latest(self) -> dict[str, Any] | None:
         """The last integrated frame: ``{"filename": output base name, "graphs": [...],
         "Image": frame path}``, or None before the first."""
-        latest = self.history_sink.latest
-        if latest is None or latest[1].curves is None:
-            return None
-        job, r = latest
-        raw = self._calibration
-        masks, slices = raw.get("Masks", []), raw.get("Slices", [])
-        graphs = []
-        for c in curves_of(self._templates, r.curves):
-            conf = masks[c.calnum] if c.kind == "Radial" else slices[c.calnum - len(masks)]
-            graphs.append(c.to_graph(raw, conf))
-        return {"filename": job.output, "graphs": graphs, "Image": job.path}
+        return self.history_sink.latest_graphs(self._templates, self._calibration)
 
     def history(self) -> dict[str, Any]:
         return self.history_sink.snapshot()
@@ -485,18 +413,9 @@ class ImageQueue:
     def fileslist(self) -> dict[str, list[str]]:
         """The ``.chi`` files of every frame in the curve stack, per curve
         (``{"Radial0": [...], "Slice2": [...]}``), ordered by base name."""
-        from saxs_pipeline.io.stackread import read_frames
-
         if self._stack is not None and not self.closed:
             self._stack.writer.flush()
-        try:
-            refs = read_frames(self.zarr_path)
-        except FileNotFoundError:
-            refs = []
-        bases = sorted(str(self.layout.basename(FrameRef.of(name, idx)))
-                       for name, idx in refs)
-        return {f"{t.kind}{t.calnum}": [str(chi_path(b, t.suffix())) for b in bases]
-                for t in self._templates}
+        return stack_fileslist(self.zarr_path, self.layout, self._templates)
 
     def __enter__(self) -> ImageQueue:
         self.start()

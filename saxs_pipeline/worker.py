@@ -22,14 +22,16 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import dask
+import numpy as np
 from distributed import Worker, WorkerPlugin, get_worker
 
-from saxs_pipeline.integrator import Integrator
+from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.io.calibration import Calibration, load_calibration
 from saxs_pipeline.io.masks import encode_attachment
 
@@ -37,12 +39,14 @@ __all__ = [
     "PLUGIN_NAME",
     "IntegratorPlugin",
     "SaxsWorker",
+    "Prepared",
     "build_integrator",
     "calibration_id",
     "get_integrator",
     "load_payload",
     "main",
     "nanny_environ_config",
+    "prepare",
     "worker_command",
 ]
 
@@ -96,6 +100,35 @@ def calibration_id(calibration: Mapping[str, Any], attachments: Sequence[Mapping
         data = att.get("data", b"")
         h.update(data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A calibration checked and ready for a run: its dict and mask attachments (what
+    travels to the workers), the parsed form, one frame's curves as templates (axes,
+    labels) and its content id."""
+
+    calibration: dict[str, Any]
+    attachments: list[dict[str, Any]]
+    parsed: Calibration
+    templates: list[Curve]
+    id: str
+
+
+def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
+            attachments: Sequence[Mapping[str, Any]] | None = None, *,
+            with_std: bool = False) -> Prepared:
+    """Validate a calibration and its masks, check its build's memory, and build it once
+    (in the driver, before any worker or file is touched: a bad calibration fails at once
+    with the file and JSON path named)."""
+    from saxs_pipeline.ops.budget import check_budget
+
+    raw, atts = load_payload(calibration, attachments)
+    cal = load_calibration(raw)
+    check_budget(cal)
+    template = build_integrator(cal, atts, with_std=with_std)
+    curves = template.integrate(np.zeros(template.shape, np.float32))
+    return Prepared(raw, atts, cal, curves, calibration_id(raw, atts))
 
 
 def build_integrator(

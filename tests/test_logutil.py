@@ -27,3 +27,14 @@ def test_repeats_are_counted_not_printed(caplog) -> None:
     assert lines[0] == "bad file 0" and lines[1] == "info always passes"
     assert lines[2].startswith("bad file last [and 2,499 more like this")
     assert len(lines) == 3
+    caplog.clear()
+    caplog.handler.addFilter(limit)
+    try:
+        with caplog.at_level(logging.INFO, logger="test.ratelimit"):
+            for name in "xyz":
+                log.warning("bad file %s", name)  # y and z are held, z named at the flush
+            limit.flush(log)
+    finally:
+        caplog.handler.removeFilter(limit)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad file x", "2 more message(s) like this one, the last: bad file z"]

@@ -66,6 +66,9 @@ class Options:
     retries: int = 5
     std: bool = False
     no_chi: bool = False
+    h5_path: str | None = None
+    stream: str | None = None
+    stream_idle: float = 5.0
     verbose: int = 0
 
 
@@ -109,6 +112,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--std", action="store_true",
       help="also compute the per-bin standard deviation for the curve stack (slower)")
     a("--no-chi", action="store_true", help="write no .chi files, only the curve stack")
+    a("--h5-path", default=None, metavar="DATASET",
+      help="the 3-D dataset of plain HDF5 files (default: the EIGER master layout, else "
+      "/entry/data/data); use with --pattern '*.h5'")
+    a("--stream", default=None, metavar="URL",
+      help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
+      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
+      "outputs go (as for files)")
+    a("--stream-idle", type=float, default=5.0,
+      help="seconds of silence after which a series without its end message is over (5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +176,8 @@ def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
         scheduler=ns.scheduler, scheduler_file=ns.scheduler_file,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
         zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
-        retries=ns.retries, std=ns.std, no_chi=ns.no_chi, verbose=ns.verbose,
+        retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
+        stream=ns.stream, stream_idle=ns.stream_idle, verbose=ns.verbose,
     )
 
 
@@ -265,7 +278,9 @@ def _make_queue(opts: Options, link: Any) -> Any:
             relpath=opts.relpath, pattern=opts.pattern, watch=opts.watch, poll=opts.poll,
             resume=opts.resume, zarr_path=opts.zarr, batch_size=opts.batch_size,
             retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
-            write_chi=not opts.no_chi, with_std=opts.std or opts.svg,
+            write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
+            stream=opts.stream, stream_series=None if opts.watch else 1,
+            stream_idle=opts.stream_idle,
         )
         queue.start()
     except (CalibrationError, MaskError, StackLockedError) as exc:
@@ -283,12 +298,13 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     gone = lambda: link.status.state == "gone"  # noqa: E731
     live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
     try:
+        walk = not (opts.no_walk or opts.stream or opts.files)
         if opts.files:
             queue.submit_paths(opts.files)
-        elif not opts.no_walk:
+        elif walk:
             queue.readdir(wait=False)
         if not opts.watch or not opts.walk_thread:
-            if opts.files or not opts.no_walk:
+            if opts.files or walk or (opts.stream and not opts.watch):
                 show_progress(queue, silent=opts.silent, stop=gone)
         if opts.watch:
             log.info("watching %s (Ctrl-C to stop)", opts.directory)

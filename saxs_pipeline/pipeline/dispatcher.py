@@ -21,9 +21,6 @@ Results go to ``on_results`` (frames done or failed in the task) and ``on_failed
 
 from __future__ import annotations
 
-import collections
-import heapq
-import itertools
 import logging
 import threading
 import time
@@ -33,7 +30,9 @@ from typing import Any
 
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
-from saxs_pipeline.pipeline.task import FrameResult, FrameTask, TaskOptions, process_frames
+from saxs_pipeline.pipeline.jobs import Job
+from saxs_pipeline.pipeline.line import WorkLine
+from saxs_pipeline.pipeline.task import FrameResult, TaskOptions, process_frames
 from saxs_pipeline.stats import TASK_PREFIX
 
 __all__ = ["Dispatcher", "Job"]
@@ -49,25 +48,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
-class Job:
-    """One frame on its way: where it is read, where its outputs go, its stack row from
-    an earlier integration (updated in place) and its retry state."""
-
-    ref: FrameRef
-    path: str
-    output: str
-    row: int | None = None
-    fingerprint: Fingerprint | None = None  # of the file when taken
-    attempt: int = 1
-    stalls: int = 0
-    last_size: int = -1
-    again: bool = False  # offered anew (changed) while in flight: run once more after
-
-    def task(self) -> FrameTask:
-        return FrameTask(self.path, self.output, self.ref.index)
-
-
-@dataclass(eq=False)
 class _Batch:
     key: tuple[str, str, int]
     jobs: list[Job]
@@ -79,7 +59,6 @@ class _Batch:
 class _Counts:
     submitted_tasks: int = 0
     requeued: int = 0
-    retried: int = 0
     seq: int = 0
     nthreads: int = 1
     nthreads_checked: float = 0.0
@@ -109,14 +88,8 @@ class Dispatcher:
         self.batch_size = int(batch_size)
         self.max_in_flight = max_in_flight
         self.retries, self.retry_delay = int(retries), float(retry_delay)
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._wake = threading.Event()
-        self._line: collections.deque[Job] = collections.deque()
-        self._active: dict[FrameRef, Job] = {}  # in line, out, or waiting for a retry
-        self._retry_heap: list[tuple[float, int, Job]] = []
-        self._retry_order = itertools.count()
-        self._waiting: set[Job] = set()  # jobs waiting for a retry
+        self.line = WorkLine()
+        self._lock, self._cond, self._wake = self.line.lock, self.line.cond, self.line.wake
         self._out: dict[tuple[str, str, int], _Batch] = {}
         self._out_frames = 0
         self._c = _Counts()
@@ -145,44 +118,23 @@ class Dispatcher:
     # -- taking work -------------------------------------------------------------------------
 
     def put(self, jobs: Sequence[Job]) -> None:
-        with self._lock:
-            for job in jobs:
-                self._active[job.ref] = job
-                self._line.append(job)
-        if jobs:
-            self._wake.set()
+        self.line.put(jobs)
 
     def touch(self, ref: FrameRef, fp: Fingerprint | None) -> bool:
-        """A new event for ``ref`` (its file now has fingerprint ``fp``): True when the
-        frame is already on its way. One waiting for a retry is tried at once; one that
-        changed since it was taken is run once more after."""
-        with self._lock:
-            job = self._active.get(ref)
-            if job is None:
-                return False
-            if job in self._waiting:
-                self._schedule_retry(job, 0.0)
-            elif fp is not None and fp != job.fingerprint:
-                job.again, job.fingerprint = True, fp
-            return True
+        """See :meth:`WorkLine.touch`."""
+        return self.line.touch(ref, fp)
 
     def active(self, ref: FrameRef) -> bool:
-        with self._lock:
-            return ref in self._active
+        return self.line.active(ref)
 
     def cancel_all(self) -> list[Job]:
         """Drop everything in line, waiting or out (abort); returns the jobs dropped.
         Tasks already running finish on their worker, their results are discarded."""
         with self._lock:
-            dropped = list(self._active.values())
             futures = [b.future for b in self._out.values() if b.future is not None]
-            self._line.clear()
-            self._retry_heap.clear()
-            self._waiting.clear()
             self._out.clear()
             self._out_frames = 0
-            self._active.clear()
-            self._cond.notify_all()
+            dropped = self.line.clear()
         if futures and self.link.status.connected:
             try:
                 self.link.get(timeout=1).cancel(futures, reason="saxs_pipeline abort")
@@ -194,34 +146,25 @@ class Dispatcher:
 
     def queue_length(self) -> int:
         """Frames in line, out or waiting for a retry."""
-        with self._lock:
-            return len(self._active)
+        return self.line.size()
 
     def idle(self) -> bool:
-        with self._lock:
-            return not self._active
+        return self.line.size() == 0
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self._active:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(0.2 if left is None else min(left, 0.2))
-        return True
+        return self.line.wait_idle(timeout)
 
     def wait_for_room(self, stop: threading.Event) -> None:
         """Block while the line is long (a walker's back-pressure)."""
         with self._lock:
-            while len(self._line) >= self._high_water() and not stop.is_set():
+            while len(self.line) >= self._high_water() and not stop.is_set():
                 self._cond.wait(0.5)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {"tasks": self._c.submitted_tasks, "requeued": self._c.requeued,
-                    "retried": self._c.retried, "out": self._out_frames,
-                    "waiting": len(self._waiting)}
+                    "retried": self.line.retried, "out": self._out_frames,
+                    "waiting": self.line.waiting()}
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -233,11 +176,8 @@ class Dispatcher:
 
     def _submit_loop(self) -> None:
         while not self._stop.is_set():
-            with self._lock:
-                timeout = 0.5
-                if self._retry_heap:
-                    timeout = min(timeout, max(0.0, self._retry_heap[0][0] - time.monotonic()))
-            self._wake.wait(timeout)
+            due = self.line.next_due()
+            self._wake.wait(0.5 if due is None else min(0.5, due))
             self._wake.clear()
             try:
                 self._follow_link()
@@ -269,9 +209,8 @@ class Dispatcher:
         if self._out.pop(batch.key, None) is None:
             return
         self._out_frames -= len(batch.jobs)
-        self._line.extendleft(reversed(batch.jobs))
+        self.line.put_front(batch.jobs)
         self._c.requeued += len(batch.jobs)
-        self._wake.set()
 
     def _refresh_nthreads(self, client: Any, force: bool = False) -> None:
         now = time.monotonic()
@@ -283,21 +222,14 @@ class Dispatcher:
         except Exception as exc:  # a scheduler hiccup: keep the last value
             log.debug("nthreads unavailable: %s", exc)
 
-    def _due_retries(self) -> None:
-        now = time.monotonic()
-        while self._retry_heap and self._retry_heap[0][0] <= now:
-            _, _, job = heapq.heappop(self._retry_heap)
-            if job in self._waiting:
-                self._waiting.discard(job)
-                self._line.appendleft(job)
-
     def _next_batch(self) -> _Batch | None:
-        if not self._line or len(self._out) >= self._max_in_flight():
+        waiting = len(self.line)
+        if not waiting or len(self._out) >= self._max_in_flight():
             return None
-        if len(self._line) < self.batch_size and len(self._out) >= self._c.nthreads:
+        if waiting < self.batch_size and len(self._out) >= self._c.nthreads:
             return None  # every worker thread is busy: let live frames gather
-        n = min(self.batch_size, len(self._line))
-        jobs = [self._line.popleft() for _ in range(n)]
+        jobs = self.line.take(self.batch_size)
+        n = len(jobs)
         self._c.seq += 1
         batch = _Batch((TASK_PREFIX, self.queue_id, self._c.seq), jobs, self._generation)
         self._out[batch.key] = batch
@@ -309,14 +241,20 @@ class Dispatcher:
         client = self.link.get(timeout=5)
         self._refresh_nthreads(client)
         while not self._stop.is_set():
+            self.line.due()
             with self._lock:
-                self._due_retries()
                 batch = self._next_batch()
                 ac = self._ac
             if batch is None or ac is None:
                 return
+            payloads = None
+            if batch.jobs[0].payload is not None:
+                # Stream frames: their messages go straight to a worker, not through the
+                # scheduler inside the task's arguments.
+                payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
             future = client.submit(process_frames, self.queue_id, [j.task() for j in batch.jobs],
-                                   self.options, key=batch.key, pure=False, retries=1)
+                                   self.options, payloads=payloads, key=batch.key, pure=False,
+                                   retries=1)
             with self._lock:
                 if batch.key not in self._out:  # cancelled meanwhile
                     future.cancel()
@@ -400,21 +338,15 @@ class Dispatcher:
             ready.append((job, r))
         if ready:
             self.on_results(ready)
-        with self._lock:
+        with self._lock:  # with touch() excluded: a change noticed now is not lost
             for job, _ in ready:
                 if job.again:  # changed while it ran: its newest content counts
-                    job.again, job.attempt, job.stalls, job.last_size = False, 1, 0, -1
-                    self._line.append(job)
-                    self._wake.set()
-                elif self._active.get(job.ref) is job:
-                    del self._active[job.ref]
-            self._cond.notify_all()
+                    self.line.again(job)
+                else:
+                    self.line.done(job)
 
     def _finish(self, job: Job) -> None:
-        with self._lock:
-            if self._active.get(job.ref) is job:
-                del self._active[job.ref]
-            self._cond.notify_all()
+        self.line.done(job)
 
     def _incomplete(self, job: Job, r: FrameResult) -> None:
         size = r.size if r.size is not None else -1
@@ -423,14 +355,8 @@ class Dispatcher:
         job.last_size = size
         if job.stalls <= self.retries:
             job.attempt += 1
-            with self._lock:
-                self._c.retried += 1
-                self._schedule_retry(job, self.retry_delay * 2 ** max(job.stalls - 1, 0))
+            self.line.retried += 1
+            self.line.retry(job, self.retry_delay * 2 ** max(job.stalls - 1, 0))
             return
         self._finish(job)
         self.on_failed(job, r.error or "incomplete")
-
-    def _schedule_retry(self, job: Job, delay: float) -> None:
-        self._waiting.add(job)
-        heapq.heappush(self._retry_heap, (time.monotonic() + delay, next(self._retry_order), job))
-        self._wake.set()

@@ -123,7 +123,9 @@ def wanted(entry: Entry | None, fp: Fingerprint | None, why: Why, overwrite: boo
         return True
     changed = fp is not None and entry.fingerprint is not None and fp != entry.fingerprint
     if entry.state is State.FAILED:
-        return why is not Why.EVENT or changed
+        # A container's fingerprint is its master's; an event (a data part closed) may
+        # have completed the frames that failed, so they are tried again.
+        return why is not Why.EVENT or changed or entry.ref.container
     # done
     if not overwrite:
         return False  # OverwriteFiles false: a frame is integrated once, as the original

@@ -20,8 +20,8 @@ from typing import Any
 from saxs_pipeline.integrator import Curve
 from saxs_pipeline.io.zarrstack import CurveStackWriter
 from saxs_pipeline.naming import filelist_entry
-from saxs_pipeline.pipeline.dispatcher import Job
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.task import CurveData, FrameResult
 
@@ -52,17 +52,19 @@ class StackSink:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
         writer.on_commit = self._commit
         self._lock = threading.Lock()
-        self._buffered: dict[FrameRef, int] = {}  # rows given out, not yet committed
+        # frames whose rows are given out but not committed: (row, fingerprint)
+        self._buffered: dict[FrameRef, tuple[int, Fingerprint | None]] = {}
 
     def _commit(self, written: list[tuple[Any, int]], n_rows: int) -> None:
         self.ledger.commit([(ref, row, fp) for (ref, fp), row in written], n_rows)
         with self._lock:  # only now: a frame taken again meanwhile finds the row here
             for (ref, _), row in written:
-                if self._buffered.get(ref) == row:
+                if self._buffered.get(ref, (None,))[0] == row:
                     del self._buffered[ref]
 
-    def buffered_row(self, ref: FrameRef) -> int | None:
-        """The row of a frame whose curves are buffered, not yet committed."""
+    def buffered(self, ref: FrameRef) -> tuple[int, Fingerprint | None] | None:
+        """(row, fingerprint) of a frame whose curves are done but not yet committed
+        (the ledger still has it pending)."""
         with self._lock:
             return self._buffered.get(ref)
 
@@ -75,7 +77,7 @@ class StackSink:
                                       r.image_time, r.processed_time, frame_index=job.ref.index,
                                       row=job.row, token=(job.ref, fp))
             with self._lock:
-                self._buffered[job.ref] = job.row
+                self._buffered[job.ref] = (job.row, fp)
 
     def tick(self) -> None:
         self.writer.maybe_flush()
@@ -188,6 +190,20 @@ class HistorySink:
                     entry["file"].append(job.output)
                     for k in ("I0", "I1", "I2"):
                         entry[k].append(c.integparams.get(k, 0.0))
+
+    def latest_graphs(self, templates: Sequence[Curve], calibration: dict[str, Any]) -> dict[str, Any] | None:
+        """The last integrated frame as the ``plot`` reply shows it: ``{"filename": output
+        base name, "graphs": [...], "Image": frame path}``, or None before the first."""
+        latest = self.latest
+        if latest is None or latest[1].curves is None:
+            return None
+        job, r = latest
+        masks, slices = calibration.get("Masks", []), calibration.get("Slices", [])
+        graphs = []
+        for c in curves_of(templates, r.curves):
+            conf = masks[c.calnum] if c.kind == "Radial" else slices[c.calnum - len(masks)]
+            graphs.append(c.to_graph(calibration, conf))
+        return {"filename": job.output, "graphs": graphs, "Image": job.path}
 
     def snapshot(self) -> dict[str, Any]:
         now = time.time()

@@ -20,7 +20,7 @@ from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.pipeline.ledger import Ledger, LedgerError, read_manifest
 from saxs_pipeline.pipeline.lock import StackLock
 
-__all__ = ["RunStore", "ledger_path"]
+__all__ = ["RunStore", "ledger_path", "stack_fileslist"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +116,18 @@ class RunStore:
                 self.ledger.close(status)
             finally:
                 self.lock.release()
+
+
+def stack_fileslist(stack: Path, layout: Any, templates: Sequence[Any]) -> dict[str, list[str]]:
+    """The ``.chi`` files of every committed frame of ``stack``, per curve
+    (``{"Radial0": [...], "Slice2": [...]}``), ordered by base name; also after the run."""
+    from saxs_pipeline.io.stackread import read_frames
+    from saxs_pipeline.naming import chi_path
+
+    try:
+        refs = read_frames(stack)
+    except FileNotFoundError:
+        refs = []
+    bases = sorted(str(layout.basename(FrameRef.of(name, idx))) for name, idx in refs)
+    return {f"{t.kind}{t.calnum}": [str(chi_path(b, t.suffix())) for b in bases]
+            for t in templates}

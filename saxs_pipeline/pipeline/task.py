@@ -1,17 +1,18 @@
 """The Dask task: integrate a batch of frames on a worker and write their ``.chi`` files.
 
-The driver sends :class:`FrameTask` values (frame path as the worker sees it, output base
-name decided by the driver, so two frames never share one) and :class:`TaskOptions`; the
-task returns one :class:`FrameResult` per frame, in the same order. Frames are integrated
-a group at a time as one sparse x dense product (:func:`product_frames`). ``.chi`` writes
-are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
+The driver sends :class:`FrameTask` values (frame path as the worker sees it and index in
+the file, output base name decided by the driver, so two frames never share one) and
+:class:`TaskOptions`; the task returns one :class:`FrameResult` per frame, in the same
+order. Frames are read by :mod:`saxs_pipeline.pipeline.reading` (consecutive frames of
+one file as one range; stream frames from their messages in ``payloads``) and integrated
+a group at a time (:func:`product_frames`), excluding the file's invalid pixels. ``.chi``
+writes are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
 harmless. Incomplete frames are *reported*, not waited for: the driver retries them
 later, so a worker thread never sleeps on a slow detector.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from saxs_pipeline.integrator import Curve, Integrator
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError, read_frame
 from saxs_pipeline.naming import chi_paths
+from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_range
 from saxs_pipeline.stats import PROGRESS_TOPIC
 
 __all__ = [
@@ -53,6 +54,7 @@ class TaskOptions:
     keep_existing_chi: bool = False
     write_svg: bool = False
     write_png: bool = False
+    dataset: str | None = None  # the 3-D dataset of plain HDF5 files
 
 
 @dataclass
@@ -102,59 +104,48 @@ def process_frames(
     frames: Sequence[FrameTask],
     options: TaskOptions,
     integrator: Integrator | None = None,
+    payloads: Sequence[bytes] | None = None,
 ) -> list[FrameResult]:
-    """Integrate a batch of frames and write their outputs (the Dask task)."""
+    """Integrate a batch of frames and write their outputs (the Dask task). With
+    ``payloads`` (stream frames), frame ``i`` is decoded from ``payloads[i]``."""
     if integrator is None:
         from saxs_pipeline.worker import get_integrator  # the plugin lives on the worker
 
         integrator = get_integrator(queue_id)
-    group = product_frames(integrator.shape)
-    results: list[FrameResult] = []
-    for k in range(0, len(frames), group):
-        results.extend(_process_group(integrator, frames[k : k + group], options))
+    results = [FrameResult("ok") for _ in frames]
+    if payloads is not None:
+        _integrate_loaded(integrator, decode_stream(frames, payloads, integrator, results),
+                          options)
+    else:
+        k = 0
+        for group in ranges(frames):
+            part = results[k : k + len(group)]
+            k += len(group)
+            loaded = read_range(group, integrator, options.dataset, part)
+            if loaded is not None:
+                _integrate_loaded(integrator, loaded, options)
     _log_progress(queue_id, results)
     return results
 
 
-def _read(task: FrameTask, shape: tuple[int, int]) -> tuple[FrameResult, np.ndarray | None]:
-    res = FrameResult("ok")
-    try:
-        image, header = read_frame(task.path, shape)
-        st = os.stat(task.path)
-    except ImageIncompleteError as exc:
-        res.status, res.error, res.size = "incomplete", str(exc), exc.present
-        return res, None
-    except (ImageError, OSError) as exc:
-        res.status, res.error = "error", str(exc)
-        return res, None
-    res.fingerprint = (st.st_size, st.st_mtime_ns)
-    res.image_time = header.get("time")
-    return res, image
-
-
-def _process_group(integ: Integrator, frames: Sequence[FrameTask],
-                   options: TaskOptions) -> list[FrameResult]:
-    results: list[FrameResult] = []
-    loaded: list[tuple[FrameTask, FrameResult, np.ndarray]] = []
-    for task in frames:
-        res, image = _read(task, integ.shape)
-        results.append(res)
-        if image is not None:
-            loaded.append((task, res, image))
+def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions) -> None:
+    step = product_frames(integ.shape)
     suffixes = integ.output_suffixes()
-    for (task, res, image), curves in zip(loaded, _integrate(integ, [im for *_, im in loaded]),
-                                          strict=True):
-        if isinstance(curves, Exception):
-            res.status, res.error = "error", f"integration failed: {curves}"
-            continue
-        try:
-            _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
-        except Exception as exc:  # a full disk or a permission problem: report, go on
-            res.status, res.error = "error", f"writing outputs failed: {exc}"
-            continue
-        res.curves = [CurveData.from_curve(c) for c in curves]
-        res.processed_time = time.time()
-    return results
+    for k in range(0, len(loaded.images), step):
+        images = loaded.images[k : k + step]
+        for task, res, image, curves in zip(loaded.tasks[k : k + step], loaded.results[k : k + step],
+                                            images, _integrate(integ, images, loaded.invalid),
+                                            strict=True):
+            if isinstance(curves, Exception):
+                res.status, res.error = "error", f"integration failed: {curves}"
+                continue
+            try:
+                _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
+            except Exception as exc:  # a full disk or a permission problem: report, go on
+                res.status, res.error = "error", f"writing outputs failed: {exc}"
+                continue
+            res.curves = [CurveData.from_curve(c) for c in curves]
+            res.processed_time = time.time()
 
 
 def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, base: Path,
@@ -177,17 +168,18 @@ def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, ba
             write_frame_png(image, base.with_name(base.name + ".png"))
 
 
-def _integrate(integ: Integrator, images: list[np.ndarray]) -> list[list[Curve] | Exception]:
+def _integrate(integ: Integrator, images: list[np.ndarray],
+               invalid: float | None) -> list[list[Curve] | Exception]:
     if not images:
         return []
     try:
-        return list(integ.integrate_many(images))
+        return list(integ.integrate_many(images, invalid=invalid))
     except Exception:
         # One bad frame must not fail its batch: integrate one by one to isolate it.
         out: list[list[Curve] | Exception] = []
         for image in images:
             try:
-                out.append(integ.integrate(image))
+                out.append(integ.integrate(image, invalid=invalid))
             except Exception as exc:
                 out.append(exc)
         return out

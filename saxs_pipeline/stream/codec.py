@@ -31,7 +31,8 @@ import numpy as np
 from saxs_pipeline.io.compression import CompressionError, compress_bslz4, decompress
 from saxs_pipeline.stream.messages import EndMessage, ImageMessage, Message, StartMessage
 
-__all__ = ["StreamDecodeError", "decode_message", "encode_end", "encode_image", "encode_start"]
+__all__ = ["Peek", "StreamDecodeError", "decode_message", "encode_end", "encode_image",
+           "encode_start", "peek"]
 
 TAG_MULTIDIM, TAG_MULTIDIM_COLUMN_MAJOR, TAG_COMPRESSED = 40, 1040, 56500
 
@@ -146,6 +147,34 @@ def _start(msg: dict[str, Any]) -> StartMessage:
         pixel_mask=msg.get("pixel_mask"),
         fields=msg,
     )
+
+
+@dataclass(frozen=True)
+class Peek:
+    """What the driver needs of a message without decoding its image data."""
+
+    type: str
+    series_id: int
+    image_number: int | None
+    series_unique_id: str | None
+
+
+def peek(frame: bytes) -> Peek:
+    """Type, series and image number of a message; its arrays stay undecoded (the
+    worker decodes them), so the driver spends no time on decompression."""
+    try:
+        msg = cbor2.loads(frame)  # no hook: arrays stay opaque tags
+        if not isinstance(msg, dict):
+            raise StreamDecodeError(f"is a CBOR {type(msg).__name__}, not a map")
+        kind = msg.get("type")
+        if kind not in ("start", "image", "end"):
+            raise StreamDecodeError(f"has type {kind!r}; expected 'start', 'image' or 'end'")
+        image = _require(msg, "image_id", int) if kind == "image" else None
+        return Peek(kind, _require(msg, "series_id", int), image, msg.get("series_unique_id"))
+    except StreamDecodeError as exc:
+        raise StreamDecodeError(f"{_describe(frame)} {exc}") from None
+    except Exception as exc:  # cbor2 raises several types for bytes that are no CBOR
+        raise StreamDecodeError(f"{_describe(frame)} does not decode ({exc})") from None
 
 
 def decode_message(frame: bytes) -> Message:

@@ -1,0 +1,111 @@
+"""Taking frames: what the sources offer, decided by the ledger, handed to the dispatcher.
+
+For every offered path the finder lists its frames; a frame already on its way is not
+taken twice (a changed one is run once more after); a frame done but not yet committed
+counts as done; the ledger's :func:`~saxs_pipeline.pipeline.ledger.wanted` decides the
+rest, and records what it takes (refusing output names that belong to another frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from saxs_pipeline.naming import OutputLayout
+from saxs_pipeline.pipeline.dispatcher import Dispatcher
+from saxs_pipeline.pipeline.finder import FrameFinder
+from saxs_pipeline.pipeline.frames import FrameRef, fingerprint
+from saxs_pipeline.pipeline.jobs import Job
+from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, wanted
+from saxs_pipeline.pipeline.sinks import FailureSink, StackSink
+
+__all__ = ["Taker"]
+
+log = logging.getLogger(__name__)
+
+Offered = dict[FrameRef, tuple[str, Any, int | None]]  # frame -> (path, fingerprint, row)
+
+
+class Taker:
+    """See the module doc; counts what it took and what it skipped as done."""
+
+    def __init__(self, layout: OutputLayout, finder: FrameFinder, ledger: Ledger,
+                 dispatcher: Dispatcher, stack: StackSink, failures: FailureSink, *,
+                 overwrite: bool, stream: str | None = None) -> None:
+        self.layout, self.finder, self.ledger = layout, finder, ledger
+        self.dispatcher, self.stack, self.failures = dispatcher, stack, failures
+        self.overwrite, self.stream = overwrite, stream
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.skipped = 0
+
+    def offer(self, paths: list[str], why: Why) -> int:
+        """Take the frames of ``paths``; returns how many were taken."""
+        refs: Offered = {}
+        for p in paths:
+            found = self.finder.find(p)
+            if found is None:
+                continue
+            if found.error is not None:
+                self.failures.fail(FrameRef.of(self.layout.source(found.path) or p), found.error,
+                                   1, found.path)
+                continue
+            fp = fingerprint(found.path)
+            for ref in found.refs:
+                if ref in refs:
+                    continue
+                if why is not Why.WALK and self.dispatcher.touch(ref, fp):
+                    continue  # on its way already; changed files are run once more after
+                if self.dispatcher.active(ref):
+                    continue
+                # Done but not yet committed: the ledger still says pending. Looked at
+                # before the ledger, which gets the row only when it is committed.
+                buffered = self.stack.buffered(ref)
+                if buffered is not None and why is not Why.WALK and (
+                        ref.container or fp is None or fp == buffered[1]):
+                    continue
+                refs[ref] = (found.path, fp, buffered[0] if buffered else None)
+        return self._take(refs, why)
+
+    def offer_stream(self, items: list[tuple[FrameRef, bytes]]) -> int:
+        """Stream frames and their messages; a repeated image number is ignored."""
+        refs: Offered = {ref: (self.stream or "", None, None) for ref, _ in items
+                         if not self.dispatcher.active(ref) and self.stack.buffered(ref) is None}
+        return self._take(refs, Why.EVENT, dict(items))
+
+    def missing(self, ref: FrameRef, reason: str) -> None:
+        """A stream image that never came: recorded as failed, with the reason."""
+        known = self.ledger.lookup([ref])
+        if ref in known and known[ref].state is State.DONE:
+            return
+        self.ledger.take([Take(ref, None, self.layout.output(ref))])
+        self.failures.fail(ref, reason, 0, self.stream or "")
+
+    def pending_paths(self) -> list[str]:
+        """Files of the frames the ledger has taken but not committed (a resume)."""
+        paths = {str(self.layout.frame_path(e.ref)) for e in self.ledger.entries(State.PENDING)
+                 if not e.ref.source.startswith("stream/")}
+        return sorted(paths)
+
+    def _take(self, refs: Offered, why: Why, payloads: dict[FrameRef, bytes] | None = None) -> int:
+        known = self.ledger.lookup(refs)
+        takes = [Take(ref, fp, self.layout.output(ref)) for ref, (_, fp, _) in refs.items()
+                 if wanted(known.get(ref), fp, why, self.overwrite)]
+        refused = {r.ref: r.reason for r in self.ledger.take(takes)}
+        jobs = []
+        for t in takes:
+            path, _, buffered = refs[t.ref]
+            if t.ref in refused:
+                self.failures.fail(t.ref, refused[t.ref], 0, path)
+                continue
+            entry = known.get(t.ref)
+            row = entry.row if entry is not None and entry.row is not None else buffered
+            jobs.append(Job(t.ref, path, str(self.layout.basename(t.ref)), row=row,
+                            fingerprint=t.fingerprint,
+                            payload=payloads.get(t.ref) if payloads else None))
+        self.dispatcher.put(jobs)
+        with self._lock:
+            self.accepted += len(jobs)
+            self.skipped += len(refs) - len(takes)
+        return len(jobs)
