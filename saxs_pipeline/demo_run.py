@@ -102,7 +102,7 @@ def replay_frames(frames: Sequence[Path], live: Path, rate: float, leash: Leash)
         os.replace(tmp, live / frame.name)
         if i and i % max(1, int(rate * 3)) == 0:
             st = leash("stat").get("data", {}).get("stat", {})
-            print(f"  {i:4d} frames written, {st.get('images processed', '?')} integrated")
+            print(f"  {i + 1:4d} frames written, {st.get('images processed', '?')} integrated")
     return time.monotonic() - t0
 
 

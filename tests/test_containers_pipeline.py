@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procs import saxsdog, stop, wait_until
 from saxs_pipeline.demo_eiger import write_eiger_series
 from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.queue import ImageQueue
+
+from procs import saxsdog, stop, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

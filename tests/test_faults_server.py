@@ -103,9 +103,20 @@ def test_v1_replies_carry_only_the_originals_keys(env) -> None:
         assert original_check(original_client_request(url, SECRET, "close", timeout=60))[
             "result"] == "queue closed"
         # a v2 client gets the extra statistics
+        (data / "broken.tif").write_bytes(b"not a TIFF")
         with LeashClient(url, SECRET, timeout=30) as leash:
             v2 = leash.request("stat")["data"]["stat"]
-        assert {"failed", "frames per sec", "cluster"} <= set(v2)
+            assert {"failed", "frames per sec", "cluster"} <= set(v2)
+            assert leash.request("failures")["data"]["failures"] == []
+        # a frame that fails is listed with its reason (v2: failures, a new command)
+        new = original_client_request(url, SECRET, "new", {"calibration": cal, "data": {}},
+                                      [py2_attachment(env)], timeout=120)
+        assert new["result"] == "new queue"
+        original_check(original_client_request(url, SECRET, "readdir"))
+        with LeashClient(url, SECRET, timeout=30) as leash:
+            assert wait_until(lambda: leash.request("failures")["data"]["failures"], 30)
+            failure = leash.request("failures")["data"]["failures"][0]
+        assert failure["file"].endswith("broken.tif") and "not a TIFF" in failure["error"]
     finally:
         assert proc.stop() == 0, proc.text()
 

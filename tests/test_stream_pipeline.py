@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import zmq
 
-from procs import BIN, free_port, saxsdog, spawn, stop, wait_until
 from saxs_pipeline.demo_eiger import demo_frames, eiger_calibration_dict
 from saxs_pipeline.io.stackread import read_stack
+
+from procs import BIN, free_port, saxsdog, spawn, stop
 
 pytestmark = pytest.mark.timeout(240)
 

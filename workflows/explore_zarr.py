@@ -8,9 +8,10 @@
 #
 #     python workflows/explore_zarr.py [STACK.zarr] [--out DIR]
 #
-# Without a path it uses the stack of the demo (`saxsdog demo` writes
-# `demo-output/demo/work/data.zarr`). The stack may still be growing: readers slice to
-# the `n_valid` rows the writer has committed.
+# Without a path it uses the newest stack of the demo (`saxsdog demo` writes
+# `demo-output/demo/work/data.zarr`, `./run demo` `demo-output/demo/work/live.zarr`). The
+# stack may still be growing: readers slice to the `n_valid` rows the writer has
+# committed, and `open_dataset` puts them in acquisition order.
 
 # %%
 import argparse
@@ -22,15 +23,20 @@ import matplotlib
 matplotlib.use("Agg")  # files only; drop this line in a live notebook
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
 import zarr  # noqa: E402
 
+from saxs_pipeline.io.stackread import open_dataset  # noqa: E402
+
+DEMO = Path("demo-output/demo/work")
 parser = argparse.ArgumentParser(description="Plot a saxs_pipeline curve stack.")
-parser.add_argument("stack", nargs="?", type=Path, default=Path("demo-output/demo/work/data.zarr"))
+parser.add_argument("stack", nargs="?", type=Path, default=None,
+                    help="the stack (default: the newest one in demo-output/demo/work)")
 parser.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: beside the stack)")
 parser.add_argument("--key", default="R0", help="curve to plot (R0 = first radial mask)")
 args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
-STACK, KEY = args.stack, args.key
+KEY = args.key
+demo_stacks = sorted(DEMO.glob("*.zarr"), key=lambda p: p.stat().st_mtime) if DEMO.is_dir() else []
+STACK = args.stack or (demo_stacks[-1] if demo_stacks else DEMO / "data.zarr")
 OUT = args.out or STACK.parent
 OUT.mkdir(parents=True, exist_ok=True)
 if not (STACK / "zarr.json").exists():
@@ -39,23 +45,17 @@ if not (STACK / "zarr.json").exists():
 # %% [markdown]
 # ## Open the stack
 #
-# The root group holds the per-frame arrays (file name, detector time, processing time);
-# every curve has its own group ("R0", "R1", "S2", ...) with its axis, I, the Poisson
-# error, the standard deviation and I0/I1/I2. `consolidated=False`: a live stack has no
-# consolidated metadata (it would go stale). Times decode to datetime64 via their CF units.
+# The root group holds the per-frame arrays (source file, frame index in it, detector
+# time, processing time); every curve has its own group ("R0", "R1", "S2", ...) with its
+# axis, I, the Poisson error, the standard deviation and I0/I1/I2. `open_dataset` joins
+# them, keeps the committed rows and sorts them by file name and frame index (rows are
+# stored in completion order). Times decode to datetime64 via their CF units.
 
 # %%
 root = zarr.open_group(STACK, mode="r", use_consolidated=False)
-n_valid = int(root.attrs["n_valid"])
-print(f"{STACK}: {n_valid} frames, curves {root.attrs['curve_keys']}")
-
-frames = xr.open_zarr(STACK, consolidated=False).isel(frame=slice(0, n_valid))
-curves = xr.open_zarr(STACK, group=KEY, consolidated=False).isel(frame=slice(0, n_valid))
-ds = curves.assign_coords(filename=frames["filename"], image_time=frames["image_time"],
-                          processed_time=frames["processed_time"])
-# Rows are in completion order; sort by the detector's clock for a time series.
-if bool(ds["image_time"].notnull().all()):
-    ds = ds.sortby("image_time")
+print(f"{STACK}: {int(root.attrs['n_valid'])} frames, curves {root.attrs['curve_keys']}")
+ds = open_dataset(STACK, KEY)
+curves = root[KEY]
 print(ds)
 
 # %% [markdown]
@@ -71,7 +71,7 @@ mesh = ax_map.pcolormesh(ds[axis].values, np.arange(ds.sizes["frame"]),
                          np.log10(intensity.values), shading="auto")
 fig.colorbar(mesh, ax=ax_map, label="log10 I [counts/pixel]")
 ax_map.set_xlabel(f"{axis} [{ds[axis].attrs.get('units', '')}]")
-ax_map.set_ylabel("frame (by image time)")
+ax_map.set_ylabel("frame (acquisition order)")
 ax_map.set_xscale("log")
 picks = sorted({0, ds.sizes["frame"] // 2, ds.sizes["frame"] - 1})
 for i in picks:

@@ -66,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     exists = path.exists()
     if exists and args.fix_permissions:
         os.chmod(path, 0o600)
-    try:
-        for url in (args.server, args.feeder):
+    for flag, url in (("--server", args.server), ("--feeder", args.feeder)):
+        try:
             split_url(url)
+        except ValueError as exc:
+            print(f"saxsnetconf: {flag}: {exc} (expected e.g. tcp://beamline-pc:9723)",
+                  file=sys.stderr)
+            return 2
+    try:
         if exists and not (args.force or args.add):
             entries = load_network(path, warn=False)  # validates; warns on loose permissions
             given = [f for f in ("--server", "--feeder", "--name", "--secret")

@@ -185,7 +185,10 @@ def write_network(path: str | os.PathLike[str], entries: list[NetEntry]) -> Path
 
 def split_url(url: str) -> tuple[str, int]:
     """Host and port of a ``tcp://host:port`` URL."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
+        raise ValueError(f"{url!r} is not a tcp://host:port URL ({exc})") from None
     if parts.scheme != "tcp":
         raise ValueError(f"{url!r} is not a tcp://host:port URL")
     try:

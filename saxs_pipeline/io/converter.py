@@ -289,10 +289,27 @@ def convert(
             raise ConverterError(f"{source}: {exc.path}: {exc.reason}") from None
     else:
         result = apply_fit2d(base, parse_fit2d_log(text, source))
+    return _checked(result, default_base=template is None and not (
+        output_path is not None and Path(output_path).exists()))
+
+
+def _checked(result: dict[str, Any], *, default_base: bool) -> dict[str, Any]:
+    """Validate the result. On the default base, whose q window is 0..0 (integral
+    parameters all 0, as the original converter wrote), the window becomes the detector's
+    whole q range, and the log says so; a template or an existing output keeps its own."""
     try:
-        load_calibration(result)
+        cal = load_calibration(result)
     except CalibrationError as exc:
         raise ConverterError(f"the converted calibration does not validate: {exc.path}: {exc.reason}") from None
+    from saxs_pipeline.ops.geometry import q_map
+
+    qmax = None
+    for i, m in enumerate(result.get("Masks", []) if default_base else []):
+        if float(m.get("qStart", 0)) == 0 and float(m.get("qStop", 0)) == 0 and not m.get("Phi-mode"):
+            qmax = qmax if qmax is not None else float(f"{float(q_map(cal.geometry, 1).max()):.4g}")
+            m["qStop"] = qmax
+            log.warning("$.Masks[%d]: qStart = qStop = 0 would make I0/I1/I2 all 0; qStop set to "
+                        "%g 1/nm, the detector's largest q (edit it for your q window)", i, qmax)
     return result
 
 
@@ -330,12 +347,9 @@ def convert_nexus(
     if mask_file is None:
         log.warning("%s has no pixel_mask; Masks[0].MaskFile stays %s", input_path,
                     base.get("Masks", [{}])[0].get("MaskFile"))
-    result = nexus_calibration(geometry, base, mask_file)
-    try:
-        load_calibration(result)
-    except CalibrationError as exc:
-        raise ConverterError(f"the converted calibration does not validate: {exc.path}: {exc.reason}") from None
-    return result, geometry.pixel_mask
+    default_base = template is None and not Path(output_path).exists()
+    return _checked(nexus_calibration(geometry, base, mask_file), default_base=default_base), \
+        geometry.pixel_mask
 
 
 def to_text(config: dict[str, Any]) -> str:
