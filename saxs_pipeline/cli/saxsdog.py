@@ -142,6 +142,9 @@ def _demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", nargs="?", type=Path, default=Path("demo-output"),
                         help="where to create demo/ (default: demo-output)")
     parser.add_argument("--frames", "-N", type=int, default=50, help="sample frames (50)")
+    parser.add_argument("--eiger", action="store_true",
+                        help="an EIGER2 X 4M-like set instead: a master file and two data files "
+                        "of bitshuffle-LZ4 frames (DIR/eiger), reduced with --pattern '*_master.h5'")
     _common(parser)
     return parser
 
@@ -388,6 +391,13 @@ def _demo(argv: Sequence[str]) -> int:
     ns = _demo_parser().parse_args(argv)
     opts = _options(ns, Path(), Path())
     _setup_logging(opts)
+    if ns.eiger:
+        from saxs_pipeline.demo_eiger import generate_eiger_demo
+
+        log.info("generating %d EIGER demo frames in %s", ns.frames, ns.root / "eiger")
+        eiger = generate_eiger_demo(ns.root, n_frames_per_file=max(1, ns.frames // 2))
+        ns.pattern = "*_master.h5"
+        return _execute(_options(ns, eiger.root, eiger.calibration))
     log.info("generating %d demo frames in %s", ns.frames, ns.root / "demo")
     demo = generate_demo(ns.root, n_frames=ns.frames)
     opts = _options(ns, demo.data_dir, demo.calibration)
