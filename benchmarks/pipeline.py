@@ -253,7 +253,7 @@ def feed(src: str, dst: str, n: int, rate: float, out: str) -> None:
 
 
 def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, quiet: float) -> Row:
-    from saxs_pipeline.naming import output_basename
+    from saxs_pipeline.pipeline.frames import FrameRef
     from saxs_pipeline.queue import ImageQueue
 
     data = root / "data"
@@ -276,7 +276,7 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
     stats = q.close()
     assert stats["images processed"] == n + WARM_FRAMES and stats["failed"] == 0, stats
     closed = json.loads(times_file.read_text())
-    written = [os.stat(f"{output_basename(data / f'live_{i:05d}.tif', data)}.chi").st_mtime_ns / 1e9
+    written = [os.stat(f"{q.layout.basename(FrameRef.of(f'live_{i:05d}.tif'))}.chi").st_mtime_ns / 1e9
                for i in range(n)]
     latency = 1e3 * (np.array(written) - np.array(closed))
     fps = n / (max(written) - closed[0])
