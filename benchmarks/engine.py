@@ -7,6 +7,10 @@ bins, polarization 0.99, ``error_model="poisson"`` / ``"azimuthal"``) and a plai
 CSR mat-vec with the same weights, measured in one run on this machine. pyFAI is the
 optional ``bench`` extra; without it its columns read "n/a".
 
+The corrected chain (dark, +-10 % flat, solid angle, silicon sensor, polarization and a
+monitor; the summed-normalisation definition) is timed interleaved with the plain
+integration it is compared with, and beside pyFAI with the same corrections.
+
 Times are medians of repeated calls (warm caches, the usual steady state of a beamline).
 "one core" rows run single-threaded; "2 threads" rows run two frames at a time in a
 thread pool (scipy's sparse kernels release the GIL) against pyFAI's OpenMP default.
@@ -28,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Calibration, Polarization, load_calibration
+from saxs_pipeline.io.calibration import Calibration, Polarization, Sensor, load_calibration
 from saxs_pipeline.io.images import read_image
 from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops.integrate import (
     integrate,
     integrate_batch,
+    integrate_corrected,
     integrate_error,
     integrate_poisson,
 )
@@ -51,6 +57,20 @@ def median_ms(fn: Callable[[], object], repeat: int, per: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times) / per
+
+
+def interleaved_ms(fns: list[Callable[[], object]], repeat: int) -> list[float]:
+    """Medians of ``fns`` called in turn, so that slow drift of a shared machine hits all
+    of them alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return [1e3 * statistics.median(ts) for ts in times]
 
 
 def load_set_up() -> tuple[Calibration, np.ndarray, np.ndarray, str]:
@@ -163,6 +183,42 @@ def main() -> None:
         f = fai_call(model)
         rows.append((f"{label}, one core", median_ms(ours, rep), median_ms(f, rep) if f else None, t_csr))
 
+    # --- the corrected chain, one core ------------------------------------------------------
+    rng = np.random.default_rng(0)
+    g = cal.geometry
+    flat = corr.normalised_flat(1 + 0.1 * rng.uniform(-1, 1, g.image_shape), valid)
+    dark = rng.poisson(2.0, g.image_shape).astype(np.float64)
+    sensor = Sensor("Si", 450.0, 146.0)
+    pixels = corr.pixel_corrections(g, polarization=pol, solid_angle=True, sensor=sensor,
+                                    flat=flat, dark=dark, dark_exposures=10)
+    op_a = build_operator(g, mc3, valid)  # plain area fractions: P is part of c
+    cor = corr.corrections_for(op_a, pixels)
+    monitor = 2.5
+
+    def chain(with_std: bool = False) -> None:
+        r = integrate_corrected(op_a, image, cor, with_std=with_std)
+        r.mean / monitor, r.poisson / monitor
+        if with_std:
+            r.std / monitor
+
+    plain_ms, chain_ms, plain3_ms, chain3_ms = interleaved_ms(
+        [lambda: integrate_poisson(op, image, error_model="poisson"), chain,
+         lambda: integrate_error(op, image, error_model="poisson"), lambda: chain(True)], rep * 3)
+    t_fai_chain = t_fai_chain3 = None
+    if fai is not None:
+        ai, fmask = fai
+        eta = corr.sensor_efficiency(g, sensor)
+        ckw = dict(kw, correctSolidAngle=True, dark=np.flipud(dark), flat=np.flipud(flat),
+                   absorption=np.flipud(eta), normalization_factor=monitor)
+        t_fai_chain = median_ms(lambda: ai.integrate1d(flipped, op.nbins, mask=fmask, **ckw,
+                                                       error_model="poisson"), rep)
+        t_fai_chain3 = median_ms(lambda: ai.integrate1d(flipped, op.nbins, mask=fmask, **ckw,
+                                                        error_model="azimuthal"), rep)
+    rows.append(("plain + Poisson (interleaved), one core", plain_ms, None, t_csr))
+    rows.append(("full chain + Poisson, one core", chain_ms, t_fai_chain, t_csr))
+    rows.append(("plain, all three columns (interleaved)", plain3_ms, None, t_csr))
+    rows.append(("full chain, all three columns, one core", chain3_ms, t_fai_chain3, t_csr))
+
     frames = [image] * BATCH
     rows.append((f"batched x{BATCH} (mean + Poisson), one core",
                  median_ms(lambda: integrate_batch(op, frames), max(3, rep // 5), per=BATCH),
@@ -197,6 +253,10 @@ def main() -> None:
         ratio = f"{other / ours:>11.1f}x" if other else f"{'':>12}"
         ratio_csr = f"{plain / ours:>9.2f}x" if plain else f"{'':>10}"
         print(f"{label:<46}{fmt(ours, 10)}{fmt(other, 10)}{fmt(plain, 9)}{ratio}{ratio_csr}")
+    ratio_fai = f"{t_fai_chain / chain_ms:.1f}x pyFAI" if t_fai_chain else "pyFAI n/a"
+    print(f"full chain (dark, flat, solid angle, sensor, P, monitor) vs plain: "
+          f"{chain_ms / plain_ms:.3f}x (target <= 1.05), all three columns "
+          f"{chain3_ms / plain3_ms:.3f}x; {ratio_fai} with the same corrections (target >= 5x)")
     print(f"cold seed-API call (new process: imports, schema, mask, build of the original grid): "
           f"{cold:.2f} s")
 

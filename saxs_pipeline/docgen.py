@@ -41,7 +41,12 @@ SUBCOMMANDS = {
 HELP_COLUMNS = "100"
 
 
-def _type_of(node: dict[str, Any]) -> str:
+def _type_of(node: dict[str, Any], defs: dict[str, Any] | None = None) -> str:
+    if "$ref" in node and defs is not None:
+        return _type_of(defs[node["$ref"].split("/")[-1]], defs)
+    if "oneOf" in node:
+        kinds = dict.fromkeys(_type_of(alt, defs) for alt in node["oneOf"])
+        return " or ".join(kinds)
     if "enum" in node:
         return " \\| ".join(json.dumps(v) for v in node["enum"])
     kind = node.get("type", "object" if "properties" in node else "")
@@ -67,7 +72,7 @@ def _rows(node: dict[str, Any], prefix: str, defs: dict[str, Any], out: list[str
         units = prop.get("units", "")
         desc = " ".join(prop.get("description", "").split())
         out.append(
-            f"| `{path}` | {_type_of(prop)} | {'yes' if name in required else 'no'} "
+            f"| `{path}` | {_type_of(prop, defs)} | {'yes' if name in required else 'no'} "
             f"| {default} | {units} | {desc} |"
         )
         if prop.get("type") == "object" or "properties" in prop:
@@ -87,9 +92,9 @@ def calibration_reference() -> str:
         "",
         " ".join(nested["description"].split()),
         "",
-        "Unknown keys at the top level and inside masks, slices, tilt and polarization are",
-        "errors (typos are caught, and the error names the JSON path). Fields marked",
-        "*required: no* take the default shown.",
+        "Unknown keys at the top level and inside masks, slices, tilt, polarization, sensor",
+        "and normalisation are errors (typos are caught, and the error names the JSON",
+        "path). Fields marked *required: no* take the default shown.",
         "",
         "## Nested form",
         "",

@@ -1,12 +1,17 @@
 """Everything one frame needs: the operators of a calibration and how to write its curves.
 
 An :class:`Integrator` is built once per calibration (operators from the cache when
-possible) and reused for every frame; it is what the Dask worker plugin holds.
+possible) and reused for every frame; it is what the Dask worker plugin holds. Per-frame
+normalisation (``Normalisation``: monitor, transmission, ...) enters as the ``scale`` of
+:meth:`Integrator.integrate`, the frame's
+:attr:`~saxs_pipeline.io.normalisation.FrameNormalisation.multiplier`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.io import chi
-from saxs_pipeline.io.calibration import Calibration, load_calibration
+from saxs_pipeline.io.calibration import Calibration, CalibrationError, load_calibration
+from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import integrate as integ
 from saxs_pipeline.ops.operator import IntegrationOperator, cached_operator
 from saxs_pipeline.ops.slices import SliceOperator, build_slice, integrate_slice, slice_labels
@@ -24,6 +31,29 @@ from saxs_pipeline.ops.slices import SliceOperator, build_slice, integrate_slice
 __all__ = ["Curve", "Integrator", "chi_suffix"]
 
 log = logging.getLogger(__name__)
+
+
+SUMMED_DEFINITIONS = {
+    "I": "s sum_p A[p,k] (x_p - d_p) / sum_p A[p,k] c_p: the summed signal over the summed "
+         "normalisation (pyFAI's definition), A the area fraction of pixel p in bin k, d the "
+         "dark, c = flat * solid angle * sensor efficiency * polarization factor (1 where not "
+         "configured), s the frame's normalisation multiplier",
+    "std": "s sqrt(sum_p A (x_p - d_p - c_p back_p)^2 / sum_p A c_p^2), back_p = sum_k A[p,k] "
+           "I_k / s: the weighted standard deviation of the normalised pixel values in a bin",
+}
+SUMMED_ERRORS = {
+    "poisson": "s sqrt(sum_p A[p,k]^2 (x_p + v_p)) / sum_p A[p,k] c_p, v = max(d, 0) / N the "
+               "variance of a dark averaged over N exposures: the Poisson standard error",
+    "saxsdog": "s sqrt(sum_p A[p,k] (x_p + v_p)) / sum_p A[p,k] c_p, v the dark's variance: the "
+               "original's Poisson error formula with the summed normalisation",
+}
+
+
+def _scale(scale: float) -> float:
+    s = float(scale)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"a frame's scale must be a positive finite number, not {scale!r}")
+    return s
 
 
 def chi_suffix(kind: str, calnum: int) -> str:
@@ -55,6 +85,16 @@ class Curve:
     def suffix(self) -> str:
         return chi_suffix(self.kind, self.calnum)
 
+    def scaled(self, scale: float) -> Curve:
+        """This curve with intensity and errors multiplied by ``scale`` (the frame's
+        normalisation multiplier); I0/I1/I2 follow the intensity."""
+        if scale == 1.0:
+            return self
+        return dataclasses.replace(
+            self, mean=self.mean * scale, poisson=self.poisson * scale,
+            std=None if self.std is None else self.std * scale,
+            integparams={k: v * scale for k, v in self.integparams.items()})
+
     def to_graph(self, config: dict[str, Any], mask_config: dict[str, Any] | None) -> dict[str, Any]:
         """The dict the original's ``integratechi`` returned (what ``plot`` replies carry)."""
         err = self.poisson
@@ -74,7 +114,14 @@ class Curve:
 
 class Integrator:
     """Operators of one calibration: radial/phi masks first, then slices (the original's
-    order, which numbers the output files)."""
+    order, which numbers the output files).
+
+    With the summed-normalisation definition (``IntensityDefinition``, implied by any of
+    ``Dark``/``Flat``/``SolidAngle``/``Sensor``) the dark and flat are read from the
+    calibration's files, or taken from ``correction_images`` (e.g. read once by a driver
+    and shipped to workers that do not see its paths); pixels the dark marks unusable
+    are masked. ``pixels`` then holds the per-pixel arrays and ``corrections`` the
+    per-operator constants (None entries with the original definition)."""
 
     def __init__(
         self,
@@ -84,6 +131,7 @@ class Integrator:
         cache_dir: str | Path | None | bool = None,
         with_std: bool = True,
         error_model: str | None = None,
+        correction_images: CorrectionImages | None = None,
     ) -> None:
         cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
         self.calibration = cal
@@ -95,21 +143,48 @@ class Integrator:
             raise ValueError(f"error_model must be one of {sorted(integ.ERROR_MODELS)}, "
                              f"not {self.error_model!r}")
         attachments = list(attachments or [])
+        images = None
+        if cal.summed_normalisation:
+            images = correction_images or load_correction_images(cal)
+            for key, image in (("Dark", images.dark), ("Flat", images.flat)):
+                if image is not None and image.shape != self.shape:
+                    raise CalibrationError("calibration", f"$.{key}", f"image of shape "
+                                           f"{image.shape}, Imagesize is {list(self.shape)}")
         self.valid = []
-        self.operators: list[IntegrationOperator | None] = []
         for i, mc in enumerate(cal.masks):
-            att = attachments[i] if i < len(attachments) else None
-            valid = load_mask(cal, mc, att)
+            valid = load_mask(cal, mc, attachments[i] if i < len(attachments) else None)
+            if images is not None and images.dark is not None:
+                valid = valid & np.isfinite(images.dark)
             self.valid.append(valid)
-            if i == 0 and cal.gisaxs_mode:
-                # GISAXSmode skips the first radial mask entirely (keeps its mask for slices).
-                self.operators.append(None)
-                continue
-            self.operators.append(cached_operator(cal.geometry, mc, valid, cal.polarization, cache_dir))
+        self.pixels = None if images is None else self._pixel_corrections(images)
+        # In the summed normalisation the polarization is part of c, not of the weights.
+        pol = None if cal.summed_normalisation else cal.polarization
+        self.operators: list[IntegrationOperator | None] = []
+        self.corrections: list[corr.Corrections | None] = []
+        for i, (mc, valid) in enumerate(zip(cal.masks, self.valid, strict=True)):
+            # GISAXSmode skips the first radial mask entirely (keeps its mask for slices).
+            op = None if i == 0 and cal.gisaxs_mode else cached_operator(
+                cal.geometry, mc, valid, pol, cache_dir)
+            self.operators.append(op)
+            self.corrections.append(
+                None if op is None or self.pixels is None else corr.corrections_for(op, self.pixels))
         self.slices: list[SliceOperator] = [
             build_slice(cal.geometry, sc, None if sc.mask_ref < 0 else self.valid[sc.mask_ref])
             for sc in cal.slices
         ]
+
+    def _pixel_corrections(self, images: CorrectionImages) -> corr.PixelCorrections:
+        cal = self.calibration
+        flat = images.flat
+        if flat is not None:
+            used = np.logical_or.reduce(self.valid)
+            try:
+                flat = corr.normalised_flat(flat, used, str(cal.resolve(cal.flat or "flat")))
+            except ValueError as exc:
+                raise CalibrationError("calibration", "$.Flat", str(exc)) from None
+        return corr.pixel_corrections(
+            cal.geometry, polarization=cal.polarization, solid_angle=cal.solid_angle,
+            sensor=cal.sensor, flat=flat, dark=images.dark, dark_exposures=images.dark_exposures)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -121,43 +196,61 @@ class Integrator:
                 f"{source} has shape {image.shape} but Imagesize is {list(self.shape)}"
             )
 
-    def integrate(self, image: np.ndarray, *, invalid: float | None = None) -> list[Curve]:
-        """All curves of one frame; pixels equal to ``invalid`` (an EIGER's 2**32 - 1) are
-        excluded like negative ones."""
+    def integrate(self, image: np.ndarray, scale: float = 1.0, *,
+                  invalid: float | None = None) -> list[Curve]:
+        """All curves of one frame, intensities and errors multiplied by ``scale`` (the
+        frame's normalisation multiplier, AbsoluteScale / (Monitor * Transmission *
+        ExposureTime * Thickness); 1 = none). Pixels equal to ``invalid`` (an EIGER's
+        2**32 - 1) are excluded like negative ones."""
         self.check_shape(image)
+        scale = _scale(scale)
         curves: list[Curve] = []
-        for i, (mc, op) in enumerate(zip(self.calibration.masks, self.operators, strict=True)):
+        for i, (mc, op, cor) in enumerate(zip(self.calibration.masks, self.operators,
+                                              self.corrections, strict=True)):
             if op is None:
                 continue
-            if self.with_std:
+            if cor is not None:
+                r = integ.integrate_corrected(op, image, cor, error_model=self.error_model,
+                                              with_std=self.with_std, invalid=invalid)
+                mean, poisson, std = r.mean, r.poisson, r.std
+            elif self.with_std:
                 r = integ.integrate_error(op, image, error_model=self.error_model, invalid=invalid)
                 mean, poisson, std = r.mean, r.poisson, r.std
             else:
                 mean, poisson = integ.integrate_poisson(op, image, error_model=self.error_model,
                                                         invalid=invalid)
                 std = None
-            curves.append(self._radial_curve(i, mc, op, mean, poisson, std))
-        curves.extend(self._slice_curves(image))
+            curves.append(self._radial_curve(i, mc, op, mean, poisson, std).scaled(scale))
+        curves.extend(c.scaled(scale) for c in self._slice_curves(image))
         return curves
 
-    def integrate_many(self, images: Sequence[np.ndarray], *,
-                       invalid: float | None = None) -> list[list[Curve]]:
-        """Curves of several frames; without the standard deviation the radial curves come
-        from :func:`~saxs_pipeline.ops.integrate.integrate_batch` per mask."""
+    def integrate_many(
+        self, images: Sequence[np.ndarray], scales: Sequence[float] | None = None, *,
+        invalid: float | None = None,
+    ) -> list[list[Curve]]:
+        """Curves of several frames, each multiplied by its entry of ``scales`` (default
+        1); without the standard deviation the radial curves come from
+        :func:`~saxs_pipeline.ops.integrate.integrate_batch` per mask."""
+        scales = [1.0] * len(images) if scales is None else [_scale(s) for s in scales]
+        if len(scales) != len(images):
+            raise ValueError(f"{len(scales)} scales for {len(images)} frames")
         if self.with_std or len(images) < 2:
-            return [self.integrate(img, invalid=invalid) for img in images]
+            return [self.integrate(img, s, invalid=invalid)
+                    for img, s in zip(images, scales, strict=True)]
         for img in images:
             self.check_shape(img)
         per_frame: list[list[Curve]] = [[] for _ in images]
-        for i, (mc, op) in enumerate(zip(self.calibration.masks, self.operators, strict=True)):
+        for i, (mc, op, cor) in enumerate(zip(self.calibration.masks, self.operators,
+                                              self.corrections, strict=True)):
             if op is None:
                 continue
             means, errs = integ.integrate_batch(op, images, error_model=self.error_model,
-                                                invalid=invalid)
+                                                invalid=invalid, corrections=cor)
             for f in range(len(images)):
-                per_frame[f].append(self._radial_curve(i, mc, op, means[f], errs[f], None))
+                curve = self._radial_curve(i, mc, op, means[f], errs[f], None)
+                per_frame[f].append(curve.scaled(scales[f]))
         for f, img in enumerate(images):
-            per_frame[f].extend(self._slice_curves(img))
+            per_frame[f].extend(c.scaled(scales[f]) for c in self._slice_curves(img))
         return per_frame
 
     def _radial_curve(self, i, mc, op, mean, poisson, std) -> Curve:
@@ -173,7 +266,7 @@ class Integrator:
         offset = len(self.calibration.masks)
         curves = []
         for j, sop in enumerate(self.slices):
-            mean, err = integrate_slice(sop, image)
+            mean, err = integrate_slice(sop, image, self.pixels)
             curves.append(
                 Curve("Slice", offset + j, sop.axis, mean, err, None,
                       {"I0": 0.0, "I1": 0.0, "I2": 0.0}, slice_labels(sop.config))
@@ -195,12 +288,16 @@ class Integrator:
         return paths
 
     def definitions(self) -> dict[str, str]:
-        """Column name -> definition text of the radial curves (for zarr attributes)."""
+        """Column name -> definition text of the radial curves (for zarr attributes); all
+        columns are multiplied by the frame's normalisation multiplier ``s`` (1 without
+        ``Normalisation``)."""
+        if self.calibration.summed_normalisation:
+            return dict(SUMMED_DEFINITIONS, poisson=SUMMED_ERRORS[self.error_model])
         return {
-            "I": "sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
+            "I": "s sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
                  "area fraction of pixel p in bin k and c = 1/polarization factor (or 1)",
-            "poisson": integ.ERROR_MODELS[self.error_model],
-            "std": "sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
+            "poisson": "s " + integ.ERROR_MODELS[self.error_model],
+            "std": "s sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
                    "the original Saxsdog's weighted standard deviation of the pixels in a bin",
         }
 

@@ -16,6 +16,9 @@ Differences from the original, all deliberate:
   like the original's tuple (``I0, I1, I2 = cal.integParameters(I)``) and is also
   indexable by name like the ``{"I0", "I1", "I2"}`` dict of the ``.chi`` header.
 * :meth:`calibration.plot` honours ``startplotat`` (the original documented but ignored it).
+* Calibrations with the summed-normalisation definition (``Dark``, ``Flat``,
+  ``SolidAngle``, ``Sensor`` or ``IntensityDefinition``) are refused: the seed API keeps the
+  original's definition; :class:`saxs_pipeline.integrator.Integrator` integrates them.
 * ``slice`` fixes the original's bugs (see :mod:`saxs_pipeline.ops.slices`): no crash
   without attachments, ``MaskRef = -1`` means no mask, q at pixel centres.
 """
@@ -93,11 +96,17 @@ class IntegralParameters(NamedTuple):
 
 
 def _load(config: dict[str, Any] | PathLike | Calibration) -> Calibration:
-    if isinstance(config, Calibration):
-        return config
     if isinstance(config, dict | str | os.PathLike):
-        return load_calibration(config)
-    raise TypeError(f"a calibration config must be a dict or a path, not {type(config).__name__}")
+        config = load_calibration(config)
+    if not isinstance(config, Calibration):
+        raise TypeError(f"a calibration config must be a dict or a path, not {type(config).__name__}")
+    if config.summed_normalisation:
+        raise CalibrationError(
+            "seed API", "$.IntensityDefinition",
+            "saxs_pipeline.calibration implements the original's definition only (no Dark, "
+            "Flat, SolidAngle, Sensor); integrate this calibration with "
+            "saxs_pipeline.integrator.Integrator")
+    return config
 
 
 def _index_in(cal: Calibration, key: str, entry: Any) -> int | None:

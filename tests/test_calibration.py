@@ -116,3 +116,67 @@ def test_slice_mask_ref_must_point_at_a_mask() -> None:
     raw["Slices"] = [{"Direction": "x", "Plane": "InPlane", "CutPosition": 10, "MaskRef": 3}]
     with pytest.raises(CalibrationError, match=r"\$\.Slices\[0\]\.MaskRef"):
         load_calibration(raw)
+
+
+def test_correction_keys_and_the_definition_they_select() -> None:
+    import xraydb
+
+    cal = load_calibration(NESTED)
+    assert cal.intensity_definition == "pixel-mean" and not cal.summed_normalisation
+    assert (cal.dark, cal.flat, cal.solid_angle, cal.sensor) == (None, None, False, None)
+    raw = json.loads(json.dumps(NESTED))
+    raw.update(Dark="d.tif", DarkExposures=3, Flat="f.tif", SolidAngle=True,
+               Sensor={"Material": "CdTe", "ThicknessMicroM": 1000})
+    cal = load_calibration(raw)
+    assert cal.summed_normalisation
+    assert (cal.dark, cal.dark_exposures, cal.flat, cal.solid_angle) == ("d.tif", 3, "f.tif", True)
+    # mu at 1.54 A = 8050.9 eV, photo-absorption, from xraydb
+    assert cal.sensor.mu_per_cm == pytest.approx(xraydb.material_mu("CdTe", 8050.92, kind="photo"), rel=1e-5)
+    assert cal.sensor.thickness_um == 1000.0
+    for key, value in (("SolidAngle", False), ("IntensityDefinition", "pixel-mean")):
+        only = json.loads(json.dumps(NESTED))
+        only[key] = value
+        assert not load_calibration(only).summed_normalisation
+    polarization_only = dict(NESTED, PolarizationCorrection={"Fraction": 0.99, "Angle": 0},
+                             IntensityDefinition="signal-over-normalisation")
+    assert load_calibration(polarization_only).summed_normalisation
+    formula = dict(NESTED, Sensor={"Material": "Cd0.9Zn0.1Te", "ThicknessMicroM": 750, "DensityGcm3": 5.78})
+    assert load_calibration(formula).sensor.mu_per_cm > 1000
+
+
+@pytest.mark.parametrize(
+    ("extra", "json_path", "message"),
+    [
+        ({"Sensor": {"Material": "Unobtainium", "ThicknessMicroM": 450}}, "$.Sensor.Material",
+         "unknown sensor material 'Unobtainium'"),
+        ({"Sensor": {"Material": "Xx2O", "ThicknessMicroM": 450, "DensityGcm3": 3}}, "$.Sensor.Material",
+         "xraydb cannot compute"),
+        ({"Sensor": {"Material": "Si"}}, "$.Sensor", "'ThicknessMicroM' is a required property"),
+        ({"Dark": "d.tif", "IntensityDefinition": "pixel-mean"}, "$.IntensityDefinition",
+         "has no Dark"),
+        ({"SolidAngle": "yes"}, "$.SolidAngle", "is not of type 'boolean'"),
+        ({"Normalisation": {"Monitor": {"Header": "I0", "Column": "x"}}}, "$.Normalisation.Monitor",
+         "not valid under any"),
+        ({"Normalisation": {"Monitor": -2}}, "$.Normalisation.Monitor", "less than or equal to"),
+        ({"Normalisation": {"Monitr": 2}}, "$.Normalisation", "Monitr"),
+        ({"Normalisation": {"AbsoluteScale": {"Factor": 2, "Uncertainty": -1}}},
+         "$.Normalisation.AbsoluteScale.Uncertainty", "less than the minimum"),
+    ],
+)
+def test_bad_correction_keys_name_the_json_path(extra, json_path, message) -> None:
+    with pytest.raises(CalibrationError, match=message) as exc:
+        load_calibration(dict(NESTED, **extra))
+    assert exc.value.path == json_path
+
+
+def test_normalisation_as_io_normalisation_reads_it() -> None:
+    from saxs_pipeline.io.normalisation import NormalisationResolver
+
+    norm = {"Monitor": {"Header": "I0"}, "Transmission": {"Table": "t.csv", "Column": "T"},
+            "ExposureTime": {"Dataset": "/entry/instrument/detector/count_time"},
+            "Thickness": 0.1, "AbsoluteScale": {"Factor": 2.0, "Uncertainty": 0.1}}
+    assert load_calibration(dict(NESTED, Normalisation=norm)).raw["Normalisation"] == norm
+    simple = load_calibration(dict(NESTED, Normalisation={"Monitor": 4.0, "Thickness": 0.1,
+                                                          "AbsoluteScale": 2.0}))
+    r = NormalisationResolver.from_calibration(simple)
+    assert r.resolve("x.tif").multiplier == pytest.approx(5.0)

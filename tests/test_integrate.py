@@ -8,13 +8,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.calibration import Polarization, load_calibration
+from saxs_pipeline.io.calibration import Polarization, Sensor, load_calibration
 from saxs_pipeline.io.images import read_image
 from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops.integrate import (
     integral_parameters,
     integrate,
     integrate_batch,
+    integrate_corrected,
     integrate_error,
     integrate_poisson,
 )
@@ -184,17 +186,43 @@ def zscores(op, rate, frames, model):
     return ((means - rate) / errs)[:, use]
 
 
-def test_poisson_error_bars_are_right_when_pixels_are_split(poisson_frames) -> None:
+def assert_standard_normal(z: np.ndarray) -> None:
     # Tolerances: mean of z 0 +- 0.02 and variance 1 +- 0.03 (pooled over bins: one bin of
     # 2000 frames alone has a sampling error of 0.022 / 0.032), p-values uniform (KS p > 0.01).
     from scipy import stats
 
-    op, rate, frames = poisson_frames
-    z = zscores(op, rate, frames, "poisson")
     assert abs(z.mean()) < 0.02
     assert abs(z.var() - 1) < 0.03
     p = 2 * stats.norm.sf(np.abs(z[:, ::3].ravel()))  # every third bin: neighbours share pixels
     assert stats.kstest(p, "uniform").pvalue > 0.01
+
+
+def test_poisson_error_bars_are_right_when_pixels_are_split(poisson_frames) -> None:
+    op, rate, frames = poisson_frames
+    assert_standard_normal(zscores(op, rate, frames, "poisson"))
+
+
+def test_poisson_error_bars_are_right_after_dark_flat_and_normalisation(poisson_frames) -> None:
+    # The corrected chain: each frame is dark + rate * c counts (c = flat +-10 %, solid
+    # angle, sensor, polarization) and comes with its own dark, the mean of 2 exposures (so
+    # the dark's noise, variance d/2, is a sixth of each pixel's); the curve is divided by
+    # a monitor. Same pooled bounds as above.
+    op, rate, frames = poisson_frames
+    valid = op.valid.reshape(SMALL.image_shape)
+    rng = np.random.default_rng(12)
+    flat = corr.normalised_flat(1 + 0.1 * rng.uniform(-1, 1, SMALL.image_shape), valid)
+    c = corr.pixel_corrections(SMALL, polarization=POL, solid_angle=True, flat=flat,
+                               sensor=Sensor("Si", 450.0, 146.0)).normalisation
+    dark_true = rng.uniform(150, 250, c.size)
+    expected = rng.poisson(dark_true + rate * c, (frames.shape[0], c.size))
+    darks = rng.poisson(2 * dark_true, (frames.shape[0], c.size)) / 2
+    monitor = 1.7
+    z = np.empty((frames.shape[0], op.nbins))
+    for i in range(frames.shape[0]):
+        pix = corr.PixelCorrections(c, darks[i], darks[i] / 2)
+        r = integrate_corrected(op, expected[i].reshape(SMALL.image_shape), corr.corrections_for(op, pix))
+        z[i] = (r.mean / monitor - rate / monitor) / (r.poisson / monitor)
+    assert_standard_normal(z[:, op.areas > 5])
 
 
 def test_original_poisson_error_fails_when_pixels_are_split(poisson_frames) -> None:

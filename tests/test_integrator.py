@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from saxs_pipeline.integrator import Integrator
+from saxs_pipeline.io.calibration import CalibrationError
 from saxs_pipeline.io.chi import read_chi
+from saxs_pipeline.io.darkflat import CorrectionImages
+from saxs_pipeline.io.images import write_pilatus_tiff
 from saxs_pipeline.ops.integrate import integrate_error
 
 
@@ -82,3 +85,77 @@ def test_frame_of_the_wrong_size(tmp_path) -> None:
     integ = Integrator(calibration(tmp_path), cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match=r"Imagesize is \[64, 48\]"):
         integ.integrate(np.ones((48, 64)))
+
+
+def corrected_calibration(tmp_path, **extra):
+    rng = np.random.default_rng(3)
+    write_pilatus_tiff(tmp_path / "dark.tif", rng.poisson(30, (64, 48)).astype(np.int32))
+    np.save(tmp_path / "flat.npy", rng.uniform(0.9, 1.1, (64, 48)))
+    keys = {"Dark": "dark.tif", "DarkExposures": 4, "Flat": "flat.npy", "SolidAngle": True,
+            "Sensor": {"Material": "Si", "ThicknessMicroM": 450},
+            "PolarizationCorrection": {"Fraction": 0.95, "Angle": 0}}
+    return calibration(tmp_path, **{**keys, **extra})
+
+
+def test_corrected_chain_closed_form_on_every_curve(tmp_path) -> None:
+    # dark + 2 c counts give I = 2 in every bin of every curve (radial, phi, slice): 1e-9
+    # on a float64 frame (rounding only).
+    integ = Integrator(corrected_calibration(tmp_path), cache_dir=tmp_path / "cache")
+    assert integ.calibration.summed_normalisation and integ.operators[0].correction is None
+    pix = integ.pixels
+    image = (pix.dark + 2.0 * pix.normalisation).reshape(64, 48)
+    for curve in integ.integrate(image):
+        filled = ~np.isnan(curve.mean)
+        assert filled.sum() > 5, curve.key
+        np.testing.assert_allclose(curve.mean[filled], 2.0, rtol=1e-9, err_msg=curve.key)
+    assert "sum_p A[p,k] (x_p - d_p) / sum_p A[p,k] c_p" in integ.definitions()["I"]
+    assert "x_p + v_p" in integ.definitions()["poisson"]
+
+
+def test_scale_multiplies_curve_and_errors_exactly(tmp_path) -> None:
+    integ = Integrator(corrected_calibration(tmp_path), cache_dir=tmp_path / "cache")
+    image = np.random.default_rng(4).poisson(200, (64, 48)).astype(np.int32)
+    plain = integ.integrate(image)
+    halved = integ.integrate(image, scale=0.5)  # a monitor of 2
+    for a, b in zip(plain, halved, strict=True):
+        np.testing.assert_array_equal(b.mean, a.mean * 0.5)
+        np.testing.assert_array_equal(b.poisson, a.poisson * 0.5)
+        if a.std is not None:
+            np.testing.assert_array_equal(b.std, a.std * 0.5)
+        assert b.integparams == pytest.approx({k: v * 0.5 for k, v in a.integparams.items()})
+    with pytest.raises(ValueError, match="positive finite"):
+        integ.integrate(image, scale=0.0)
+
+
+def test_integrate_many_with_scales(tmp_path) -> None:
+    integ = Integrator(corrected_calibration(tmp_path), cache_dir=tmp_path / "cache", with_std=False)
+    rng = np.random.default_rng(5)
+    frames = [rng.poisson(100, (64, 48)).astype(np.int32) for _ in range(3)]
+    scales = [1.0, 0.25, 3.0]
+    for frame, s, curves in zip(frames, scales, integ.integrate_many(frames, scales), strict=True):
+        for a, b in zip(curves, integ.integrate(frame, s), strict=True):
+            np.testing.assert_allclose(a.mean, b.mean, rtol=1e-6, equal_nan=True)
+            np.testing.assert_allclose(a.poisson, b.poisson, rtol=1e-6, equal_nan=True)
+    with pytest.raises(ValueError, match="2 scales for 3 frames"):
+        integ.integrate_many(frames, scales[:2])
+
+
+def test_dark_markers_are_masked_and_images_can_be_given(tmp_path) -> None:
+    cal = corrected_calibration(tmp_path, Dark="not-on-this-node.tif", Flat="nor-this.npy")
+    dark = np.full((64, 48), 10.0)
+    dark[30, 30] = np.nan  # a pixel the dark's detector marked unusable
+    images = CorrectionImages(dark=dark, dark_exposures=2, flat=np.ones((64, 48)))
+    integ = Integrator(cal, cache_dir=tmp_path / "cache", correction_images=images)
+    assert not integ.valid[0][30, 30] and integ.valid[0][31, 30]
+    np.testing.assert_array_equal(integ.pixels.dark_variance[:3], 5.0)  # d / N
+
+
+def test_bad_dark_and_flat_files_name_the_key_and_file(tmp_path) -> None:
+    write_pilatus_tiff(tmp_path / "small.tif", np.zeros((5, 5), np.int32))
+    with pytest.raises(CalibrationError, match=r"\$\.Dark: .*small.tif"):
+        Integrator(corrected_calibration(tmp_path, Dark="small.tif"), cache_dir=tmp_path / "cache")
+    flat = np.ones((64, 48))
+    flat[10, 10] = 0.0  # a used pixel (the mask's gap is rows 20-23)
+    np.save(tmp_path / "zero.npy", flat)
+    with pytest.raises(CalibrationError, match=r"\$\.Flat: .*zero.npy: 1 pixels the masks use are zero"):
+        Integrator(corrected_calibration(tmp_path, Flat="zero.npy"), cache_dir=tmp_path / "cache")

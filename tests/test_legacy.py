@@ -329,3 +329,11 @@ def test_package_import_is_light_and_exports_the_seed_api() -> None:
         assert name in saxs_pipeline.__all__ and name in dir(saxs_pipeline)
     with pytest.raises(AttributeError):
         _ = saxs_pipeline.no_such_name
+
+
+def test_seed_api_refuses_the_summed_normalisation(tmp_path) -> None:
+    # The seed API keeps the original's definition; a calibration with corrections goes
+    # to the Integrator instead of being integrated without them.
+    raw = dict(load_calibration(require("cal_flat.json")).raw, SolidAngle=True)  # nested form
+    with pytest.raises(CalibrationError, match=r"\$\.IntensityDefinition: .*Integrator"):
+        saxs_pipeline.calibration(raw, cache_dir=tmp_path)

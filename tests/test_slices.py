@@ -55,3 +55,21 @@ def test_negative_pixels_do_not_count_and_band_outside_is_an_error() -> None:
     assert np.isnan(mean[3]) and mean[4] == 1.0
     with pytest.raises(ValueError, match="outside the image"):
         build_slice(GEO, SliceConfig(direction="x", plane="InPlane", cut_position=64, cut_margin=2), None)
+
+
+def test_summed_normalisation_in_a_cut() -> None:
+    from saxs_pipeline.ops.corrections import PixelCorrections
+
+    cfg = SliceConfig(direction="y", plane="InPlane", cut_position=20, cut_margin=2)
+    op = build_slice(GEO, cfg, None)
+    rng = np.random.default_rng(8)
+    c = rng.uniform(0.5, 1.0, GEO.image_shape)
+    d = rng.uniform(1.0, 3.0, GEO.image_shape)
+    image = rng.poisson(50, GEO.image_shape).astype(np.float64)
+    image[5, 19] = -1  # excluded in its line position
+    mean, err = integrate_slice(op, image, PixelCorrections(c.ravel(), d.ravel(), d.ravel() / 4))
+    band = np.s_[:, 17:22]
+    used = image[band] >= 0
+    x, cc, dd = (np.where(used, a[band], 0) for a in (image, c, d))
+    np.testing.assert_allclose(mean, (x - dd).sum(axis=1) / cc.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(err, np.sqrt((x + dd / 4).sum(axis=1)) / cc.sum(axis=1), rtol=1e-12)

@@ -16,13 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import scipy.constants
+
+# IntensityDefinition values (schema): the original's mean of per-pixel corrected counts,
+# and pyFAI's summed signal over summed normalisation.
+PIXEL_MEAN = "pixel-mean"
+SIGNAL_OVER_NORMALISATION = "signal-over-normalisation"
+_CORRECTION_KEYS = ("Dark", "Flat", "SolidAngle", "Sensor")
 
 __all__ = [
+    "PIXEL_MEAN",
+    "SIGNAL_OVER_NORMALISATION",
     "Calibration",
     "CalibrationError",
     "Geometry",
     "MaskConfig",
     "Polarization",
+    "Sensor",
     "SliceConfig",
     "flat_to_nested",
     "load_calibration",
@@ -65,6 +75,17 @@ class Geometry:
 class Polarization:
     fraction: float
     angle_deg: float
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """The detector sensor: ``mu_per_cm`` is its photo-absorption coefficient at the beam
+    energy (xraydb), looked up when the calibration is loaded."""
+
+    material: str
+    thickness_um: float
+    mu_per_cm: float
+    density_g_cm3: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,15 +133,30 @@ class Calibration:
     threads: int = 2
     title: str | None = None
     error_model: str = "poisson"
+    intensity_definition: str = PIXEL_MEAN
+    dark: str | None = None
+    dark_exposures: int = 1
+    flat: str | None = None
+    solid_angle: bool = False
+    sensor: Sensor | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     base_dir: Path | None = field(default=None, compare=False)
 
-    def mask_path(self, mask: MaskConfig) -> Path:
-        """The mask file of ``mask``, relative paths resolved against ``base_dir``."""
-        path = Path(mask.mask_file).expanduser()
+    @property
+    def summed_normalisation(self) -> bool:
+        """True for IntensityDefinition "signal-over-normalisation" (see the schema)."""
+        return self.intensity_definition == SIGNAL_OVER_NORMALISATION
+
+    def resolve(self, name: str) -> Path:
+        """A file named in the calibration, relative paths resolved against ``base_dir``."""
+        path = Path(name).expanduser()
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
         return path
+
+    def mask_path(self, mask: MaskConfig) -> Path:
+        """The mask file of ``mask``, relative paths resolved against ``base_dir``."""
+        return self.resolve(mask.mask_file)
 
     def to_json(self) -> str:
         """The calibration as the original wrote it into ``.chi`` headers."""
@@ -240,9 +276,51 @@ def _parse(raw: dict[str, Any], source: str, base_dir: Path | None) -> Calibrati
         threads=int(raw.get("Threads", 2)),
         title=raw.get("Title"),
         error_model=str(raw.get("ErrorModel", "poisson")),
+        intensity_definition=_definition(raw, source),
+        dark=raw.get("Dark"),
+        dark_exposures=int(raw.get("DarkExposures", 1)),
+        flat=raw.get("Flat"),
+        solid_angle=bool(raw.get("SolidAngle", False)),
+        sensor=_parse_sensor(raw["Sensor"], geometry.wavelength_a, source) if "Sensor" in raw else None,
         raw=raw,
         base_dir=base_dir,
     )
+
+
+def _definition(raw: dict[str, Any], source: str) -> str:
+    given = [k for k in _CORRECTION_KEYS if k in raw and raw[k] is not False]
+    definition = raw.get("IntensityDefinition")
+    if definition is None:
+        return SIGNAL_OVER_NORMALISATION if given else PIXEL_MEAN
+    if definition == PIXEL_MEAN and given:
+        raise CalibrationError(
+            source, "$.IntensityDefinition",
+            f"'{PIXEL_MEAN}' (the original's definition) has no {', '.join(given)}: "
+            f"use '{SIGNAL_OVER_NORMALISATION}' or leave IntensityDefinition out")
+    return str(definition)
+
+
+def _parse_sensor(s: dict[str, Any], wavelength_a: float, source: str) -> Sensor:
+    import xraydb  # 0.6 s to import: only for calibrations that name a sensor
+
+    material, density = s["Material"], s.get("DensityGcm3")
+    where = "$.Sensor.Material"
+    if density is None and xraydb.find_material(material) is None:
+        raise CalibrationError(
+            source, where,
+            f"unknown sensor material {material!r}: not in xraydb's materials list (use a name "
+            "or formula of that list such as 'Si', 'CdTe', 'GaAs', or give DensityGcm3 with a "
+            "chemical formula)")
+    energy_ev = scipy.constants.h * scipy.constants.c / scipy.constants.e / (wavelength_a * 1e-10)
+    try:
+        mu = float(xraydb.material_mu(material, energy_ev, density=density, kind="photo"))
+    except (ValueError, KeyError, ArithmeticError, Warning) as exc:
+        raise CalibrationError(source, where,
+                               f"xraydb cannot compute the absorption of {material!r} ({exc})") from None
+    if not (math.isfinite(mu) and mu > 0):
+        raise CalibrationError(source, where, f"{material!r} gives no absorption ({mu}) at {energy_ev:.0f} eV")
+    return Sensor(str(material), float(s["ThicknessMicroM"]), mu,
+                  None if density is None else float(density))
 
 
 def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:

@@ -160,8 +160,7 @@ def _metadata(entry: h5py.Group, title: str, calibration, process_notes) -> None
     _field(process, "description", "azimuthal integration of detector frames (saxs_pipeline)")
     _field(process, "software", _software())
     if calibration is not None:
-        # Normalisation is read by io.normalisation, not needed for the geometry here.
-        cal = load_calibration({k: v for k, v in calibration.items() if k != "Normalisation"})
+        cal = load_calibration(dict(calibration))
         g = cal.geometry
         inst = _classed(entry, "sasinstrument", "NXinstrument", "SASinstrument")
         det = _classed(inst, "sasdetector", "NXdetector", "SASdetector")

@@ -24,9 +24,12 @@ from saxs_pipeline.io.calibration import Geometry, Polarization
 __all__ = [
     "ANGSTROM_NM",
     "calc_theta",
+    "incidence_cosine",
+    "normal_incidence",
     "polarization_factor",
     "q_map",
     "q_scale",
+    "solid_angle",
     "subpixel_offsets",
     "tilt_projection",
     "two_theta_q",
@@ -152,3 +155,52 @@ def polarization_factor(geometry: Geometry, polarization: Polarization) -> np.nd
     cos2 = np.divide(along, r2, out=np.ones_like(r2), where=r2 > 0)
     f = polarization.fraction
     return 1.0 - sin2_2theta * (f * cos2 + (1.0 - f) * (1.0 - cos2))
+
+
+def normal_incidence(geometry: Geometry) -> tuple[float, float, float]:
+    """The point of normal incidence (pyFAI's PONI) as offsets ``(dx, dy)`` from the beam
+    centre in mm, and the sample's perpendicular distance ``D`` from the detector plane.
+
+    The distance of a detector point from the sample is ``l^2 = r^2 + d^2 + 2 d h`` with
+    ``h = a dx + b dy`` (:func:`tilt_projection`), i.e. ``(dx + d a)^2 + (dy + d b)^2 + D^2``
+    with ``D = d sqrt(1 - a^2 - b^2) = d cos(tilt)``."""
+    a, b = tilt_projection(geometry)
+    d = geometry.distance_mm
+    return -d * a, -d * b, d * float(np.sqrt(1.0 - a * a - b * b))
+
+
+def _plane_coordinates(geometry: Geometry, edges: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """In-plane coordinates (mm) from the point of normal incidence of the pixel centres
+    (or of the pixel edges): ``u`` per column (or column edge), ``v`` per row; and ``D``."""
+    rows, cols = geometry.image_shape
+    psy, psx = (s * 1e-3 for s in geometry.pixel_size_um)
+    u0, v0, dist = normal_incidence(geometry)
+    shift = 0.0 if edges else 0.5
+    u = (np.arange(cols + int(edges)) + shift - geometry.beam_center_x) * psx - u0
+    v = (np.arange(rows + int(edges)) + shift - rows + geometry.beam_center_y) * psy - v0
+    return u, v, dist
+
+
+def incidence_cosine(geometry: Geometry) -> np.ndarray:
+    """cos of the angle between the ray to each pixel centre and the detector normal,
+    shape ``image_shape``."""
+    u, v, dist = _plane_coordinates(geometry, edges=False)
+    return dist / np.sqrt(u[None, :] ** 2 + v[:, None] ** 2 + dist * dist)
+
+
+def solid_angle(geometry: Geometry) -> np.ndarray:
+    """Solid angle of every pixel relative to that of a pixel centred at the point of
+    normal incidence (pyFAI's normalisation at the PONI), shape ``image_shape``.
+
+    Exact for the tilted pixel rectangle: with in-plane coordinates ``(u, v)`` from the
+    point of normal incidence, ``dOmega = D du dv / (u^2 + v^2 + D^2)^(3/2)`` integrates
+    to ``F(u, v) = arctan(u v / (D sqrt(u^2 + v^2 + D^2)))`` at the four corners. (pyFAI
+    uses ``cos^3`` of the incidence angle at the pixel centre; the two differ by the
+    square of the pixel size over the distance, 3e-8 for a Pilatus at 1 m.)"""
+    u, v, dist = _plane_coordinates(geometry, edges=True)
+    uu, vv = u[None, :], v[:, None]
+    f = np.arctan(uu * vv / (dist * np.sqrt(uu * uu + vv * vv + dist * dist)))
+    omega = f[1:, 1:] - f[1:, :-1] - f[:-1, 1:] + f[:-1, :-1]
+    hx, hy = 0.5e-3 * geometry.pixel_size_um[1], 0.5e-3 * geometry.pixel_size_um[0]
+    centred = 4.0 * np.arctan(hx * hy / (dist * np.sqrt(hx * hx + hy * hy + dist * dist)))
+    return omega / centred

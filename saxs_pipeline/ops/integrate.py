@@ -1,7 +1,10 @@
 """Integration of frames with a built :class:`IntegrationOperator`.
 
-All results are per-bin means in counts per pixel (the original's and FIT2D's unit):
-``mean[k] = sum_p A[p,k] c[p] x[p] / sum_p A[p,k]``. Bins without any used pixel are NaN.
+Two definitions (calibration ``IntensityDefinition``). The original's, per-bin means in
+counts per pixel (its and FIT2D's unit): ``mean[k] = sum_p A[p,k] c[p] x[p] / sum_p A[p,k]``
+(:func:`integrate`, :func:`integrate_poisson`, :func:`integrate_error`). pyFAI's, the summed
+signal over the summed normalisation (:func:`integrate_corrected`, definitions in
+:mod:`saxs_pipeline.ops.corrections`). Bins without any used pixel are NaN.
 
 Pixels excluded per frame: negative values (Pilatus marks module gaps -1 and bad pixels
 -2; they are excluded even where the mask misses them) and NaN. The fast path checks for
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saxs_pipeline.ops.corrections import Corrections
 from saxs_pipeline.ops.operator import MAX_RUN, IntegrationOperator
 
 __all__ = [
@@ -24,15 +28,18 @@ __all__ = [
     "integral_parameters",
     "integrate",
     "integrate_batch",
+    "integrate_corrected",
     "integrate_error",
     "integrate_poisson",
 ]
 
 @dataclass(frozen=True)
 class IntegrationResult:
-    """One integrated frame. ``std`` is the original's weighted standard deviation of the
-    pixels in a bin, ``sem`` the standard error of the mean (``std * sqrt(sum A^2) /
-    sum A``), ``poisson`` the original's Poisson error ``sqrt(sum counts) / area``."""
+    """One integrated frame. ``std`` is the weighted standard deviation of the pixels in a
+    bin, ``sem`` the standard error of the mean (``std * sqrt(sum A^2) / sum A`` in the
+    original's definition), ``poisson`` the Poisson error of the chosen error model
+    (:data:`ERROR_MODELS`; :mod:`saxs_pipeline.ops.corrections` for the summed
+    normalisation), ``area`` the effective pixel count ``sum A``."""
 
     radial: np.ndarray
     mean: np.ndarray
@@ -154,6 +161,11 @@ ERROR_MODELS = {
 }
 
 
+def _check_model(error_model: str) -> None:
+    if error_model not in ERROR_MODELS:
+        raise ValueError(f"error_model must be one of {sorted(ERROR_MODELS)}, not {error_model!r}")
+
+
 def integrate_poisson(
     op: IntegrationOperator, image: np.ndarray, *, exclude_negative: bool = True,
     invalid: float | None = None, error_model: str = "saxsdog",
@@ -161,8 +173,7 @@ def integrate_poisson(
     """Mean and Poisson error from one pass. ``error_model`` (see :data:`ERROR_MODELS`):
     ``"saxsdog"`` the original's ``sqrt(sum)/area`` (the seed API's), ``"poisson"`` the
     variance of the weighted mean, ``sqrt(sum W^2 x)/area``."""
-    if error_model not in ERROR_MODELS:
-        raise ValueError(f"error_model must be one of {sorted(ERROR_MODELS)}, not {error_model!r}")
+    _check_model(error_model)
     variance = error_model == "poisson"
     sums, s2, areas, _, _, _ = _sums(op, _frame(op, image), exclude_negative, invalid, variance=variance)
     counts = s2 if variance else sums
@@ -180,30 +191,63 @@ def integrate_error(
     original's ``integrateerror``; two passes over the operator (the second fuses the
     back-projection and the squared deviations per pixel).
     """
-    from saxs_pipeline.ops import kernels
-
-    if error_model not in ERROR_MODELS:
-        raise ValueError(f"error_model must be one of {sorted(ERROR_MODELS)}, not {error_model!r}")
+    _check_model(error_model)
     x = _frame(op, image)
     variance = error_model == "poisson"
     sums, s2, areas, area_sq, _, limits = _sums(op, x, exclude_negative, invalid, variance=variance)
     mean = _divide(sums, areas)
-    padded = np.zeros(op.nbins + MAX_RUN)
-    padded[: op.nbins] = np.nan_to_num(mean, nan=0.0)
-    spread = np.empty(op.nbins)
-    none = np.zeros(0)
-    layout = op.compact(x.dtype)
-    if layout is not None:
-        kernels.pass2(x, layout.segments, layout.start, layout.weights, padded, none, none,
-                      spread, *limits)
-    else:
-        m = op.matrix_for(x.dtype)
-        kernels.pass2_csc(x, op.span[0], m.indptr, m.indices, m.data, padded, none, none,
-                          spread, *limits)
+    spread = _pass2(op, x, mean, None, None, limits)
     std = np.sqrt(_divide(spread, areas))
     sem = std * _divide(np.sqrt(area_sq), areas)
     poisson = _divide(np.sqrt(np.maximum(s2 if variance else sums, 0)), areas)
     return IntegrationResult(op.radial, mean, poisson, std, sem, areas)
+
+
+def _pass2(op: IntegrationOperator, x: np.ndarray, mean: np.ndarray, off: np.ndarray | None,
+           scale: np.ndarray | None, limits) -> np.ndarray:
+    """``sum_p W[k,p] (x_p - off_p - scale_p back_p)^2`` with ``back = W^T mean`` (one pass;
+    ``off``/``scale`` in the order of :meth:`Corrections.pass2_arrays`, None for 0/1)."""
+    from saxs_pipeline.ops import kernels
+
+    padded = np.zeros(op.nbins + MAX_RUN)
+    padded[: op.nbins] = np.nan_to_num(mean, nan=0.0)
+    spread = np.empty(op.nbins)
+    layout = op.compact(x.dtype)
+    if layout is not None:
+        kernels.pass2(x, layout.segments, layout.start, layout.weights, padded, off, scale,
+                      spread, *limits)
+    else:
+        m = op.matrix_for(x.dtype)
+        kernels.pass2_csc(x, op.span[0], m.indptr, m.indices, m.data, padded, off, scale,
+                          spread, *limits)
+    return spread
+
+
+def integrate_corrected(
+    op: IntegrationOperator, image: np.ndarray, corrections: Corrections, *,
+    error_model: str = "poisson", with_std: bool = False, exclude_negative: bool = True,
+    invalid: float | None = None,
+) -> IntegrationResult:
+    """The summed signal over the summed normalisation, ``sum A (x - d) / sum A c``, and
+    its errors (definitions in :mod:`saxs_pipeline.ops.corrections`): one pass over the
+    operator, two with ``with_std``. ``corrections`` from
+    :func:`~saxs_pipeline.ops.corrections.corrections_for` of this operator. The frame's
+    normalisation multiplier is applied by the caller (it scales every column)."""
+    _check_model(error_model)
+    x = _frame(op, image)
+    limits = _limits(exclude_negative, invalid)
+    poisson = error_model == "poisson"
+    s1, s2, bad = _pass1(op, x, limits, variance=poisson)
+    k = corrections.bins if bad.size == 0 else corrections.without(op, bad)
+    mean = _divide(s1 - k.dark, k.norm)
+    variance = s2 + k.dark_var_sq if poisson else s1 + k.dark_var
+    error = _divide(np.sqrt(np.maximum(variance, 0)), k.norm)
+    if not with_std:
+        return IntegrationResult(op.radial, mean, error, area=k.areas)
+    off, c = corrections.pass2_arrays(op, op.compact(x.dtype) is not None)
+    std = np.sqrt(_divide(_pass2(op, x, mean, off, c, limits), k.norm_c2))
+    sem = std * _divide(np.sqrt(k.norm_sq), k.norm)
+    return IntegrationResult(op.radial, mean, error, std, sem, k.areas)
 
 
 def integrate_batch(
@@ -213,17 +257,23 @@ def integrate_batch(
     exclude_negative: bool = True,
     invalid: float | None = None,
     error_model: str = "saxsdog",
+    corrections: Corrections | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means and Poisson errors of several frames as two ``(n_frames, nbins)`` arrays
-    (one array per batch, ready to ship). Each frame is one kernel pass in its own dtype;
-    the compiled kernel measured faster per frame than scipy's sparse x dense product
-    with its transposed copy of the batch."""
+    (one array per batch, ready to ship): :func:`integrate_poisson`, or with
+    ``corrections`` :func:`integrate_corrected`, per frame. Each frame is one kernel pass
+    in its own dtype; the compiled kernel measured faster per frame than scipy's sparse x
+    dense product with its transposed copy of the batch."""
     n = len(frames)
     means = np.empty((n, op.nbins))
     errs = np.empty((n, op.nbins))
+    kw = {"exclude_negative": exclude_negative, "invalid": invalid, "error_model": error_model}
     for i in range(n):
-        means[i], errs[i] = integrate_poisson(op, frames[i], exclude_negative=exclude_negative,
-                                              invalid=invalid, error_model=error_model)
+        if corrections is None:
+            means[i], errs[i] = integrate_poisson(op, frames[i], **kw)
+        else:
+            r = integrate_corrected(op, frames[i], corrections, **kw)
+            means[i], errs[i] = r.mean, r.poisson
     return means, errs
 
 

@@ -104,13 +104,12 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
 @_jit
 def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
     """``out[k] = sum_p W[k,p] (x_p - off_p - scale_p * back_p)^2`` with
-    ``back_p = sum_k W[k,p] mean[k]``; ``off``/``scale`` per used pixel, or empty for 0/1.
+    ``back_p = sum_k W[k,p] mean[k]``; ``off``/``scale`` per used pixel, or None for 0/1
+    (resolved at compile time: a run-time test of empty arrays measured 1.5x slower).
     ``mean`` has ``nbins + K`` entries (zero past the last bin and for empty bins)."""
     nbins = out.size
     width = len(weights)
     acc = np.zeros((nbins + width, LANES))
-    has_off = off.size > 0
-    has_scale = scale.size > 0
     j = 0
     for s in range(segments.shape[0]):
         first = segments[s, 0]
@@ -118,14 +117,17 @@ def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
             v = x[first + i]
             if not _excluded(v, lower, invalid):
                 b = np.int64(start[j])
+                # x - off does not wait for the back-projection: a shorter chain per pixel
+                e = np.float64(v)
+                if off is not None:
+                    e -= off[j]
                 back = 0.0
                 for t in range(width):
                     back += np.float64(weights[t][j]) * mean[b + t]
-                if has_scale:
-                    back *= scale[j]
-                e = np.float64(v) - back
-                if has_off:
-                    e -= off[j]
+                if scale is not None:
+                    e -= scale[j] * back
+                else:
+                    e -= back
                 e *= e
                 lane = j & (LANES - 1)
                 for t in range(width):
@@ -167,10 +169,8 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
 
 @_jit
 def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invalid):
-    """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or empty)."""
+    """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or None)."""
     acc = np.zeros((out.size, LANES))
-    has_off = off.size > 0
-    has_scale = scale.size > 0
     for p in range(indptr.size - 1):
         a = indptr[p]
         e = indptr[p + 1]
@@ -179,14 +179,16 @@ def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invali
         v = x[lo + p]
         if _excluded(v, lower, invalid):
             continue
+        d = np.float64(v)
+        if off is not None:
+            d -= off[p]
         back = 0.0
         for j in range(a, e):
             back += np.float64(data[j]) * mean[indices[j]]
-        if has_scale:
-            back *= scale[p]
-        d = np.float64(v) - back
-        if has_off:
-            d -= off[p]
+        if scale is not None:
+            d -= scale[p] * back
+        else:
+            d -= back
         d *= d
         lane = p & (LANES - 1)
         for j in range(a, e):

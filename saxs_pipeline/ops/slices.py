@@ -4,7 +4,9 @@ Band (as the original, verified numerically): Direction "x" averages numpy rows
 ``[Ny - CP - CM, Ny - CP + CM]`` (CutPosition = 1-based row counted from the bottom, FIT2D
 Y); Direction "y" averages columns ``[CP - 1 - CM, CP - 1 + CM]`` (1-based column from the
 left). Output: ``mean = sum/count`` and ``err = sqrt(sum)/count`` of the used pixels per
-line position, NaN where no pixel is used.
+line position, NaN where no pixel is used. With the summed-normalisation definition
+(:mod:`saxs_pipeline.ops.corrections`): ``mean = sum (x - d) / sum c`` and
+``err = sqrt(sum (x + v)) / sum c``.
 
 Bugs of the original fixed here: the q axis uses pixel centres (k + 0.5, as the radial
 code); each axis uses its own pixel size (the original always used PixelSizeMicroM[1]);
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saxs_pipeline.io.calibration import Geometry, SliceConfig
+from saxs_pipeline.ops.corrections import PixelCorrections
 from saxs_pipeline.ops.geometry import ANGSTROM_NM
 
 __all__ = ["SliceOperator", "build_slice", "integrate_slice", "slice_labels"]
@@ -90,14 +93,30 @@ def _q_axis(geometry: Geometry, config: SliceConfig, n: int) -> np.ndarray:
     return 2 * two_pi_over_lambda * np.sin(two_theta_f / 2)
 
 
-def integrate_slice(op: SliceOperator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and error of the band per line position; negative pixels count as masked."""
-    band = np.asarray(image)[op.band]
+def integrate_slice(
+    op: SliceOperator, image: np.ndarray, pixels: PixelCorrections | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and error of the band per line position; negative pixels count as masked.
+    With ``pixels``, the summed-normalisation definition (module doc)."""
+    image = np.asarray(image)
+    band = image[op.band]
     used = op.valid & (band >= 0)
-    total = np.where(used, band, 0).sum(axis=op.reduce_axis, dtype=np.float64)
-    count = used.sum(axis=op.reduce_axis)
+
+    def band_sum(values) -> np.ndarray:
+        return np.where(used, values, 0).sum(axis=op.reduce_axis, dtype=np.float64)
+
+    if pixels is None:
+        total = variance = band_sum(band)
+        count = used.sum(axis=op.reduce_axis)
+    else:
+        def part(arr: np.ndarray | None) -> np.ndarray | float:
+            return 0.0 if arr is None else arr.reshape(image.shape)[op.band]
+
+        total = band_sum(band - part(pixels.dark))
+        variance = band_sum(band + part(pixels.dark_variance))
+        count = band_sum(part(pixels.normalisation))
     mean = np.full(total.shape, np.nan)
     err = np.full(total.shape, np.nan)
     np.divide(total, count, out=mean, where=count > 0)
-    np.divide(np.sqrt(np.maximum(total, 0)), count, out=err, where=count > 0)
+    np.divide(np.sqrt(np.maximum(variance, 0)), count, out=err, where=count > 0)
     return mean, err
