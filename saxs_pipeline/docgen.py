@@ -30,12 +30,17 @@ CONSOLE_SCRIPTS = {
     "saxsconverter": "saxs_pipeline.cli.converter:main",
     "plotchi": "saxs_pipeline.cli.plotchi:main",
     "saxsnetconf": "saxs_pipeline.cli.netconf:main",
+    "saxs-stream-sim": "saxs_pipeline.stream.sim:main",
+    "saxs-export": "saxs_pipeline.cli.export:main",
+    "saxs-average": "saxs_pipeline.cli.average:main",
+    "saxs-absolute": "saxs_pipeline.cli.absolute:main",
 }
 
 # Commands whose options live on subcommands: their pages include each subcommand's help.
 SUBCOMMANDS = {
     "saxsleash": ["new", "stat", "plot", "plotdata", "close", "abort", "readdir", "get",
-                  "listdir", "fileslist"],
+                  "listdir", "fileslist", "failures"],
+    "saxs-absolute": ["water", "glassy-carbon"],
 }
 
 HELP_COLUMNS = "100"

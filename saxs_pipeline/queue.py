@@ -101,6 +101,7 @@ class ImageQueue:
         p = prepare(calibration, attachments, with_std=self.with_std)
         self._calibration, self._attachments, self._cal = p.calibration, p.attachments, p.parsed
         self._templates, self.calibration_id = p.templates, p.id
+        self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
         self.finder = FrameFinder(self.layout, pattern, dataset)
@@ -210,7 +211,9 @@ class ImageQueue:
     def _register_plugins(self, client: Any) -> None:
         client.register_plugin(SaxsStats())
         client.register_plugin(IntegratorPlugin(self._calibration, self._attachments,
-                                                queue_id=self.queue_id, with_std=self.with_std),
+                                                queue_id=self.queue_id, with_std=self.with_std,
+                                                correction_images=self._corrections,
+                                                normalisation=self._normalisation),
                                name=self.plugin_name)
 
     def _stats_event(self, record: dict[str, Any]) -> None:

@@ -33,7 +33,9 @@ from distributed import Worker, WorkerPlugin, get_worker
 
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.io.calibration import Calibration, load_calibration
+from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.io.masks import encode_attachment
+from saxs_pipeline.io.normalisation import NormalisationResolver
 
 __all__ = [
     "PLUGIN_NAME",
@@ -43,6 +45,7 @@ __all__ = [
     "build_integrator",
     "calibration_id",
     "get_integrator",
+    "get_normalisation",
     "load_payload",
     "main",
     "nanny_environ_config",
@@ -93,12 +96,17 @@ def load_payload(
     return cal.raw, [encode_attachment(cal.mask_path(m), m.mask_file) for m in cal.masks]
 
 
-def calibration_id(calibration: Mapping[str, Any], attachments: Sequence[Mapping[str, Any]]) -> str:
-    """A short content hash of a calibration and its masks."""
+def calibration_id(calibration: Mapping[str, Any], attachments: Sequence[Mapping[str, Any]],
+                   images: CorrectionImages | None = None) -> str:
+    """A short content hash of a calibration, its masks and its dark/flat images."""
     h = hashlib.sha256(json.dumps(calibration, sort_keys=True, default=str).encode())
     for att in attachments:
         data = att.get("data", b"")
         h.update(data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogatepass"))
+    if images is not None:
+        for a in (images.dark, images.flat):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -113,6 +121,8 @@ class Prepared:
     parsed: Calibration
     templates: list[Curve]
     id: str
+    corrections: CorrectionImages | None = None  # Dark/Flat read in the driver, shipped
+    normalisation: NormalisationResolver | None = None  # per-frame scalars (tables loaded)
 
 
 def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
@@ -124,11 +134,16 @@ def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
     from saxs_pipeline.ops.budget import check_budget
 
     raw, atts = load_payload(calibration, attachments)
-    cal = load_calibration(raw)
+    # Paths in the calibration (Dark, Flat, normalisation tables) are relative to its file.
+    cal = load_calibration(calibration if not isinstance(calibration, Mapping) else raw)
     check_budget(cal)
-    template = build_integrator(cal, atts, with_std=with_std)
+    images = load_correction_images(cal) if cal.summed_normalisation else None
+    resolver = NormalisationResolver.from_calibration(cal) if raw.get("Normalisation") else None
+    template = build_integrator(cal, atts, with_std=with_std, correction_images=images)
     curves = template.integrate(np.zeros(template.shape, np.float32))
-    return Prepared(raw, atts, cal, curves, calibration_id(raw, atts))
+    # the content id covers the dark and flat: other images make another run
+    cal_id = calibration_id(raw, atts, images)
+    return Prepared(raw, atts, cal, curves, cal_id, images, resolver)
 
 
 def build_integrator(
@@ -137,10 +152,11 @@ def build_integrator(
     *,
     with_std: bool = False,
     cache_dir: str | Path | None = None,
+    correction_images: CorrectionImages | None = None,
 ) -> Integrator:
     cal = calibration if isinstance(calibration, Calibration) else load_calibration(dict(calibration))
     return Integrator(cal, list(attachments) if attachments else None, cache_dir=cache_dir,
-                      with_std=with_std)
+                      with_std=with_std, correction_images=correction_images)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,9 +184,12 @@ class IntegratorPlugin(WorkerPlugin):
         with_std: bool = False,
         cache_dir: str | None = None,
         name: str | None = None,
+        correction_images: CorrectionImages | None = None,
+        normalisation: NormalisationResolver | None = None,
     ) -> None:
         self.calibration = dict(calibration)
         self.attachments = [dict(a) for a in attachments or []]
+        self.correction_images, self.normalisation = correction_images, normalisation
         self.queue_id = queue_id
         self.with_std = with_std
         self.cache_dir = cache_dir
@@ -186,7 +205,8 @@ class IntegratorPlugin(WorkerPlugin):
 
     def build(self) -> Integrator:
         return build_integrator(self.calibration, self.attachments or None,
-                                with_std=self.with_std, cache_dir=self.cache_dir)
+                                with_std=self.with_std, cache_dir=self.cache_dir,
+                                correction_images=self.correction_images)
 
     async def setup(self, worker: Worker) -> None:
         # setup runs on the worker's event loop: building an operator there would stall
@@ -202,12 +222,20 @@ class IntegratorPlugin(WorkerPlugin):
 
 def get_integrator(queue_id: str = "default", worker: Worker | None = None) -> Integrator:
     """The integrator of ``queue_id`` on this worker (inside a task)."""
+    return _plugin(queue_id, worker).integrators[queue_id]
+
+
+def get_normalisation(queue_id: str = "default", worker: Worker | None = None
+                      ) -> NormalisationResolver | None:
+    """The per-frame normalisation of ``queue_id``'s calibration, None without one."""
+    return _plugin(queue_id, worker).normalisation
+
+
+def _plugin(queue_id: str, worker: Worker | None) -> IntegratorPlugin:
     worker = worker if worker is not None else get_worker()
     for plugin in list(worker.plugins.values()):
-        if isinstance(plugin, IntegratorPlugin):
-            integrator = plugin.integrators.get(queue_id)
-            if integrator is not None:
-                return integrator
+        if isinstance(plugin, IntegratorPlugin) and queue_id in plugin.integrators:
+            return plugin
     raise LookupError(f"no saxs-integrator for queue {queue_id!r} on worker {worker.address}")
 
 

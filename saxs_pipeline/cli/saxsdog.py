@@ -3,6 +3,8 @@
     saxsdog [options] DIRECTORY | FILE...
     saxsdog demo [DIR] [-n N] [options]     generate the demo beamtime in DIR and reduce it
     saxsdog cache list|clear                the operator cache
+    saxsdog average | calibrate-absolute | export ...
+                                            saxs-average, saxs-absolute, saxs-export
 
 The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--scheduler``
 (default: an embedded local cluster of ``-t`` worker processes), ``--zarr``, ``--pattern``,
@@ -410,6 +412,11 @@ def _cache(argv: Sequence[str]) -> int:
     return cache_main(argv)
 
 
+# Subcommands that are tools of their own (also as saxs-average, saxs-absolute, saxs-export).
+_TOOLS = {"average": "saxs_pipeline.cli.average", "calibrate-absolute": "saxs_pipeline.cli.absolute",
+          "export": "saxs_pipeline.cli.export"}
+
+
 def _execute(opts: Options) -> int:
     from saxs_pipeline.logutil import flush_repeats
 
@@ -433,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(argv[1:])
     if argv[:1] == ["cache"]:
         return _cache(argv[1:])
+    if argv[:1] and argv[0] in _TOOLS:
+        module = __import__(_TOOLS[argv[0]], fromlist=["main"])
+        return int(module.main(argv[1:]) or 0)
     try:
         opts = parse_args(argv)
     except StartupError as exc:

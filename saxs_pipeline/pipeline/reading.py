@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,8 @@ class Loaded:
     results: list[FrameResult]
     images: list[np.ndarray]
     invalid: float | None
+    meta: list[dict[str, Any]]  # per frame: the header / per-frame datasets
+    scales: list[float] = field(default_factory=list)  # per frame: normalisation multipliers
 
 
 def ranges(frames: Sequence[FrameTask]) -> list[list[FrameTask]]:
@@ -68,7 +70,7 @@ def read_range(group: list[FrameTask], integ: Integrator, dataset: str | None,
     for r, m in zip(results, meta, strict=True):
         r.fingerprint = (st.st_size, st.st_mtime_ns)
         r.image_time = m.get("time")
-    return Loaded(list(group), list(results), list(images), invalid)
+    return Loaded(list(group), list(results), list(images), invalid, list(meta))
 
 
 # (integrator id, file) -> flat indices of the file's bad pixels the calibration lets through
@@ -108,7 +110,7 @@ def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ:
     from saxs_pipeline.stream.codec import StreamDecodeError, decode_message
     from saxs_pipeline.stream.messages import ImageMessage
 
-    tasks, kept, images = [], [], []
+    tasks, kept, images, meta = [], [], [], []
     for task, payload, res in zip(frames, payloads, results, strict=True):
         try:
             msg = decode_message(payload)
@@ -122,5 +124,6 @@ def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ:
         tasks.append(task)
         kept.append(res)
         images.append(msg.array)
+        meta.append(dict(msg.metadata, index=msg.image_number))
     invalid = invalid_value_for(images[0].dtype) if images else None
-    return Loaded(tasks, kept, images, invalid)
+    return Loaded(tasks, kept, images, invalid, meta)

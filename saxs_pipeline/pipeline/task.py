@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from saxs_pipeline.integrator import Curve, Integrator
+from saxs_pipeline.io.normalisation import NormalisationResolver
 from saxs_pipeline.naming import chi_paths
 from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_range
 from saxs_pipeline.stats import PROGRESS_TOPIC
@@ -105,17 +106,20 @@ def process_frames(
     options: TaskOptions,
     integrator: Integrator | None = None,
     payloads: Sequence[bytes] | None = None,
+    normalisation: NormalisationResolver | None = None,
 ) -> list[FrameResult]:
     """Integrate a batch of frames and write their outputs (the Dask task). With
-    ``payloads`` (stream frames), frame ``i`` is decoded from ``payloads[i]``."""
+    ``payloads`` (stream frames), frame ``i`` is decoded from ``payloads[i]``. Each frame's
+    curves are multiplied by its normalisation (AbsoluteScale / (Monitor * Transmission *
+    ExposureTime * Thickness)); a frame whose value cannot be found fails, never gets 1."""
     if integrator is None:
-        from saxs_pipeline.worker import get_integrator  # the plugin lives on the worker
+        from saxs_pipeline.worker import get_integrator, get_normalisation  # on the worker
 
-        integrator = get_integrator(queue_id)
+        integrator, normalisation = get_integrator(queue_id), get_normalisation(queue_id)
     results = [FrameResult("ok") for _ in frames]
     if payloads is not None:
         _integrate_loaded(integrator, decode_stream(frames, payloads, integrator, results),
-                          options)
+                          options, normalisation)
     else:
         k = 0
         for group in ranges(frames):
@@ -123,18 +127,39 @@ def process_frames(
             k += len(group)
             loaded = read_range(group, integrator, options.dataset, part)
             if loaded is not None:
-                _integrate_loaded(integrator, loaded, options)
+                _integrate_loaded(integrator, loaded, options, normalisation)
     _log_progress(queue_id, results)
     return results
 
 
-def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions) -> None:
+def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Loaded:
+    """Each frame's normalisation multiplier; frames without their values fail."""
+    if normalisation is None:
+        return loaded
+    keep = Loaded([], [], [], loaded.invalid, [])
+    for task, res, image, meta in zip(loaded.tasks, loaded.results, loaded.images, loaded.meta,
+                                      strict=True):
+        try:
+            scale = normalisation.resolve(task.path, task.index, meta).multiplier
+        except ValueError as exc:  # NormalisationError: named key, file and frame
+            res.status, res.error = "error", f"normalisation: {exc}"
+            continue
+        for part, value in ((keep.tasks, task), (keep.results, res), (keep.images, image),
+                            (keep.meta, meta), (keep.scales, scale)):
+            part.append(value)
+    return keep
+
+
+def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
+                      normalisation: NormalisationResolver | None = None) -> None:
+    loaded = _scales(loaded, normalisation)
     step = product_frames(integ.shape)
     suffixes = integ.output_suffixes()
     for k in range(0, len(loaded.images), step):
         images = loaded.images[k : k + step]
+        scales = loaded.scales[k : k + step] if loaded.scales else None
         for task, res, image, curves in zip(loaded.tasks[k : k + step], loaded.results[k : k + step],
-                                            images, _integrate(integ, images, loaded.invalid),
+                                            images, _integrate(integ, images, loaded.invalid, scales),
                                             strict=True):
             if isinstance(curves, Exception):
                 res.status, res.error = "error", f"integration failed: {curves}"
@@ -168,18 +193,18 @@ def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, ba
             write_frame_png(image, base.with_name(base.name + ".png"))
 
 
-def _integrate(integ: Integrator, images: list[np.ndarray],
-               invalid: float | None) -> list[list[Curve] | Exception]:
+def _integrate(integ: Integrator, images: list[np.ndarray], invalid: float | None,
+               scales: list[float] | None = None) -> list[list[Curve] | Exception]:
     if not images:
         return []
     try:
-        return list(integ.integrate_many(images, invalid=invalid))
+        return list(integ.integrate_many(images, scales, invalid=invalid))
     except Exception:
         # One bad frame must not fail its batch: integrate one by one to isolate it.
         out: list[list[Curve] | Exception] = []
-        for image in images:
+        for i, image in enumerate(images):
             try:
-                out.append(integ.integrate(image, invalid=invalid))
+                out.append(integ.integrate(image, scales[i] if scales else 1.0, invalid=invalid))
             except Exception as exc:
                 out.append(exc)
         return out
