@@ -86,6 +86,7 @@ class ImageQueue:
         stream: str | None = None,
         stream_series: int | None = None,
         stream_idle: float = 5.0,
+        nxcansas: str | None = None,
     ) -> None:
         directory = Path(os.path.abspath(os.fspath(directory)))
         if not directory.is_dir():
@@ -124,6 +125,7 @@ class ImageQueue:
         self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
         self._stream: StreamSource | None = None
         self.taker: Taker | None = None
+        self.nxcansas = nxcansas  # layout of the NXcanSAS file written at the end, or None
         self._sinks: list[Any] = []
         self._failures: FailureSink | None = None
         self._stack: StackSink | None = None
@@ -299,6 +301,7 @@ class ImageQueue:
         try:
             if self.store is not None:
                 self.store.close(status)
+                self._export()
         finally:
             self.link.remove_hook(self.plugin_name)
             if self.link.status.connected:
@@ -311,6 +314,23 @@ class ImageQueue:
             with self._lock:
                 self._state = "closed"
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())
+
+    def _export(self) -> None:
+        """The run's radial curves as NXcanSAS beside the stack (``<name>.h5``)."""
+        if not self.nxcansas or not self.status.processed:
+            return
+        from saxs_pipeline.io.nxcansas import export_stack
+
+        out = self.zarr_path.with_suffix(".h5")
+        try:
+            for c in self._templates:
+                if c.kind == "Radial" and not c.phi:
+                    path = out if c.calnum == 0 else out.with_name(f"{out.stem}{c.suffix()}.h5")
+                    export_stack(self.zarr_path, path, key=c.key, layout=self.nxcansas)
+                    log.info("queue %s: NXcanSAS %s", self.queue_id, path)
+        except Exception as exc:  # the stack is the record; the export can be redone
+            log.error("queue %s: writing NXcanSAS %s failed: %s (saxs-export redoes it)",
+                      self.queue_id, out, exc)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every frame taken so far is finished (or failed) and no walk is

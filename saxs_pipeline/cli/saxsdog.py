@@ -71,6 +71,7 @@ class Options:
     h5_path: str | None = None
     stream: str | None = None
     stream_idle: float = 5.0
+    nxcansas: str | None = None
     verbose: int = 0
 
 
@@ -121,6 +122,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
       "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
       "outputs go (as for files)")
+    a("--nxcansas", action="store_true",
+      help="at the end, also write the run's curves as NXcanSAS (<stack>.h5)")
+    a("--nxcansas-layout", choices=("entries", "stack"), default="entries",
+      help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
     a("--stream-idle", type=float, default=5.0,
       help="seconds of silence after which a series without its end message is over (5)")
 
@@ -182,7 +187,9 @@ def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
         zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
-        stream=ns.stream, stream_idle=ns.stream_idle, verbose=ns.verbose,
+        stream=ns.stream, stream_idle=ns.stream_idle,
+        nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
+        verbose=ns.verbose,
     )
 
 
@@ -285,7 +292,7 @@ def _make_queue(opts: Options, link: Any) -> Any:
             retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
-            stream_idle=opts.stream_idle,
+            stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
         )
         queue.start()
     except (CalibrationError, MaskError, StackLockedError) as exc:

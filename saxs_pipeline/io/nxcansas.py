@@ -284,10 +284,13 @@ def export_stack(
                             "curves can be written as NXcanSAS")
     name = Path(os.fspath(stack)).name
     one = len(curves.rows) == 1
+    # curves on the absolute scale are in 1/cm; others in the detector's counts per pixel
+    scale = (curves.calibration or {}).get("Normalisation", {}).get("AbsoluteScale")
     return write_nxcansas(
         out, q_from_per_nm(curves.q, q_units),
         curves.intensity[0] if one else curves.intensity,
         curves.error[0] if one else curves.error,
+        i_units="1/cm" if scale is not None else "arbitrary",
         title=title or (curves.filenames[0] if one else name), run=name, q_units=q_units,
         frame_names=curves.filenames, frame_times=curves.image_time,
         calibration=curves.calibration,
