@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from sasdata.dataloader.loader import Loader
 
-from realdata import require
 from saxs_pipeline.io.stackread import read_stack
+
+from realdata import require
 
 pytestmark = pytest.mark.timeout(180)
 
