@@ -391,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs; mean + Poisson error per frame, .chi + zarr written")
         print(table([rows["readdir"], rows["live50"], rows["livemax"], pyfai], pyfai_fps))
         print("targets: " + verdict(rows, pyfai_fps))
+        from benchmarks.stages import breakdown
+        from benchmarks.stages import table as stage_table
+
+        print(stage_table(breakdown(source.calibration, source.frame)))
         print(f"(total run time {time.perf_counter() - t_start:.0f} s)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
