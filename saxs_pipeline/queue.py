@@ -345,11 +345,11 @@ class ImageQueue:
 
     # -- taking frames ---------------------------------------------------------------------
 
-    def _offer(self, paths: list[str], why: Why) -> int:
+    def _offer(self, paths: list[str], why: Why, since: float | None = None) -> int:
         with self._lock:
             if self._state != "running" or self.taker is None:
                 return 0
-        return self.taker.offer(paths, why)
+        return self.taker.offer(paths, why, since)
 
     def _sourcing(self) -> bool:
         """A walk or a stream is still finding frames."""
@@ -386,7 +386,9 @@ class ImageQueue:
             if why is Why.WALK:
                 self.history_sink.clear()
             root = self.layout.root
-            walk = WalkSource(self.directory, self.pattern, self._offer, why,
+            started = time.time()
+            walk = WalkSource(self.directory, self.pattern,
+                              lambda paths, why: self._offer(paths, why, started), why,
                               wait_for_room=self.dispatcher.wait_for_room, since=since,
                               skip=root if root != self.directory else None)
             self._walks = [w for w in self._walks if w.running] + [walk]

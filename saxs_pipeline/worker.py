@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,11 +232,21 @@ def get_normalisation(queue_id: str = "default", worker: Worker | None = None
     return _plugin(queue_id, worker).normalisation
 
 
+# A task can reach a worker before the queue's plugin: a worker that just joined, or a
+# scheduler that restarted while the driver registers its plugins there again.
+PLUGIN_WAIT = 30.0
+
+
 def _plugin(queue_id: str, worker: Worker | None) -> IntegratorPlugin:
     worker = worker if worker is not None else get_worker()
-    for plugin in list(worker.plugins.values()):
-        if isinstance(plugin, IntegratorPlugin) and queue_id in plugin.integrators:
-            return plugin
+    deadline = time.monotonic() + PLUGIN_WAIT
+    while True:
+        for plugin in list(worker.plugins.values()):
+            if isinstance(plugin, IntegratorPlugin) and queue_id in plugin.integrators:
+                return plugin
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     raise LookupError(f"no saxs-integrator for queue {queue_id!r} on worker {worker.address}")
 
 

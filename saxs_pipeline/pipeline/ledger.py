@@ -115,10 +115,12 @@ class Refusal:
     reason: str
 
 
-def wanted(entry: Entry | None, fp: Fingerprint | None, why: Why, overwrite: bool) -> bool:
+def wanted(entry: Entry | None, fp: Fingerprint | None, why: Why, overwrite: bool,
+           since: float | None = None) -> bool:
     """Whether a frame offered for ``why`` must be (re)integrated, given what the ledger
-    knows of it (``entry``) and the file's fingerprint now. Frames in flight are the
-    dispatcher's business, not decided here."""
+    knows of it (``entry``) and the file's fingerprint now. A walk that started at
+    ``since`` redoes what was done before it, not what was done (unchanged) while it ran.
+    Frames in flight are the dispatcher's business, not decided here."""
     if entry is None or entry.state is State.PENDING:
         return True
     changed = fp is not None and entry.fingerprint is not None and fp != entry.fingerprint
@@ -130,7 +132,7 @@ def wanted(entry: Entry | None, fp: Fingerprint | None, why: Why, overwrite: boo
     if not overwrite:
         return False  # OverwriteFiles false: a frame is integrated once, as the original
     if why is Why.WALK:
-        return True
+        return changed or since is None or entry.done is None or entry.done < since
     return changed
 
 

@@ -52,8 +52,8 @@ class StackSink:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
         writer.on_commit = self._commit
         self._lock = threading.Lock()
-        # frames whose rows are given out but not committed: (row, fingerprint)
-        self._buffered: dict[FrameRef, tuple[int, Fingerprint | None]] = {}
+        # frames whose rows are given out but not committed: (row, fingerprint, when)
+        self._buffered: dict[FrameRef, tuple[int, Fingerprint | None, float]] = {}
 
     def _commit(self, written: list[tuple[Any, int]], n_rows: int) -> None:
         self.ledger.commit([(ref, row, fp) for (ref, fp), row in written], n_rows)
@@ -62,9 +62,9 @@ class StackSink:
                 if self._buffered.get(ref, (None,))[0] == row:
                     del self._buffered[ref]
 
-    def buffered(self, ref: FrameRef) -> tuple[int, Fingerprint | None] | None:
-        """(row, fingerprint) of a frame whose curves are done but not yet committed
-        (the ledger still has it pending)."""
+    def buffered(self, ref: FrameRef) -> tuple[int, Fingerprint | None, float] | None:
+        """(row, fingerprint, time done) of a frame whose curves are done but not yet
+        committed (the ledger still has it pending)."""
         with self._lock:
             return self._buffered.get(ref)
 
@@ -77,7 +77,7 @@ class StackSink:
                                       r.image_time, r.processed_time, frame_index=job.ref.index,
                                       row=job.row, token=(job.ref, fp))
             with self._lock:
-                self._buffered[job.ref] = (job.row, fp)
+                self._buffered[job.ref] = (job.row, fp, time.time())
 
     def tick(self) -> None:
         self.writer.maybe_flush()

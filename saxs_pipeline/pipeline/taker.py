@@ -40,8 +40,9 @@ class Taker:
         self.accepted = 0
         self.skipped = 0
 
-    def offer(self, paths: list[str], why: Why) -> int:
-        """Take the frames of ``paths``; returns how many were taken."""
+    def offer(self, paths: list[str], why: Why, since: float | None = None) -> int:
+        """Take the frames of ``paths``; returns how many were taken. ``since``: the
+        start of the walk offering them (frames done since, unchanged, are not redone)."""
         refs: Offered = {}
         for p in paths:
             found = self.finder.find(p)
@@ -61,12 +62,13 @@ class Taker:
                     continue
                 # Done but not yet committed: the ledger still says pending. Looked at
                 # before the ledger, which gets the row only when it is committed.
+                # A walk redoes what was done before it started, not what was done since.
                 buffered = self.stack.buffered(ref)
-                if buffered is not None and why is not Why.WALK and (
-                        ref.container or fp is None or fp == buffered[1]):
+                if buffered is not None and (ref.container or fp is None or fp == buffered[1]) \
+                        and (why is not Why.WALK or since is None or buffered[2] >= since):
                     continue
                 refs[ref] = (found.path, fp, buffered[0] if buffered else None)
-        return self._take(refs, why)
+        return self._take(refs, why, since=since)
 
     def offer_stream(self, items: list[tuple[FrameRef, bytes]]) -> int:
         """Stream frames and their messages; a repeated image number is ignored."""
@@ -88,10 +90,11 @@ class Taker:
                  if not e.ref.source.startswith("stream/")}
         return sorted(paths)
 
-    def _take(self, refs: Offered, why: Why, payloads: dict[FrameRef, bytes] | None = None) -> int:
+    def _take(self, refs: Offered, why: Why, payloads: dict[FrameRef, bytes] | None = None,
+              since: float | None = None) -> int:
         known = self.ledger.lookup(refs)
         takes = [Take(ref, fp, self.layout.output(ref)) for ref, (_, fp, _) in refs.items()
-                 if wanted(known.get(ref), fp, why, self.overwrite)]
+                 if wanted(known.get(ref), fp, why, self.overwrite, since)]
         refused = {r.ref: r.reason for r in self.ledger.take(takes)}
         jobs = []
         for t in takes:
