@@ -34,7 +34,7 @@ from saxs_pipeline.pipeline.sinks import (
     HistorySink,
     StackSink,
 )
-from saxs_pipeline.pipeline.sources import WalkSource, WatchSource
+from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
 from saxs_pipeline.pipeline.status import RunStatus
 from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
 from saxs_pipeline.pipeline.streamsource import StreamSource
@@ -120,18 +120,14 @@ class ImageQueue:
         self._lock = threading.RLock()
         self._state = "new"  # new -> running -> closing -> closed (or aborted)
         self._aborted = False
-        self._walks: list[WalkSource] = []
-        self._watch: WatchSource | None = None
+        self.sources = SourceSet()
         self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
-        self._stream: StreamSource | None = None
         self.taker: Taker | None = None
         self.nxcansas = nxcansas  # layout of the NXcanSAS file written at the end, or None
         self._sinks: list[Any] = []
         self._failures: FailureSink | None = None
         self._stack: StackSink | None = None
-        self._tick_stop = threading.Event()
-        self._tick: threading.Thread | None = None
-        self.status = RunStatus(self.dispatcher, self.link, self._sourcing)
+        self.status = RunStatus(self.dispatcher, self.link, lambda: self.sources.finding)
 
     # -- properties ------------------------------------------------------------------------
 
@@ -181,7 +177,7 @@ class ImageQueue:
         self.link.get()  # waits for a cluster still starting; raises when it cannot
         self.link.add_hook(self.plugin_name, self._register_plugins)
         writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates))
-        self._stack = StackSink(writer, self.store.ledger, self._templates)
+        self._stack = StackSink(writer, self.store.ledger, self._templates).start()
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
@@ -194,19 +190,16 @@ class ImageQueue:
         self.status.taker, self.status.failures = self.taker, self._failures
         self.status.started()
         self.dispatcher.start()
-        self._tick = threading.Thread(target=self._ticker, name=f"saxs-tick-{self.queue_id}",
-                                      daemon=True)
-        self._tick.start()
-        if self.resume:
-            self._take_pending()
+        if self.resume:  # what the ledger has pending, even where no walk finds it again
+            self._offer(self.taker.pending_paths(), Why.RESUME)
         if self.watch:
-            self._watch = WatchSource(self.directory, self.pattern, self._offer, poll=self.poll,
-                                      stable_time=self.stable_time).start()
+            self.sources.add(WatchSource(self.directory, self.pattern, self._offer,
+                                         poll=self.poll, stable_time=self.stable_time).start())
         if self.stream:
-            self._stream = StreamSource(self.stream, self.taker.offer_stream, self.taker.missing,
-                                        batch=self.dispatcher.batch_size,
-                                        idle_timeout=self._stream_idle,
-                                        series_limit=self._stream_series).start()
+            self.sources.add(StreamSource(self.stream, self.taker.offer_stream,
+                                          self.taker.missing, batch=self.dispatcher.batch_size,
+                                          idle_timeout=self._stream_idle,
+                                          series_limit=self._stream_series).start())
         log.info("queue %s started on %s (outputs %s, stack %s)", self.queue_id, self.directory,
                  self.layout.root, self.zarr_path)
 
@@ -223,14 +216,6 @@ class ImageQueue:
             self.link.get(timeout=1).log_event(PROGRESS_TOPIC, {
                 "queue": self.queue_id, "failed": 1, "time": record["time"]})
 
-    def _ticker(self) -> None:
-        while not self._tick_stop.wait(0.25):
-            try:
-                if self._stack is not None:
-                    self._stack.tick()
-            except Exception:
-                log.exception("queue %s: flushing the curve stack failed", self.queue_id)
-
     def close(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Stop taking frames (watcher, walks), finish what is queued, flush and commit
         the stack. With ``wait=False`` the finishing happens in the background. After
@@ -243,7 +228,7 @@ class ImageQueue:
             elif self._state == "new":
                 self._state = "closed"
         if start:
-            self._stop_sources()
+            self.sources.stop()
             finisher = threading.Thread(target=self._finish, args=(timeout,),
                                         name=f"saxs-close-{self.queue_id}", daemon=True)
             finisher.start()
@@ -262,30 +247,14 @@ class ImageQueue:
                 return self.stats()
             self._aborted = True
             self._state = "closing"
-        self._stop_sources()
+        self.sources.stop()
         dropped = self.dispatcher.cancel_all()
         log.info("queue %s aborted: %d frame(s) dropped", self.queue_id, len(dropped))
         self._shutdown("aborted")
         return self.stats()
 
-    def _stop_sources(self) -> None:
-        for w in list(self._walks):
-            w.stop()
-        if self._watch is not None:
-            self._watch.stop()
-        if self._stream is not None:
-            self._stream.stop()
-
     def _finish(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.dispatcher.idle():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            status = self.link.status
-            if not status.connected and time.time() - status.since > 2.0:
-                break  # nothing finishes while the scheduler is gone: do not hang
-            self.dispatcher.wait_idle(0.2)
-        left = self.dispatcher.queue_length()
+        left = self.dispatcher.drain(timeout)
         if left:
             log.warning("queue %s: closing with %d frame(s) not integrated (%s); they stay "
                         "pending in %s: --resume completes them", self.queue_id, left,
@@ -295,9 +264,8 @@ class ImageQueue:
 
     def _shutdown(self, status: str) -> None:
         self.dispatcher.stop()
-        self._tick_stop.set()
-        if self._tick is not None:
-            self._tick.join(5)
+        if self._stack is not None:
+            self._stack.stop()
         try:
             if self.store is not None:
                 self.store.close(status)
@@ -316,27 +284,22 @@ class ImageQueue:
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())
 
     def _export(self) -> None:
-        """The run's radial curves as NXcanSAS beside the stack (``<name>.h5``)."""
         if not self.nxcansas or not self.status.processed:
             return
-        from saxs_pipeline.io.nxcansas import export_stack
+        from saxs_pipeline.io.nxcansas import export_run
 
-        out = self.zarr_path.with_suffix(".h5")
         try:
-            for c in self._templates:
-                if c.kind == "Radial" and not c.phi:
-                    path = out if c.calnum == 0 else out.with_name(f"{out.stem}{c.suffix()}.h5")
-                    export_stack(self.zarr_path, path, key=c.key, layout=self.nxcansas)
-                    log.info("queue %s: NXcanSAS %s", self.queue_id, path)
+            for path in export_run(self.zarr_path, self._templates, self.nxcansas):
+                log.info("queue %s: NXcanSAS %s", self.queue_id, path)
         except Exception as exc:  # the stack is the record; the export can be redone
-            log.error("queue %s: writing NXcanSAS %s failed: %s (saxs-export redoes it)",
-                      self.queue_id, out, exc)
+            log.error("queue %s: writing NXcanSAS beside %s failed: %s (saxs-export redoes "
+                      "it)", self.queue_id, self.zarr_path, exc)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every frame taken so far is finished (or failed) and no walk is
         running; True if so."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._sourcing() or not self.dispatcher.idle():
+        while self.sources.finding or not self.dispatcher.idle():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self.dispatcher.wait_idle(0.1)
@@ -350,19 +313,6 @@ class ImageQueue:
             if self._state != "running" or self.taker is None:
                 return 0
         return self.taker.offer(paths, why, since)
-
-    def _sourcing(self) -> bool:
-        """A walk or a stream is still finding frames."""
-        return any(w.running for w in self._walks) or (
-            self._stream is not None and self._stream.running)
-
-    def _take_pending(self) -> None:
-        assert self.taker is not None
-        paths = self.taker.pending_paths()
-        if paths:
-            log.info("queue %s: frames of %d file(s) pending in the ledger are taken again",
-                     self.queue_id, len(paths))
-            self._offer(paths, Why.RESUME)
 
     def submit_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Offer frames (feeder events, explicit files). Paths outside the directory, not
@@ -391,7 +341,7 @@ class ImageQueue:
                               lambda paths, why: self._offer(paths, why, started), why,
                               wait_for_room=self.dispatcher.wait_for_room, since=since,
                               skip=root if root != self.directory else None)
-            self._walks = [w for w in self._walks if w.running] + [walk]
+            self.sources.add(walk)
         walk.run() if wait else walk.start()
 
     # -- results ---------------------------------------------------------------------------

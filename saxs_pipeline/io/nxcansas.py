@@ -49,7 +49,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-__all__ = ["I_UNITS", "Q_UNITS", "NXcanSASError", "export_stack", "q_from_per_nm", "write_nxcansas"]
+__all__ = ["I_UNITS", "Q_UNITS", "NXcanSASError", "export_run", "export_stack", "q_from_per_nm",
+           "write_nxcansas"]
 
 Q_UNITS = ("1/nm", "1/angstrom", "1/m")
 I_UNITS = ("arbitrary", "1/cm", "1/m")
@@ -297,3 +298,12 @@ def export_stack(
         process_notes={"source": f"{os.fspath(stack)} curve {key}", "frames": curves.filenames},
         layout=layout,
     )
+
+
+def export_run(stack: PathLike, curves: Sequence[Any], layout: Layout) -> list[Path]:
+    """A run's radial curves (``Curve`` templates) as NXcanSAS beside its stack:
+    ``<name>.h5`` for the first mask entry, ``<name><suffix>.h5`` for the others."""
+    out = Path(os.fspath(stack)).with_suffix(".h5")
+    return [export_stack(stack, out if c.calnum == 0 else out.with_name(f"{out.stem}{c.suffix()}.h5"),
+                         key=c.key, layout=layout)
+            for c in curves if c.kind == "Radial" and not c.phi]

@@ -154,6 +154,19 @@ class Dispatcher:
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.line.wait_idle(timeout)
 
+    def drain(self, timeout: float | None) -> int:
+        """Wait until every frame is finished, ``timeout`` s pass or the scheduler has
+        been lost for 2 s (nothing finishes then: do not hang); returns the frames left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.idle():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            status = self.link.status
+            if not status.connected and time.time() - status.since > 2.0:
+                break
+            self.wait_idle(0.2)
+        return self.queue_length()
+
     def wait_for_room(self, stop: threading.Event) -> None:
         """Block while the line is long (a walker's back-pressure)."""
         with self._lock:

@@ -54,6 +54,8 @@ class StackSink:
         self._lock = threading.Lock()
         # frames whose rows are given out but not committed: (row, fingerprint, when)
         self._buffered: dict[FrameRef, tuple[int, Fingerprint | None, float]] = {}
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def _commit(self, written: list[tuple[Any, int]], n_rows: int) -> None:
         self.ledger.commit([(ref, row, fp) for (ref, fp), row in written], n_rows)
@@ -79,11 +81,24 @@ class StackSink:
             with self._lock:
                 self._buffered[job.ref] = (job.row, fp, time.time())
 
-    def tick(self) -> None:
-        self.writer.maybe_flush()
+    def start(self, every: float = 0.25) -> StackSink:
+        """Flush due rows on a thread every ``every`` s, so a live stack lags that much."""
+        self._flusher = threading.Thread(target=self._flush_loop, args=(every,),
+                                         name="saxs-stack-flush", daemon=True)
+        self._flusher.start()
+        return self
 
-    def close(self) -> None:
-        self.writer.close()
+    def stop(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(5)
+
+    def _flush_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self.writer.maybe_flush()
+            except Exception:
+                log.exception("flushing the curve stack failed")
 
 
 class FileListSink:

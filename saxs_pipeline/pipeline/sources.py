@@ -20,9 +20,10 @@ from pathlib import Path
 
 from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.pipeline.ledger import Why
+from saxs_pipeline.pipeline.streamsource import StreamSource
 from saxs_pipeline.watch import FrameWatcher
 
-__all__ = ["Offer", "WalkSource", "WatchSource"]
+__all__ = ["Offer", "SourceSet", "WalkSource", "WatchSource"]
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +145,32 @@ class WatchSource:
                 self.offer(paths, Why.EVENT)
             except Exception:
                 log.exception("offering %d watched file(s) failed", len(paths))
+
+
+class SourceSet:
+    """The run's sources while it takes frames: walks (one per ``readdir``) and the
+    stream finish on their own; a watcher runs until stopped."""
+
+    def __init__(self) -> None:
+        self._finite: list[WalkSource | StreamSource] = []
+        self._endless: list[WatchSource] = []
+        self._lock = threading.Lock()
+
+    def add(self, source: WalkSource | StreamSource | WatchSource) -> None:
+        with self._lock:
+            if isinstance(source, WatchSource):
+                self._endless.append(source)
+            else:
+                self._finite = [s for s in self._finite if s.running] + [source]
+
+    @property
+    def finding(self) -> bool:
+        """A walk or a stream is still finding frames."""
+        with self._lock:
+            return any(s.running for s in self._finite)
+
+    def stop(self) -> None:
+        with self._lock:
+            sources = [*self._finite, *self._endless]
+        for s in sources:
+            s.stop()

@@ -88,6 +88,9 @@ class Taker:
         """Files of the frames the ledger has taken but not committed (a resume)."""
         paths = {str(self.layout.frame_path(e.ref)) for e in self.ledger.entries(State.PENDING)
                  if not e.ref.source.startswith("stream/")}
+        if paths:
+            log.info("frames of %d file(s) pending in the ledger %s are taken again", len(paths),
+                     self.ledger.path)
         return sorted(paths)
 
     def _take(self, refs: Offered, why: Why, payloads: dict[FrameRef, bytes] | None = None,
