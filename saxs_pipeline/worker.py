@@ -233,13 +233,14 @@ def get_normalisation(queue_id: str = "default", worker: Worker | None = None
 
 
 # A task can reach a worker before the queue's plugin: a worker that just joined, or a
-# scheduler that restarted while the driver registers its plugins there again.
+# scheduler that restarted while the driver registers its plugins there again. Dask
+# config ``saxs.plugin-wait`` (seconds) overrides it.
 PLUGIN_WAIT = 30.0
 
 
 def _plugin(queue_id: str, worker: Worker | None) -> IntegratorPlugin:
     worker = worker if worker is not None else get_worker()
-    deadline = time.monotonic() + PLUGIN_WAIT
+    deadline = time.monotonic() + float(dask.config.get("saxs.plugin-wait", PLUGIN_WAIT))
     while True:
         for plugin in list(worker.plugins.values()):
             if isinstance(plugin, IntegratorPlugin) and queue_id in plugin.integrators:

@@ -126,7 +126,7 @@ async def test_plugin_setup_replace_unregister(c, s, a, b) -> None:
                                                  name="saxs-integrator-q1"))
         assert a.plugins["saxs-integrator-q1"] is not first and first.integrators == {}
         await c.unregister_worker_plugin("saxs-integrator-q1")
-        with pytest.raises(LookupError, match="q1"):
+        with dask.config.set({"saxs.plugin-wait": 0.5}), pytest.raises(LookupError, match="q1"):
             await c.submit(nbins_on_worker, "q1", pure=False)
 
 
