@@ -37,6 +37,7 @@ __all__ = [
     "flat_to_nested",
     "load_calibration",
     "schema",
+    "wedge_span",
 ]
 
 
@@ -101,6 +102,8 @@ class MaskConfig:
     radial_range: tuple[float, float] | None = None
     radial_edges: tuple[float, ...] | None = None
     pixel_splitting: str | None = None  # "point" | "linear"; None = by grid (see operator)
+    azimuth: tuple[tuple[float, float], ...] | None = None  # wedges [start, stop] in degrees
+    azimuth_bins: int | None = None  # a 2-D cake I(q, chi) with this many chi bins
     index: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -337,6 +340,12 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
     if q_stop < q_start:
         raise CalibrationError(source, f"{where}.qStop",
                                f"qStop ({q_stop:g}) is below qStart ({q_start:g})")
+    wedges = m.get("Azimuth")
+    if wedges is not None:
+        wedges = tuple(_parse_wedge(w, f"{where}.Azimuth[{i}]", source) for i, w in enumerate(wedges))
+    if "AzimuthBins" in m and m.get("Phi-mode", False):
+        raise CalibrationError(source, f"{where}.AzimuthBins",
+                               "a cake (AzimuthBins) cannot be combined with Phi-mode")
     return MaskConfig(
         mask_file=m["MaskFile"],
         oversampling=int(m.get("Oversampling", 3)),
@@ -349,9 +358,28 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
         radial_range=tuple(map(float, rng)) if rng is not None else None,
         radial_edges=tuple(map(float, edges)) if edges is not None else None,
         pixel_splitting=m.get("PixelSplitting"),
+        azimuth=wedges,
+        azimuth_bins=m.get("AzimuthBins"),
         index=index,
         raw=m,
     )
+
+
+def wedge_span(start: float, stop: float) -> float:
+    """Degrees from ``start`` counter-clockwise to ``stop`` ([330, 30] spans 60)."""
+    return stop - start if stop > start else stop - start + 360.0
+
+
+def _parse_wedge(w: list[float], where: str, source: str) -> tuple[float, float]:
+    start, stop = float(w[0]), float(w[1])
+    if start == stop:
+        raise CalibrationError(source, where, f"start equals stop ({start:g} deg): an empty "
+                               "wedge (use [0, 360] for the full circle)")
+    span = wedge_span(start, stop)
+    if not 0 < span <= 360:
+        raise CalibrationError(source, where, f"[{start:g}, {stop:g}] spans {span:g} deg; a "
+                               "wedge spans more than 0 and at most 360 deg")
+    return start, stop
 
 
 def _parse_slice(s: dict[str, Any], index: int, n_masks: int, source: str) -> SliceConfig:
