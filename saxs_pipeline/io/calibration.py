@@ -104,6 +104,7 @@ class MaskConfig:
     pixel_splitting: str | None = None  # "point" | "linear"; None = by grid (see operator)
     azimuth: tuple[tuple[float, float], ...] | None = None  # wedges [start, stop] in degrees
     azimuth_bins: int | None = None  # a 2-D cake I(q, chi) with this many chi bins
+    store_sums: bool = False  # the per-bin sums go into the curve stack too
     index: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -360,6 +361,7 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
         pixel_splitting=m.get("PixelSplitting"),
         azimuth=wedges,
         azimuth_bins=m.get("AzimuthBins"),
+        store_sums=bool(m.get("StoreSums", False)),
         index=index,
         raw=m,
     )
