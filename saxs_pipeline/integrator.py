@@ -109,13 +109,16 @@ class Curve:
 
     def to_graph(self, config: dict[str, Any], mask_config: dict[str, Any] | None) -> dict[str, Any]:
         """The dict the original's ``integratechi`` returned (what ``plot`` replies carry)."""
-        err = self.poisson
+        mean, err = np.reshape(self.mean, self.shape), np.reshape(self.poisson, self.shape)
         graph: dict[str, Any] = {
-            "array": [self.radial.tolist(), self.mean.tolist(), err.tolist()],
+            # a cake: I and its error as (chi, q) nested lists, chi its bin centres (deg)
+            "array": [self.radial.tolist(), mean.tolist(), err.tolist()],
             "columnLabels": self.labels,
             "kind": self.kind,
             "conf": config,
         }
+        if self.chi is not None:
+            graph["chi"] = self.chi.tolist()
         if self.kind == "Radial":
             graph["mask"] = mask_config
             graph["Integparam"] = self.integparams
@@ -277,10 +280,10 @@ class Integrator:
 
     def _radial_curve(self, i, mc, op, mean, poisson, std) -> Curve:
         if op.kind == "Cake":
-            # The integral parameters are those of a 1-D curve: not defined for a cake.
-            nan = {"I0": math.nan, "I1": math.nan, "I2": math.nan}
+            # The integral parameters are those of a 1-D curve: 0 as for Phi-mode and slices.
+            zero = {"I0": 0.0, "I1": 0.0, "I2": 0.0}
             centres = 0.5 * (op.chi_edges[:-1] + op.chi_edges[1:])
-            return Curve("Radial", i, op.radial[: op.nrad], mean, poisson, std, nan,
+            return Curve("Radial", i, op.radial[: op.nrad], mean, poisson, std, zero,
                          list(chi.RADIAL_LABELS), False, centres)
         if mc.phi_mode:
             params = {"I0": 0.0, "I1": 0.0, "I2": 0.0}

@@ -48,6 +48,8 @@ def test_sector_and_cake_entries_in_chi_files_and_stack(tmp_path) -> None:
     curves = integ.integrate(_frames(1)[0])
     assert [c.key for c in curves] == ["R0", "R1", "R2"]
     assert curves[2].shape == (12, 40) and curves[2].chi is not None
+    graph = curves[2].to_graph({}, {})  # the "plot" reply: I as (chi, q)
+    assert np.shape(graph["array"][1]) == (12, 40) and len(graph["chi"]) == 12
     # The sector is a curve of its own (.chi suffix _cR1); the cake has no .chi form.
     paths = integ.write_chi(curves, tmp_path / "frame")
     assert [p.name for p in paths] == ["frame.chi", "frame_cR1.chi"]

@@ -24,7 +24,7 @@ One stack per run and calibration::
                       (frame, q)      float64  opt-in (StoreSums) per-bin sums, ops.sums
       R1/                            a cake (AzimuthBins): as above plus
         chi           (chi,)          float64  azimuth bin centres, deg (the Azimuth convention)
-        I, poisson, std (frame, chi, q) float32; I0, I1, I2 NaN (1-D curves only)
+        I, poisson, std (frame, chi, q) float32; I0, I1, I2 0 (1-D curves only)
 
 Arrays carry CF-style ``units`` and ``long_name`` attributes; I, poisson and std also a
 ``definition`` (the formula, from ``Integrator.definitions``) where the writer got one.
