@@ -10,7 +10,7 @@ import pytest
 from test_binning import _pyfai, real  # noqa: F401 (a fixture)
 
 from saxs_pipeline.ops.integrate import integrate
-from saxs_pipeline.ops.operator import build_operator
+from saxs_pipeline.ops.operator import build_operator, cached_operator, operator_key
 
 from enginecases import POL, SMALL, mask_config, small_valid
 
@@ -44,6 +44,20 @@ def test_chi_average_is_the_curve(splitting) -> None:
     ok = curve.areas > 0
     average = (means * areas).sum(axis=0)[ok] / areas.sum(axis=0)[ok]
     np.testing.assert_allclose(average, integrate(curve, image)[ok], rtol=EXACT)
+
+
+def test_cache_keeps_the_cake(tmp_path) -> None:
+    mc = mask_config(radial_bins=10, azimuth_bins=6)
+    valid = small_valid()
+    built = cached_operator(SMALL, mc, valid, None, cache_dir=tmp_path)
+    loaded = cached_operator(SMALL, mc, valid, None, cache_dir=tmp_path)  # from the file
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    np.testing.assert_array_equal(loaded.chi_edges, built.chi_edges)
+    assert (loaded.kind, loaded.n_chi) == ("Cake", 6)
+    # Cakes, wedges and curves of the same grid are different operators.
+    keys = {operator_key(SMALL, m, None, valid) for m in
+            (mc, mask_config(radial_bins=10), mask_config(radial_bins=10, azimuth=((0.0, 90.0),)))}
+    assert len(keys) == 3
 
 
 def test_wedges_leave_the_cells_outside_empty() -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import scipy.constants
 
+from saxs_pipeline.io.wedges import check_wedge
+
 # IntensityDefinition values (schema): the original's mean of per-pixel corrected counts,
 # and pyFAI's summed signal over summed normalisation.
 PIXEL_MEAN = "pixel-mean"
@@ -37,7 +39,6 @@ __all__ = [
     "flat_to_nested",
     "load_calibration",
     "schema",
-    "wedge_span",
 ]
 
 
@@ -367,21 +368,11 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
     )
 
 
-def wedge_span(start: float, stop: float) -> float:
-    """Degrees from ``start`` counter-clockwise to ``stop`` ([330, 30] spans 60)."""
-    return stop - start if stop > start else stop - start + 360.0
-
-
 def _parse_wedge(w: list[float], where: str, source: str) -> tuple[float, float]:
-    start, stop = float(w[0]), float(w[1])
-    if start == stop:
-        raise CalibrationError(source, where, f"start equals stop ({start:g} deg): an empty "
-                               "wedge (use [0, 360] for the full circle)")
-    span = wedge_span(start, stop)
-    if not 0 < span <= 360:
-        raise CalibrationError(source, where, f"[{start:g}, {stop:g}] spans {span:g} deg; a "
-                               "wedge spans more than 0 and at most 360 deg")
-    return start, stop
+    try:
+        return check_wedge(w)
+    except ValueError as exc:
+        raise CalibrationError(source, where, str(exc)) from None
 
 
 def _parse_slice(s: dict[str, Any], index: int, n_masks: int, source: str) -> SliceConfig:

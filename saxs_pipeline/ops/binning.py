@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import CalibrationError, Geometry, MaskConfig, wedge_span
+from saxs_pipeline.io.calibration import CalibrationError, Geometry, MaskConfig
+from saxs_pipeline.io.wedges import wedge_span
 from saxs_pipeline.ops import geometry as geo
 
 __all__ = ["BinMap", "azimuth_deg", "bin_map", "chi_index", "in_wedges", "q_extent", "splitting"]
