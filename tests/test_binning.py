@@ -93,9 +93,15 @@ def test_pixels_are_split_at_wedge_edges_by_sub_pixels() -> None:
     assert ((per_pixel > 0.5) & (per_pixel < 8.5)).any()
 
 
-def test_q_grid_outside_the_detector_names_its_path() -> None:
-    with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.RadialRange.*outside the detector"):
-        build_operator(SMALL, mask_config(radial_bins=10, radial_range=(50.0, 60.0)), small_valid(), None)
+@pytest.mark.parametrize(("kw", "path"), [
+    ({"radial_bins": 10, "radial_range": (50.0, 60.0)}, "RadialRange"),
+    ({"radial_bins": 10, "radial_range": (50.0, 60.0), "azimuth_bins": 8}, "RadialRange"),
+    ({"radial_edges": (40.0, 41.0, 45.0)}, "RadialEdges"),
+    ({"phi_mode": True, "q_start": 40.0, "q_stop": 50.0}, "qStart"),
+], ids=["range", "cake", "edges", "phi-window"])
+def test_q_grid_outside_the_detector_names_its_path(kw, path) -> None:
+    with pytest.raises(CalibrationError, match=rf"\$\.Masks\[0\]\.{path}.*outside the detector"):
+        build_operator(SMALL, mask_config(**kw), small_valid(), None)
 
 
 @pytest.fixture(scope="module")

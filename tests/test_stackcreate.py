@@ -73,6 +73,11 @@ def test_xarray_shows_units_and_names(tmp_path) -> None:
     assert ds["I"].attrs["long_name"] == "mean intensity per pixel"
     assert "Poisson" in ds["poisson"].attrs["long_name"]
     assert ds["poisson"].attrs["definition"] == integ.definitions()["poisson"]
+    import xarray as xr
+
+    raw = xr.open_zarr(tmp_path / "s.zarr", group="R0", consolidated=False)
+    assert raw["q"].attrs["units"] == "1/nm" and raw["I"].attrs["units"] == "counts/pixel"
+    assert raw["I"].dims == ("frame", "q")
     cake = open_dataset(tmp_path / "s.zarr", "R1")
     assert cake["I"].dims == ("frame", "chi", "q")
     assert cake["chi"].attrs["units"] == "degree"
