@@ -29,7 +29,7 @@ from saxs_pipeline.ops.operator import IntegrationOperator, cached_operator
 from saxs_pipeline.ops.slices import SliceOperator, build_slice, integrate_slice, slice_labels
 from saxs_pipeline.ops.sums import BinSums, frame_sums, scaled_sums
 
-__all__ = ["Curve", "Integrator", "chi_suffix"]
+__all__ = ["Curve", "Integrator", "chi_suffix", "definitions"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,20 @@ def _scale(scale: float) -> float:
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"a frame's scale must be a positive finite number, not {scale!r}")
     return s
+
+
+def definitions(cal: Calibration, error_model: str | None = None) -> dict[str, str]:
+    """:meth:`Integrator.definitions` of calibration ``cal`` (its ErrorModel by default)."""
+    error_model = error_model or cal.error_model
+    if cal.summed_normalisation:
+        return dict(SUMMED_DEFINITIONS, poisson=SUMMED_ERRORS[error_model])
+    return {
+        "I": "s sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
+             "area fraction of pixel p in bin k and c = 1/polarization factor (or 1)",
+        "poisson": "s " + integ.ERROR_MODELS[error_model],
+        "std": "s sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
+               "the original Saxsdog's weighted standard deviation of the pixels in a bin",
+    }
 
 
 def chi_suffix(kind: str, calnum: int) -> str:
@@ -325,15 +339,7 @@ class Integrator:
         """Column name -> definition text of the radial curves (for zarr attributes); all
         columns are multiplied by the frame's normalisation multiplier ``s`` (1 without
         ``Normalisation``)."""
-        if self.calibration.summed_normalisation:
-            return dict(SUMMED_DEFINITIONS, poisson=SUMMED_ERRORS[self.error_model])
-        return {
-            "I": "s sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
-                 "area fraction of pixel p in bin k and c = 1/polarization factor (or 1)",
-            "poisson": "s " + integ.ERROR_MODELS[self.error_model],
-            "std": "s sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
-                   "the original Saxsdog's weighted standard deviation of the pixels in a bin",
-        }
+        return definitions(self.calibration, self.error_model)
 
     def output_suffixes(self) -> list[str]:
         """The ``.chi`` suffixes this calibration writes, in order (for resume checks)."""

@@ -102,8 +102,7 @@ class ImageQueue:
         p = prepare(calibration, attachments, with_std=self.with_std)
         self._calibration, self._attachments, self._cal = p.calibration, p.attachments, p.parsed
         self._templates, self.calibration_id = p.templates, p.id
-        self._corrections, self._normalisation, self._definitions = (p.corrections, p.normalisation,
-                                                                     p.definitions)
+        self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
         self.finder = FrameFinder(self.layout, pattern, dataset)
@@ -181,8 +180,7 @@ class ImageQueue:
         self.link.start()
         self.link.get()  # waits for a cluster still starting; raises when it cannot
         self.link.add_hook(self.plugin_name, self._register_plugins)
-        writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates),
-                                        self._definitions)
+        writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates))
         self._stack = StackSink(writer, self.store.ledger, self._templates)
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)

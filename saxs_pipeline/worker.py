@@ -124,7 +124,6 @@ class Prepared:
     id: str
     corrections: CorrectionImages | None = None  # Dark/Flat read in the driver, shipped
     normalisation: NormalisationResolver | None = None  # per-frame scalars (tables loaded)
-    definitions: dict[str, str] | None = None  # Integrator.definitions(): the stack's attributes
 
 
 def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
@@ -145,7 +144,7 @@ def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
     curves = template.integrate(np.zeros(template.shape, np.float32))
     # the content id covers the dark and flat: other images make another run
     cal_id = calibration_id(raw, atts, images)
-    return Prepared(raw, atts, cal, curves, cal_id, images, resolver, template.definitions())
+    return Prepared(raw, atts, cal, curves, cal_id, images, resolver)
 
 
 def build_integrator(
