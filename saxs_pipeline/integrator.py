@@ -27,8 +27,9 @@ from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import integrate as integ
 from saxs_pipeline.ops.operator import IntegrationOperator, cached_operator
 from saxs_pipeline.ops.slices import SliceOperator, build_slice, integrate_slice, slice_labels
+from saxs_pipeline.ops.sums import BinSums, frame_sums, scaled_sums
 
-__all__ = ["Curve", "Integrator", "chi_suffix"]
+__all__ = ["Curve", "Integrator", "chi_suffix", "definitions"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,20 @@ def _scale(scale: float) -> float:
     return s
 
 
+def definitions(cal: Calibration, error_model: str | None = None) -> dict[str, str]:
+    """:meth:`Integrator.definitions` of calibration ``cal`` (its ErrorModel by default)."""
+    error_model = error_model or cal.error_model
+    if cal.summed_normalisation:
+        return dict(SUMMED_DEFINITIONS, poisson=SUMMED_ERRORS[error_model])
+    return {
+        "I": "s sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
+             "area fraction of pixel p in bin k and c = 1/polarization factor (or 1)",
+        "poisson": "s " + integ.ERROR_MODELS[error_model],
+        "std": "s sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
+               "the original Saxsdog's weighted standard deviation of the pixels in a bin",
+    }
+
+
 def chi_suffix(kind: str, calnum: int) -> str:
     """File-name suffix: none for the first calibration, ``_cR1``/``_cS2`` after."""
     return "" if calnum == 0 else f"_c{kind[0]}{calnum}"
@@ -65,7 +80,9 @@ def chi_suffix(kind: str, calnum: int) -> str:
 class Curve:
     """One integrated curve of one frame. ``calnum`` is the index in the combined list of
     masks then slices (it picks the ``.chi`` suffix); ``kind`` is "Radial" or "Slice"
-    (Phi-mode masks are "Radial" entries with ``phi=True``, as in the original)."""
+    (Phi-mode masks are "Radial" entries with ``phi=True``, as in the original). A cake
+    (``AzimuthBins``) is a "Radial" entry with ``chi`` (its azimuth bin centres, deg):
+    ``mean``/``poisson``/``std`` are flat ``(chi, q)`` in C order, see :attr:`shape`."""
 
     kind: str
     calnum: int
@@ -76,6 +93,14 @@ class Curve:
     integparams: dict[str, float]
     labels: list[str]
     phi: bool = False
+    chi: np.ndarray | None = None
+    sums: BinSums | None = None  # the per-bin sums (StoreSums), of the scaled frame
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(q,)``, or ``(chi, q)`` for a cake."""
+        n = int(np.size(self.radial))
+        return (n,) if self.chi is None else (int(np.size(self.chi)), n)
 
     @property
     def key(self) -> str:
@@ -93,17 +118,21 @@ class Curve:
         return dataclasses.replace(
             self, mean=self.mean * scale, poisson=self.poisson * scale,
             std=None if self.std is None else self.std * scale,
-            integparams={k: v * scale for k, v in self.integparams.items()})
+            integparams={k: v * scale for k, v in self.integparams.items()},
+            sums=None if self.sums is None else scaled_sums(self.sums, scale))
 
     def to_graph(self, config: dict[str, Any], mask_config: dict[str, Any] | None) -> dict[str, Any]:
         """The dict the original's ``integratechi`` returned (what ``plot`` replies carry)."""
-        err = self.poisson
+        mean, err = np.reshape(self.mean, self.shape), np.reshape(self.poisson, self.shape)
         graph: dict[str, Any] = {
-            "array": [self.radial.tolist(), self.mean.tolist(), err.tolist()],
+            # a cake: I and its error as (chi, q) nested lists, chi its bin centres (deg)
+            "array": [self.radial.tolist(), mean.tolist(), err.tolist()],
             "columnLabels": self.labels,
             "kind": self.kind,
             "conf": config,
         }
+        if self.chi is not None:
+            graph["chi"] = self.chi.tolist()
         if self.kind == "Radial":
             graph["mask"] = mask_config
             graph["Integparam"] = self.integparams
@@ -168,6 +197,11 @@ class Integrator:
             self.operators.append(op)
             self.corrections.append(
                 None if op is None or self.pixels is None else corr.corrections_for(op, self.pixels))
+        for mc in cal.masks:
+            if mc.store_sums and cal.summed_normalisation:
+                raise CalibrationError("calibration", f"$.Masks[{mc.index}].StoreSums",
+                                       "stored sums need the original intensity definition "
+                                       "(no Dark, Flat, SolidAngle or Sensor)")
         self.slices: list[SliceOperator] = [
             build_slice(cal.geometry, sc, None if sc.mask_ref < 0 else self.valid[sc.mask_ref])
             for sc in cal.slices
@@ -220,7 +254,10 @@ class Integrator:
                 mean, poisson = integ.integrate_poisson(op, image, error_model=self.error_model,
                                                         invalid=invalid)
                 std = None
-            curves.append(self._radial_curve(i, mc, op, mean, poisson, std).scaled(scale))
+            curve = self._radial_curve(i, mc, op, mean, poisson, std)
+            if mc.store_sums:
+                curve = dataclasses.replace(curve, sums=frame_sums(op, image, invalid=invalid))
+            curves.append(curve.scaled(scale))
         curves.extend(c.scaled(scale) for c in self._slice_curves(image))
         return curves
 
@@ -248,12 +285,20 @@ class Integrator:
                                                 invalid=invalid, corrections=cor)
             for f in range(len(images)):
                 curve = self._radial_curve(i, mc, op, means[f], errs[f], None)
+                if mc.store_sums:
+                    curve = dataclasses.replace(curve, sums=frame_sums(op, images[f], invalid=invalid))
                 per_frame[f].append(curve.scaled(scales[f]))
         for f, img in enumerate(images):
             per_frame[f].extend(c.scaled(scales[f]) for c in self._slice_curves(img))
         return per_frame
 
     def _radial_curve(self, i, mc, op, mean, poisson, std) -> Curve:
+        if op.kind == "Cake":
+            # The integral parameters are those of a 1-D curve: 0 as for Phi-mode and slices.
+            zero = {"I0": 0.0, "I1": 0.0, "I2": 0.0}
+            centres = 0.5 * (op.chi_edges[:-1] + op.chi_edges[1:])
+            return Curve("Radial", i, op.radial[: op.nrad], mean, poisson, std, zero,
+                         list(chi.RADIAL_LABELS), False, centres)
         if mc.phi_mode:
             params = {"I0": 0.0, "I1": 0.0, "I2": 0.0}
             labels = chi.PHI_LABELS
@@ -274,10 +319,13 @@ class Integrator:
         return curves
 
     def write_chi(self, curves: Sequence[Curve], basename: str | Path) -> list[Path]:
-        """Write ``basename<suffix>.chi`` for every curve; returns the paths."""
+        """Write ``basename<suffix>.chi`` for every curve but cakes (a 2-D I(q, chi) has
+        no .chi form: the curve stack holds it); returns the paths."""
         config_json = self.calibration.to_json()
         paths = []
         for c in curves:
+            if c.chi is not None:
+                continue
             path = Path(f"{basename}{c.suffix()}.chi")
             if c.kind == "Slice":
                 chi.write_slice_chi(path, c.radial, c.mean, c.poisson, config_json=config_json, labels=c.labels)
@@ -291,18 +339,11 @@ class Integrator:
         """Column name -> definition text of the radial curves (for zarr attributes); all
         columns are multiplied by the frame's normalisation multiplier ``s`` (1 without
         ``Normalisation``)."""
-        if self.calibration.summed_normalisation:
-            return dict(SUMMED_DEFINITIONS, poisson=SUMMED_ERRORS[self.error_model])
-        return {
-            "I": "s sum_p W[k,p] x_p / sum_p A[p,k]: mean counts per pixel, W = A c with A the "
-                 "area fraction of pixel p in bin k and c = 1/polarization factor (or 1)",
-            "poisson": "s " + integ.ERROR_MODELS[self.error_model],
-            "std": "s sqrt(sum_p W[k,p] (x_p - back_p)^2 / sum_p A[p,k]), back_p = sum_k W[k,p] I_k: "
-                   "the original Saxsdog's weighted standard deviation of the pixels in a bin",
-        }
+        return definitions(self.calibration, self.error_model)
 
     def output_suffixes(self) -> list[str]:
         """The ``.chi`` suffixes this calibration writes, in order (for resume checks)."""
         n_masks = len(self.calibration.masks)
-        suffixes = [chi_suffix("Radial", i) for i, op in enumerate(self.operators) if op is not None]
+        suffixes = [chi_suffix("Radial", i) for i, op in enumerate(self.operators)
+                    if op is not None and op.kind != "Cake"]
         return suffixes + [chi_suffix("Slice", n_masks + j) for j in range(len(self.slices))]

@@ -32,6 +32,7 @@ __all__ = [
     "Band",
     "NoDisplayError",
     "align_zero",
+    "draw_cake",
     "draw_curve",
     "ensure_backend",
     "has_display",
@@ -148,6 +149,34 @@ def draw_curve(
     return line
 
 
+def draw_cake(ax: Axes, q: Any, chi: Any, intensity: Any, *, log_scale: bool = True,
+              colorbar: bool = True) -> Any:
+    """Draw a cake I(q, chi) (``intensity`` of shape ``(chi, q)``, bin centres ``q`` and
+    ``chi`` in degrees, uniform) as an image, q along x; empty cells (NaN) stay blank, as
+    do cells <= 0 on the log scale. Returns the image."""
+    from matplotlib.colors import LogNorm
+
+    q, chi = np.asarray(q, np.float64), np.asarray(chi, np.float64)
+    z = np.asarray(intensity, dtype=np.float64)
+    if z.shape != (chi.size, q.size):
+        raise ValueError(f"a cake of shape {z.shape} needs (chi, q) = {(chi.size, q.size)}")
+    half_q = 0.5 * (q[1] - q[0]) if q.size > 1 else 0.5
+    half_chi = 0.5 * (chi[1] - chi[0]) if chi.size > 1 else 180.0
+    norm = None
+    if log_scale:
+        z = np.where(z > 0, z, np.nan)
+        finite = z[np.isfinite(z)]
+        if finite.size:
+            norm = LogNorm(vmin=float(finite.min()), vmax=float(finite.max()))
+    image = ax.imshow(z, origin="lower", aspect="auto", interpolation="nearest", norm=norm,
+                      extent=(q[0] - half_q, q[-1] + half_q, chi[0] - half_chi, chi[-1] + half_chi))
+    ax.set_xlabel(Q_LABEL)
+    ax.set_ylabel("chi [deg]")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=INTENSITY_LABEL)
+    return image
+
+
 def align_zero(ax1: Axes, ax2: Axes) -> None:
     """Set the y limits of two axes sharing x (``twinx``) so that y = 0 is at the same
     height in both, keeping all data in view. ``ax1``'s zero position is kept when
@@ -201,7 +230,7 @@ def write_frame_svg(curves: Sequence[Curve], path: Path, title: str = "") -> Non
     fig = new_figure(figsize=(6, 4))
     ax = fig.add_subplot()
     for c in curves:
-        if c.kind != "Radial" or c.phi:
+        if c.kind != "Radial" or c.phi or c.chi is not None:
             continue
         bands = [Band(c.poisson, "tab:blue", 0.4)]
         if c.std is not None:

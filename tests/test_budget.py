@@ -29,6 +29,9 @@ def pilatus(**mask):
     ({"Oversampling": 3}, 441),
     ({"Oversampling": 3, "RadialBins": 5000, "RadialRange": [0, 6.8]}, 998),
     ({"Oversampling": 2, "RadialBins": 20000, "RadialRange": [0, 6.8]}, 1502),
+    ({"Oversampling": 3, "RadialBins": 500, "RadialRange": [0, 6.8], "AzimuthBins": 360}, 1431),
+    ({"Oversampling": 2, "RadialBins": 500, "RadialRange": [0, 6.8], "AzimuthBins": 360}, 643),
+    ({"Oversampling": 3, "RadialBins": 500, "RadialRange": [0, 6.8], "Azimuth": [[-45, 45]]}, 706),
 ])
 def test_estimate_is_above_the_measured_peak(mask, measured_mib) -> None:
     # peaks measured with tracemalloc on this build (see ops/budget.py); the estimate

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import scipy.constants
 
+from saxs_pipeline.io.wedges import check_wedge
+
 # IntensityDefinition values (schema): the original's mean of per-pixel corrected counts,
 # and pyFAI's summed signal over summed normalisation.
 PIXEL_MEAN = "pixel-mean"
@@ -101,6 +103,9 @@ class MaskConfig:
     radial_range: tuple[float, float] | None = None
     radial_edges: tuple[float, ...] | None = None
     pixel_splitting: str | None = None  # "point" | "linear"; None = by grid (see operator)
+    azimuth: tuple[tuple[float, float], ...] | None = None  # wedges [start, stop] in degrees
+    azimuth_bins: int | None = None  # a 2-D cake I(q, chi) with this many chi bins
+    store_sums: bool = False  # the per-bin sums go into the curve stack too
     index: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -337,6 +342,12 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
     if q_stop < q_start:
         raise CalibrationError(source, f"{where}.qStop",
                                f"qStop ({q_stop:g}) is below qStart ({q_start:g})")
+    wedges = m.get("Azimuth")
+    if wedges is not None:
+        wedges = tuple(_parse_wedge(w, f"{where}.Azimuth[{i}]", source) for i, w in enumerate(wedges))
+    if "AzimuthBins" in m and m.get("Phi-mode", False):
+        raise CalibrationError(source, f"{where}.AzimuthBins",
+                               "a cake (AzimuthBins) cannot be combined with Phi-mode")
     return MaskConfig(
         mask_file=m["MaskFile"],
         oversampling=int(m.get("Oversampling", 3)),
@@ -349,9 +360,19 @@ def _parse_mask(m: dict[str, Any], index: int, source: str) -> MaskConfig:
         radial_range=tuple(map(float, rng)) if rng is not None else None,
         radial_edges=tuple(map(float, edges)) if edges is not None else None,
         pixel_splitting=m.get("PixelSplitting"),
+        azimuth=wedges,
+        azimuth_bins=m.get("AzimuthBins"),
+        store_sums=bool(m.get("StoreSums", False)),
         index=index,
         raw=m,
     )
+
+
+def _parse_wedge(w: list[float], where: str, source: str) -> tuple[float, float]:
+    try:
+        return check_wedge(w)
+    except ValueError as exc:
+        raise CalibrationError(source, where, str(exc)) from None
 
 
 def _parse_slice(s: dict[str, Any], index: int, n_masks: int, source: str) -> SliceConfig:

@@ -20,7 +20,14 @@ One stack per run and calibration::
         poisson       (frame, q)      float32  Poisson error
         std           (frame, q)      float32  standard deviation (NaN when not computed)
         I0, I1, I2    (frame,)        float64  integral parameters
+        sum_signal, sum_variance, sum_norm, count
+                      (frame, q)      float64  opt-in (StoreSums) per-bin sums, ops.sums
+      R1/                            a cake (AzimuthBins): as above plus
+        chi           (chi,)          float64  azimuth bin centres, deg (the Azimuth convention)
+        I, poisson, std (frame, chi, q) float32; I0, I1, I2 0 (1-D curves only)
 
+Arrays carry CF-style ``units`` and ``long_name`` attributes; I, poisson and std also a
+``definition`` (the formula, from ``Integrator.definitions``) where the writer got one.
 Rows are in the order frames completed; ``(filename, frame_index)`` is the frame's
 identity and :func:`saxs_pipeline.io.stackread.open_dataset` sorts by it. Every array has
 ``dimension_names`` and every numeric one a ``units`` attribute (xarray-ready). Version 1
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +51,11 @@ __all__ = [
     "FORMATS_READ",
     "FRAME_ARRAYS",
     "INTENSITY_UNITS",
+    "LONG_NAMES",
     "PARAM_ARRAYS",
+    "SUM_ARRAYS",
+    "SUM_FIELDS",
+    "SUM_UNITS",
     "TIME_UNITS",
     "CurveSpec",
     "StackLayoutError",
@@ -57,6 +68,24 @@ TIME_UNITS = "seconds since 1970-01-01"
 INTENSITY_UNITS = "counts/pixel"
 CURVE_ARRAYS = ("I", "poisson", "std")
 PARAM_ARRAYS = ("I0", "I1", "I2")
+# Opt-in per-bin sums (StoreSums; ops.sums): array names, the BinSums field each holds.
+SUM_ARRAYS = ("sum_signal", "sum_variance", "sum_norm", "count")
+SUM_FIELDS = ("signal", "variance", "norm", "count")
+# CF-style names of the arrays; the definitions of I and its errors (which depend on the
+# calibration's IntensityDefinition and ErrorModel) come with the writer's definitions.
+LONG_NAMES = {
+    "I": "mean intensity per pixel",
+    "poisson": "Poisson standard error of I",
+    "std": "standard deviation of the pixel values in a bin",
+    "I0": "integral of I over the axis in [qStart, qStop]",
+    "I1": "integral of I * axis",
+    "I2": "integral of I * axis^2",
+    "sum_signal": "sum_p W[k,p] x_p: corrected counts in the bin",
+    "sum_variance": "sum_p W[k,p]^2 x_p: Poisson variance of sum_signal",
+    "sum_norm": "sum_p A[p,k]: effective number of pixels in the bin (I = sum_signal / sum_norm)",
+    "count": "number of pixels with a share in the bin",
+}
+SUM_UNITS = {"sum_signal": "counts", "sum_variance": "counts^2", "sum_norm": "pixel", "count": "pixel"}
 FRAME_ARRAYS = ("filename", "frame_index", "image_time", "processed_time")
 
 
@@ -76,6 +105,8 @@ class CurveSpec:
     axis_units: str = "1/nm"
     labels: tuple[str, ...] = ()
     phi: bool = False
+    chi: np.ndarray | None = None  # a cake's azimuth bin centres (deg)
+    sums: bool = False  # the per-bin sums are stored too (StoreSums)
 
     def __post_init__(self) -> None:
         axis = np.array(self.axis, dtype=np.float64)
@@ -83,6 +114,12 @@ class CurveSpec:
             raise ValueError(f"curve {self.key}: axis must be a non-empty 1-D array")
         axis.flags.writeable = False
         object.__setattr__(self, "axis", axis)
+        if self.chi is not None:
+            chi = np.array(self.chi, dtype=np.float64)
+            if chi.ndim != 1 or chi.size == 0:
+                raise ValueError(f"curve {self.key}: chi must be a non-empty 1-D array")
+            chi.flags.writeable = False
+            object.__setattr__(self, "chi", chi)
         object.__setattr__(self, "labels", tuple(self.labels))
         if self.axis_name == "frame":
             raise ValueError(f"curve {self.key}: the axis cannot be called 'frame'")
@@ -90,6 +127,15 @@ class CurveSpec:
     @property
     def size(self) -> int:
         return int(self.axis.size)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one frame's values: ``(q,)``, or ``(chi, q)`` for a cake."""
+        return (self.size,) if self.chi is None else (int(self.chi.size), self.size)
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return (self.axis_name,) if self.chi is None else ("chi", self.axis_name)
 
     @classmethod
     def from_curve(cls, curve: Curve) -> CurveSpec:
@@ -103,7 +149,15 @@ class CurveSpec:
         else:
             name, units = "q", "1/nm"
         return cls(curve.key, curve.kind, np.asarray(curve.radial), name, units,
-                   tuple(curve.labels), bool(curve.phi))
+                   tuple(curve.labels), bool(curve.phi), curve.chi, curve.sums is not None)
+
+    @classmethod
+    def from_group(cls, key: str, grp: Any) -> CurveSpec:
+        """The spec stored in a stack's curve group (what a writer continuing it checks)."""
+        chi = grp["chi"][:] if "chi" in grp else None
+        return cls(key, str(grp.attrs["kind"]), grp[grp.attrs["axis_name"]][:],
+                   str(grp.attrs["axis_name"]), str(grp.attrs["axis_units"]), chi=chi,
+                   sums=SUM_ARRAYS[0] in grp)
 
     @classmethod
     def from_curves(cls, curves: Sequence[Curve]) -> list[CurveSpec]:
@@ -116,6 +170,9 @@ class CurveSpec:
             and self.axis_name == other.axis_name
             and self.axis.shape == other.axis.shape
             and bool(np.array_equal(self.axis, other.axis))
+            and (self.chi is None) == (other.chi is None)
+            and (self.chi is None or bool(np.array_equal(self.chi, other.chi)))
+            and self.sums == other.sums
         )
 
 

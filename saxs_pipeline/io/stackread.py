@@ -16,6 +16,7 @@ from saxs_pipeline.io.stacklayout import (
     FORMATS_READ,
     FRAME_ARRAYS,
     PARAM_ARRAYS,
+    SUM_ARRAYS,
     StackLayoutError,
 )
 
@@ -67,7 +68,8 @@ def read_stack(path: PathLike) -> dict[str, Any]:
     Returns ``{"n_valid", "calibration", "filename", "frame_index", "image_time",
     "processed_time", "order", "curves"}``: ``order`` the rows in acquisition order (see
     :func:`frame_order`); ``curves`` maps each key to ``{"kind", "axis_name",
-    "axis_units", "axis", "I", "poisson", "std", "I0", "I1", "I2"}`` (numpy arrays; times
+    "axis_units", "axis", "I", "poisson", "std", "I0", "I1", "I2"}`` plus ``"chi"`` for
+    cakes and the sum arrays where stored (numpy arrays; times
     as float seconds since 1970, NaN when unknown).
     """
     root, attrs = _open(path)  # n_valid first: arrays read afterwards are at least as long
@@ -87,8 +89,13 @@ def read_stack(path: PathLike) -> dict[str, Any]:
             "kind": gattrs["kind"], "axis_name": gattrs["axis_name"],
             "axis_units": gattrs["axis_units"], "axis": grp[gattrs["axis_name"]][:],
         }
+        if "chi" in grp:  # a cake: I, poisson, std are (frame, chi, q)
+            entry["chi"] = grp["chi"][:]
         for name in CURVE_ARRAYS + PARAM_ARRAYS:
             entry[name] = grp[name][:n]
+        for name in SUM_ARRAYS:  # opt-in (StoreSums)
+            if name in grp:
+                entry[name] = grp[name][:n]
         curves[key] = entry
     out["curves"] = curves
     return out

@@ -33,29 +33,28 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 import zarr
 
+from saxs_pipeline.io.stackcreate import add_vector, create_stack, stack_compatible
 from saxs_pipeline.io.stacklayout import (
     CURVE_ARRAYS,
     FORMAT,
     FORMATS_READ,
     FRAME_ARRAYS,
-    INTENSITY_UNITS,
     PARAM_ARRAYS,
-    TIME_UNITS,
+    SUM_ARRAYS,
+    SUM_FIELDS,
     CurveSpec,
     StackLayoutError,
-    param_units,
 )
 
 if TYPE_CHECKING:
     from saxs_pipeline.integrator import Curve
 
-__all__ = ["CommitHook", "CurveStackWriter", "stack_compatible"]
+__all__ = ["CommitHook", "CurveSpec", "CurveStackWriter", "stack_compatible"]
 
 log = logging.getLogger(__name__)
 
 # 1-D per-frame arrays get longer chunks than the curves: a 64-row chunk of float64 is
 # only 512 bytes, and 100 k frames would make thousands of tiny files per array.
-_VECTOR_CHUNK_BLOCKS = 16
 _WRITE_THREADS = 4
 
 PathLike = str | os.PathLike[str]
@@ -69,10 +68,8 @@ class _Row:
     image_time: float
     processed_time: float
     token: Any
-    # key -> (mean, poisson, std or None, (I0, I1, I2))
-    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, ...]]] = (
-        field(default_factory=dict)
-    )
+    # key -> (mean, poisson, std or None, (I0, I1, I2), the bin sums or None)
+    curves: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 class CurveStackWriter:
@@ -95,6 +92,7 @@ class CurveStackWriter:
         mode: Literal["w-", "w", "a"] = "w-",
         n_valid: int | None = None,
         on_commit: CommitHook | None = None,
+        definitions: Mapping[str, str] | None = None,
     ) -> None:
         if block_rows < 1:
             raise ValueError("block_rows must be at least 1")
@@ -104,6 +102,8 @@ class CurveStackWriter:
         self.flush_interval = float(flush_interval)
         self.block_rows = int(block_rows)
         self.on_commit = on_commit
+        # Array name -> definition text (Integrator.definitions()), stored as attributes.
+        self.definitions = dict(definitions or {})
         self.specs: dict[str, CurveSpec] = {}
         for spec in curves:
             if spec.key in self.specs:
@@ -141,46 +141,10 @@ class CurveStackWriter:
 
     # -- store set-up ---------------------------------------------------------------------
 
-    def _vector(self, root: zarr.Group, name: str, dtype: str, fill: Any, attrs: dict) -> None:
-        root.create_array(name, shape=(0,), chunks=(self.block_rows * _VECTOR_CHUNK_BLOCKS,),
-                          dtype=dtype, fill_value=fill, dimension_names=("frame",),
-                          attributes=attrs)
-
     def _create(self, calibration: dict[str, Any], *, overwrite: bool) -> None:
-        root = zarr.open_group(
-            self.path, mode="w" if overwrite else "w-", zarr_format=3,
-            attributes={"format": FORMAT, "calibration": calibration,
-                        "curve_keys": list(self.specs), "n_valid": 0},
-        )
-        self._vector(root, "filename", str, None, {"long_name": "frame source file"})
-        self._vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"})
-        for name in ("image_time", "processed_time"):
-            self._vector(root, name, "float64", np.nan,
-                         {"units": TIME_UNITS, "calendar": "proleptic_gregorian",
-                          "long_name": name.replace("_", " ")})
-        for spec in self.specs.values():
-            grp = root.create_group(spec.key, attributes={
-                "key": spec.key, "kind": spec.kind, "phi": spec.phi,
-                "axis_name": spec.axis_name, "axis_units": spec.axis_units,
-                "labels": list(spec.labels),
-            })
-            axis_attrs: dict[str, Any] = {"units": spec.axis_units}
-            if spec.labels:
-                axis_attrs["long_name"] = spec.labels[0]
-            ax = grp.create_array(spec.axis_name, shape=(spec.size,), dtype="float64",
-                                  dimension_names=(spec.axis_name,), attributes=axis_attrs)
-            ax[:] = spec.axis
-            for name in CURVE_ARRAYS:
-                attrs = {"units": INTENSITY_UNITS}
-                if name == "I" and len(spec.labels) > 1:
-                    attrs["long_name"] = spec.labels[1]
-                grp.create_array(name, shape=(0, spec.size), chunks=(self.block_rows, spec.size),
-                                 dtype="float32", fill_value=np.nan,
-                                 dimension_names=("frame", spec.axis_name), attributes=attrs)
-            for power, name in enumerate(PARAM_ARRAYS):
-                self._vector(grp, name, "float64", np.nan,
-                             {"units": param_units(spec.axis_units, power)})
-        self._root = root
+        self._root = create_stack(self.path, calibration, list(self.specs.values()),
+                                  self.block_rows, overwrite=overwrite,
+                                  definitions=self.definitions)
         self._n = 0
         self._bind_arrays()
         log.info("created curve stack %s (%s)", self.path, ", ".join(self.specs))
@@ -196,9 +160,7 @@ class CurveStackWriter:
                 f"curve stack {self.path} holds curves {stored_keys}, not {list(self.specs)}"
             )
         for spec in self.specs.values():
-            grp = root[spec.key]
-            stored = CurveSpec(spec.key, str(grp.attrs["kind"]), grp[grp.attrs["axis_name"]][:],
-                               str(grp.attrs["axis_name"]), str(grp.attrs["axis_units"]))
+            stored = CurveSpec.from_group(spec.key, root[spec.key])
             if not stored.same_layout(spec):
                 raise StackLayoutError(
                     f"curve stack {self.path}: curve {spec.key} has another {spec.axis_name} axis "
@@ -214,7 +176,8 @@ class CurveStackWriter:
                                    f"rows but its ledger counts {self._n} committed ones")
         self._root = root
         if "frame_index" not in root:  # format 1: single-frame files only
-            self._vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"})
+            add_vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"},
+                       self.block_rows)
             root["frame_index"].resize((root["filename"].shape[0],))
             root.attrs["format"] = FORMAT
         self._bind_arrays()
@@ -236,8 +199,9 @@ class CurveStackWriter:
         # Array handles are kept open: re-opening one reads its zarr.json every time.
         self._frame_arrays = {name: self._root[name] for name in FRAME_ARRAYS}
         self._group_arrays = {
-            key: {name: self._root[key][name] for name in CURVE_ARRAYS + PARAM_ARRAYS}
-            for key in self.specs
+            key: {name: self._root[key][name]
+                  for name in CURVE_ARRAYS + PARAM_ARRAYS + (SUM_ARRAYS if spec.sums else ())}
+            for key, spec in self.specs.items()
         }
         self._curve_arrays = [g["I"] for g in self._group_arrays.values()]
 
@@ -311,13 +275,21 @@ class CurveStackWriter:
             if spec is None:
                 raise ValueError(f"{filename}: curve {c.key} is not in the stack ({list(self.specs)})")
             arrays = [c.mean, c.poisson] + ([c.std] if c.std is not None else [])
-            if any(np.shape(a) != (spec.size,) for a in arrays):
+            n = int(np.prod(spec.shape))
+            if any(np.size(a) != n for a in arrays):
                 raise ValueError(
-                    f"{filename}: curve {c.key} has {np.size(c.mean)} points, the stack {spec.size}"
+                    f"{filename}: curve {c.key} has {np.size(c.mean)} points, the stack {n}"
                 )
+            arrays = [np.reshape(a, spec.shape) for a in arrays]
             params = tuple(float(c.integparams.get(k, math.nan)) for k in PARAM_ARRAYS)
-            entry.curves[c.key] = (np.asarray(c.mean), np.asarray(c.poisson),
-                                   None if c.std is None else np.asarray(c.std), params)
+            sums = None
+            if spec.sums:
+                if c.sums is None:
+                    raise ValueError(f"{filename}: curve {c.key} has no bin sums, the stack stores them")
+                sums = [np.reshape(np.asarray(getattr(c.sums, f), np.float64), spec.shape)
+                        for f in SUM_FIELDS]
+            entry.curves[c.key] = (arrays[0], arrays[1],
+                                   arrays[2] if c.std is not None else None, params, sums)
         return entry
 
     def maybe_flush(self) -> int:
@@ -373,9 +345,10 @@ class CurveStackWriter:
             (None, "processed_time"): np.array([r.processed_time for r in rows], dtype=np.float64),
         }
         for key, spec in self.specs.items():
-            cols = {name: np.full((len(rows), spec.size), np.nan, dtype=np.float32)
+            cols = {name: np.full((len(rows), *spec.shape), np.nan, dtype=np.float32)
                     for name in CURVE_ARRAYS}
             params = np.full((len(rows), 3), np.nan, dtype=np.float64)
+            sums = {name: np.zeros((len(rows), *spec.shape)) for name in SUM_ARRAYS} if spec.sums else {}
             for i, r in enumerate(rows):
                 entry = r.curves.get(key)
                 if entry is None:
@@ -384,6 +357,9 @@ class CurveStackWriter:
                     if values is not None:
                         cols[name][i] = values
                 params[i] = entry[3]
+                for name, values in zip(sums, entry[4] or (), strict=False):
+                    sums[name][i] = values
+            out.update({(key, name): values for name, values in sums.items()})
             for name in CURVE_ARRAYS:
                 out[key, name] = cols[name]
             for j, name in enumerate(PARAM_ARRAYS):
@@ -451,24 +427,3 @@ class CurveStackWriter:
     ) -> None:
         # Flush also on an error: the rows buffered so far are valid results.
         self.close()
-
-
-def stack_compatible(path: PathLike, curves: Sequence[CurveSpec]) -> bool:
-    """Whether the curve stack at ``path`` holds exactly these curve families (keys and
-    axes), so a run of this calibration may continue it."""
-    try:
-        root = zarr.open_group(path, mode="r", use_consolidated=False)
-        attrs = root.attrs.asdict()
-        if attrs.get("format") not in FORMATS_READ:
-            return False
-        if list(attrs.get("curve_keys", [])) != [s.key for s in curves]:
-            return False
-        for spec in curves:
-            grp = root[spec.key]
-            stored = CurveSpec(spec.key, str(grp.attrs["kind"]), grp[grp.attrs["axis_name"]][:],
-                               str(grp.attrs["axis_name"]), str(grp.attrs["axis_units"]))
-            if not stored.same_layout(spec):
-                return False
-    except (FileNotFoundError, KeyError, ValueError):
-        return False
-    return True

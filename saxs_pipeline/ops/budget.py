@@ -8,8 +8,9 @@ The estimate follows the build (:mod:`saxs_pipeline.ops.operator`): per sub-pixe
 bin coordinate and splitting fractions (float64); per pixel, the weights of the few bins
 it reaches ("span"); per bin, edges and sums. Measured peaks (tracemalloc) on the
 Pilatus 1M: ov 1/2/3/4 point split 97/242/441/733 MiB, ov 3 linear 1000/5000 bins
-760/998 MiB, ov 2 linear 20000 bins 1502 MiB, ov 2 phi-mode 345 bins 6270 MiB; this
-estimate is 10-30 % above each.
+760/998 MiB, ov 2 linear 20000 bins 1502 MiB, ov 2 phi-mode 345 bins 6270 MiB, 360 x 500
+cakes at ov 2/3 643/1431 MiB, a 90 deg wedge at ov 3 706 MiB; this estimate is 10-40 %
+above each.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def operator_bytes(geometry: Geometry, mc: MaskConfig) -> tuple[int, float]:
     edges = math.ceil(per_pixel / ov) + 1 if linear else 0
     span = math.ceil(per_pixel) + (edges if linear else 1)
     per_sub = 48 + (8 * (edges + 1) if linear else 0)
+    if mc.azimuth_bins is not None:
+        # A cake's (pixel, bin) pairs go through a COO list (row, column, weight) and its
+        # CSC copy, plus each sub-pixel's azimuth and chi bin.
+        per_sub += 120
+        nbins *= mc.azimuth_bins
     total = 64 * 2**20 + npix * ov * ov * per_sub + npix * span * 24 + nbins * 200
     return int(min(total, 2**62)), nbins
 

@@ -29,8 +29,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
-from saxs_pipeline.ops import cache
+from saxs_pipeline.ops import binning, cache
 from saxs_pipeline.ops import geometry as geo
+from saxs_pipeline.ops.accumulate import accumulate, accumulate_cake, fractions, subpixel_width
 
 __all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
 
@@ -44,23 +45,33 @@ FORMAT_VERSION = 1
 class IntegrationOperator:
     """A built integration operator for one (geometry, mask entry, mask) combination."""
 
-    kind: str  # "Radial" or "Phi"
+    kind: str  # "Radial", "Phi" or "Cake"
     matrix: sp.csc_matrix  # (nbins, hi - lo) float32, W[k, p] = A[p, k] * c[p], p in span
     areas: np.ndarray  # (nbins,) float64, sum_p A[p, k] over unmasked pixels
     area_sq: np.ndarray  # (nbins,) float64, sum_p A[p, k]**2 (for the standard error)
-    radial: np.ndarray  # (nbins,) bin centres: q in nm^-1 (Radial) or phi in rad (Phi)
-    edges: np.ndarray  # (nbins + 1,) bin edges
+    radial: np.ndarray  # (nbins,) bin centres: q in nm^-1 (Radial, Cake) or phi in rad (Phi)
+    edges: np.ndarray  # (nrad + 1,) radial bin edges (a cake's bins: chi * nrad + radial)
     valid: np.ndarray  # (npix,) bool, pixels the operator uses
     correction: np.ndarray | None  # (npix,) float64 1/polarization factor, or None
     shape: tuple[int, int]
     span: tuple[int, int]  # [lo, hi): first to last used pixel (flat index); columns of matrix
     matrix64: sp.csc_matrix = field(default=None, repr=False)  # same layout, float64 data
     key: str = ""
+    chi_edges: np.ndarray | None = None  # a cake's azimuth bin edges (deg), else None
     _compact: dict = field(default_factory=dict, repr=False)
 
     @property
     def nbins(self) -> int:
         return int(self.radial.size)
+
+    @property
+    def nrad(self) -> int:
+        return int(self.edges.size - 1)
+
+    @property
+    def n_chi(self) -> int:
+        """Azimuth bins of a cake (its bins reshape to ``(n_chi, nrad)``); 1 for curves."""
+        return 1 if self.chi_edges is None else int(self.chi_edges.size - 1)
 
     def compact(self, dtype: np.dtype) -> CompactLayout | None:
         """The compact layout of the kernels (:mod:`saxs_pipeline.ops.kernels`), float64
@@ -103,6 +114,7 @@ class IntegrationOperator:
             shape=np.array(self.shape),
             span=np.array([lo, hi]),
             key=self.key,
+            chi_edges=self.chi_edges if self.chi_edges is not None else np.zeros(0),
         )
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(buf.getvalue())
@@ -118,6 +130,7 @@ class IntegrationOperator:
             lo, hi = (int(v) for v in z["span"])
             m64 = sp.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=(int(z["nbins"]), hi - lo))
             correction = z["correction"]
+            chi_edges = z["chi_edges"] if "chi_edges" in z.files else np.zeros(0)
             return _assemble(
                 kind=str(z["kind"]),
                 m64=m64,
@@ -130,6 +143,7 @@ class IntegrationOperator:
                 shape=(shape[0], shape[1]),
                 span=(lo, hi),
                 key=str(z["key"]),
+                chi_edges=chi_edges if chi_edges.size else None,
             )
 
 
@@ -177,7 +191,8 @@ def compact_layout(m: sp.csc_matrix, lo: int, dtype: str = "f4") -> CompactLayou
     return CompactLayout(segments, first.astype(np.uint16), tuple(weights))
 
 
-def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, shape, key, span=None):
+def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, shape, key, span=None,
+              chi_edges=None):
     if span is None:
         # Columns before the first and after the last used pixel are dropped: the beam
         # stop and edge rows of a real mask are long masked runs the product need not visit.
@@ -200,6 +215,7 @@ def _assemble(*, kind, m64, areas, area_sq, radial, edges, valid, correction, sh
         span=span,
         matrix64=m64,
         key=key,
+        chi_edges=chi_edges,
     )
 
 
@@ -219,8 +235,13 @@ def operator_key(
         "bins": mask_config.radial_bins,
         "range": mask_config.radial_range,
         "edges": mask_config.radial_edges,
-        "splitting": None if mask_config.phi_mode else _splitting(mask_config),
+        "splitting": None if mask_config.phi_mode else binning.splitting(mask_config),
     }
+    # Only when set, so the keys (and caches) of entries without them stay as they were.
+    if mask_config.azimuth is not None:
+        params["azimuth"] = mask_config.azimuth
+    if mask_config.azimuth_bins is not None:
+        params["azimuth_bins"] = mask_config.azimuth_bins
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=list).encode())
     h.update(np.packbits(np.asarray(valid, dtype=bool)).tobytes())
     return h.hexdigest()[:32]
@@ -266,7 +287,9 @@ def build_operator(
     key: str = "",
 ) -> IntegrationOperator:
     """Build the operator. ``valid`` is the boolean mask of usable pixels (True = used)
-    with the calibration's image shape."""
+    with the calibration's image shape. The bins come from
+    :func:`~saxs_pipeline.ops.binning.bin_map`; sub-pixels outside the entry's wedges
+    (``Azimuth``) or Phi-mode q window are dropped; a cake's bins are (chi, q) in C order."""
     rows, cols = geometry.image_shape
     valid = np.asarray(valid, dtype=bool)
     if valid.shape != (rows, cols):
@@ -277,156 +300,52 @@ def build_operator(
 
     drop = None
     if mask_config.phi_mode:
-        kind = "Phi"
         phi = np.arctan2(dy[:, None], dx[None, :])
-        rmax_mm = np.sqrt(max(dx[0] ** 2, dx[-1] ** 2) + max(dy[0] ** 2, dy[-1] ** 2))
-        # The original's grid (r in mm: about 1 degree bins on a Pilatus 1M at PPRE 1).
-        scale = rmax_mm / float(phi.max()) / mask_config.pixels_per_radial_element
-        u = (phi + np.pi) * scale
+        bm = binning.bin_map(geometry, mask_config, extent=(float(q.min()), float(q.max())),
+                             max_phi=float(phi.max()))
+        u = bm.u(phi)
         del phi
-        nbins = int(u.max()) + 1
-        edges = np.arange(nbins + 1, dtype=np.float64) / scale - np.pi
         # The q window is applied per sub-pixel (the original used pixel centres).
-        drop = (q < mask_config.q_start) | (q > mask_config.q_stop)
-        to_u = None
+        drop = (q < bm.window[0]) | (q > bm.window[1])
     else:
-        kind = "Radial"
-        edges, to_u = _radial_grid(dx, dy, q, geometry, mask_config)
-        u = to_u(q)
-        nbins = edges.size - 1
+        bm = binning.bin_map(geometry, mask_config, extent=(float(q.min()), float(q.max())))
+        u = bm.u(q)
     del q
+    chi_bin = None
+    if bm.wedges.shape[0] or bm.chi_edges is not None:
+        chi = binning.azimuth_deg(dx[None, :], dy[:, None])
+        keep = binning.in_wedges(bm, chi)
+        if keep is not None:
+            drop = ~keep if drop is None else drop | ~keep
+        if bm.chi_edges is not None:
+            chi_bin = binning.chi_index(bm, chi)
+        del chi
 
-    width = None
-    if to_u is not None and _splitting(mask_config) == "linear":
-        width = _subpixel_width(geometry, ov, to_u)
+    width = subpixel_width(geometry, ov, bm.u) if bm.linear else None
 
     correction = None
     if polarization is not None:
         correction = (1.0 / geo.polarization_factor(geometry, polarization)).ravel()
 
-    m64, areas, area_sq = _accumulate(u, drop, width, rows, cols, ov, nbins, valid.ravel(), correction)
+    base, fracs = fractions(u, width, rows, cols, ov)
+    del u
+    if chi_bin is None:
+        m64, areas, area_sq = accumulate(base, fracs, drop, rows, cols, ov, bm.nrad,
+                                          valid.ravel(), correction)
+    else:
+        m64, areas, area_sq = accumulate_cake(base, fracs, drop, chi_bin, rows, cols, ov,
+                                               bm.nrad, bm.n_chi, valid.ravel(), correction)
+    centres = 0.5 * (bm.edges[:-1] + bm.edges[1:])
     return _assemble(
-        kind=kind,
+        kind=bm.kind,
         m64=m64,
         areas=areas,
         area_sq=area_sq,
-        radial=0.5 * (edges[:-1] + edges[1:]),
-        edges=edges,
+        radial=np.tile(centres, bm.n_chi),
+        edges=bm.edges,
         valid=valid.ravel().copy(),
         correction=correction,
         shape=(rows, cols),
         key=key,
+        chi_edges=bm.chi_edges,
     )
-
-
-def _splitting(mc: MaskConfig) -> str:
-    """Point sampling of sub-pixel centres reproduces the original on its own grid;
-    explicit grids (new, no legacy curves to match) default to linear splitting."""
-    if mc.pixel_splitting is not None:
-        return mc.pixel_splitting
-    explicit = mc.radial_edges is not None or mc.radial_bins is not None
-    return "linear" if explicit else "point"
-
-
-def _radial_grid(dx, dy, q, geometry: Geometry, mc: MaskConfig):
-    """Bin edges and the map from q to the continuous bin coordinate u (bin k is
-    k <= u < k + 1)."""
-    if mc.radial_edges is not None or mc.radial_bins is not None:
-        if mc.radial_edges is not None:
-            edges = np.asarray(mc.radial_edges, dtype=np.float64)
-        else:
-            lo, hi = mc.radial_range if mc.radial_range is not None else (0.0, float(q.max()))
-            edges = np.linspace(lo, hi, int(mc.radial_bins) + 1)
-        nb = edges.size - 1
-        width = np.diff(edges)
-        if np.allclose(width, width[0], rtol=1e-12, atol=0):
-            e0, per_bin = edges[0], nb / (edges[-1] - edges[0])
-            return edges, lambda qq: (qq - e0) * per_bin
-        index = np.arange(nb + 1, dtype=np.float64)
-        # Beyond the edges u continues linearly so that out-of-range parts are dropped.
-        return edges, lambda qq: np.interp(qq, edges, index, left=-1.0, right=nb + 1.0)
-    # The original's grid: bins uniform in q, about PixelPerRadialElement pixels wide at the
-    # largest radius; both maxima over all sub-pixel centres, masked or not.
-    psy = geometry.pixel_size_um[0] * 1e-3
-    rmax_px = np.sqrt(max(dx[0] ** 2, dx[-1] ** 2) + max(dy[0] ** 2, dy[-1] ** 2)) / psy
-    scale = rmax_px / float(q.max()) / mc.pixels_per_radial_element
-    nb = int(q.max() * scale) + 1
-    return np.arange(nb + 1, dtype=np.float64) / scale, lambda qq: qq * scale
-
-
-def _subpixel_width(geometry: Geometry, ov: int, to_u) -> np.ndarray:
-    """Width, in bins, of the box each sub-pixel is spread over: the linearised extent of
-    a sub-pixel square in u, sqrt(a^2 + b^2) for the steps a, b along x and y (the box
-    with the same variance as the exact trapezoid). Evaluated per pixel, shape
-    ``(rows, 1, cols, 1)`` to broadcast over that pixel's sub-pixels."""
-    u = to_u(geo.q_map(geometry, 1))
-    gy, gx = np.gradient(u)
-    width = np.hypot(gx, gy) / ov
-    rows, cols = geometry.image_shape
-    return width.reshape(rows, 1, cols, 1)
-
-
-def _accumulate(u, drop, width, rows, cols, ov, nbins, valid, correction):
-    """Weights of every (pixel, bin) pair from the sub-pixel coordinates ``u``, laid out
-    as CSC columns (one per pixel).
-
-    Each sub-pixel covers [u - w/2, u + w/2) uniformly (w = 0: its centre only) and gives
-    each bin the overlapping fraction of its 1/ov^2 share of the pixel. A pixel's
-    sub-pixels reach only a few neighbouring bins, so weights are accumulated per pixel at
-    small offsets from the pixel's lowest bin; no global sort is needed.
-    """
-    npix = rows * cols
-    u4 = u.reshape(rows, ov, cols, ov)
-    if width is None:
-        lower = u4
-        base = np.floor(lower)
-        fracs = [None]  # all of the sub-pixel in bin `base`
-    else:
-        lower = u4 - 0.5 * width
-        base = np.floor(lower)
-        inv = np.divide(1.0, width, out=np.full(width.shape, np.inf), where=width > 0)
-        n_edges = int(np.ceil(float(width.max()))) + 1
-        fracs, prev = [], 0.0
-        for j in range(1, n_edges + 1):
-            # fraction of the box below the edge base + j; a zero-width box is all below.
-            cum = np.clip((base + j - lower) * inv, 0.0, 1.0)
-            cum[np.isnan(cum)] = 1.0
-            fracs.append(cum - prev)
-            prev = cum
-    base = base.astype(np.int64)
-    if drop is not None:
-        drop4 = drop.reshape(rows, ov, cols, ov)
-        base[drop4] = np.iinfo(np.int32).max
-    low = base.min(axis=(1, 3))
-    if drop is not None:
-        low[low == np.iinfo(np.int32).max] = 0
-    offset = base - low[:, None, :, None]
-    span = int(offset[offset < np.iinfo(np.int32).max // 2].max(initial=0)) + len(fracs)
-    pix = (np.arange(rows)[:, None, None, None] * cols + np.arange(cols)[None, None, :, None])
-    key = (pix * span + offset).ravel()
-    keep = None if drop is None else ~drop4.ravel()
-    weights = np.zeros(npix * span, dtype=np.float64)
-    for j, f in enumerate(fracs):
-        w = None if f is None else f.ravel()
-        if keep is not None:
-            w = keep.astype(np.float64) if w is None else w * keep
-            k = np.where(keep, key + j, 0)
-        else:
-            k = key + j
-        weights += np.bincount(k, weights=w, minlength=npix * span)[: npix * span]
-    weights = weights.reshape(npix, span)
-    weights[~valid] = 0
-    bins = low[:, None].ravel()[:, None] + np.arange(span)
-    weights[(bins < 0) | (bins >= nbins)] = 0
-    nz = weights > 1e-12
-    indptr = np.zeros(npix + 1, dtype=np.int64)
-    np.cumsum(nz.sum(axis=1), out=indptr[1:])
-    indices = bins[nz].astype(np.int32)
-    frac = weights[nz] / float(ov * ov)
-    areas = np.bincount(indices, weights=frac, minlength=nbins)
-    area_sq = np.bincount(indices, weights=frac * frac, minlength=nbins)
-    if correction is not None:
-        frac = frac * correction[np.repeat(np.arange(npix), nz.sum(axis=1))]
-    if indptr[-1] < np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    return sp.csc_matrix((frac, indices, indptr), shape=(nbins, npix)), areas, area_sq

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from saxs_pipeline.ops.operator import IntegrationOperator
 
 __all__ = ["BinSums", "SumsCurve", "average_sums", "coarse_edges", "curve_from_sums",
-           "frame_sums", "rebin"]
+           "frame_sums", "rebin", "scaled_sums"]
 
 FIELDS = ("signal", "variance", "norm", "count")
 
@@ -82,20 +82,28 @@ def _weights(op: IntegrationOperator) -> tuple[sp.csc_matrix, sp.csc_matrix, sp.
     return w, w.multiply(w).tocsc(), a.tocsc()
 
 
-def frame_sums(op: IntegrationOperator, image: np.ndarray) -> BinSums:
-    """The sums of one frame (float64 arithmetic, whatever the image dtype)."""
+def frame_sums(op: IntegrationOperator, image: np.ndarray, *, invalid: float | None = None) -> BinSums:
+    """The sums of one frame (float64 arithmetic, whatever the image dtype); pixels equal
+    to ``invalid`` (an EIGER's 2**32 - 1) are excluded like negative ones."""
     x = np.asarray(image, dtype=np.float64).reshape(-1)
     if x.size != op.shape[0] * op.shape[1]:
         raise ValueError(f"frame has shape {np.shape(image)} but the operator expects {op.shape}")
     lo, hi = op.span
     xs = x[lo:hi]
     # NaN fails both comparisons, so this also drops NaN pixels.
-    good = (xs >= 0).astype(np.float64)
+    good = (xs >= 0) if invalid is None else (xs >= 0) & (xs != invalid)
+    good = good.astype(np.float64)
     xs = np.where(good > 0, xs, 0.0)
     w, w2, a = _weights(op)
     pattern = a.copy()
     pattern.data = (pattern.data > 0).astype(np.float64)
     return BinSums(w @ xs, w2 @ xs, a @ good, pattern @ good)
+
+
+def scaled_sums(sums: BinSums, scale: float) -> BinSums:
+    """The sums of the frame multiplied by ``scale`` (a normalisation multiplier): the
+    signal by ``scale``, its variance by ``scale**2``; norm and count stay."""
+    return BinSums(sums.signal * scale, sums.variance * scale * scale, sums.norm, sums.count)
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Cur
     for d in data:
         t = by_key[d.key]
         out.append(Curve(t.kind, t.calnum, t.radial, d.mean, d.poisson, d.std, d.integparams,
-                         t.labels, t.phi))
+                         t.labels, t.phi, t.chi, d.sums))
     return out
 
 

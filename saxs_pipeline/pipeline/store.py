@@ -83,13 +83,18 @@ class RunStore:
 
     def open_writer(self, calibration: dict[str, Any], specs: Sequence[CurveSpec]) -> CurveStackWriter:
         """The stack's writer, cut back to what the ledger committed (adopting a stack
-        that predates its ledger)."""
+        that predates its ledger); a new stack's I and errors get the calibration's
+        definitions (:func:`saxs_pipeline.integrator.definitions`) as attributes."""
+        from saxs_pipeline.integrator import definitions
+        from saxs_pipeline.io.calibration import load_calibration
+
         n = self.ledger.n_rows
         if n == 0 and self.stack.exists() and not any(True for _ in self.ledger.iter_done()):
             self._adopt()
             n = self.ledger.n_rows
         self.writer = CurveStackWriter.open_or_create(self.stack, calibration, specs,
-                                                      block_rows=BLOCK_ROWS, n_valid=n)
+                                                      block_rows=BLOCK_ROWS, n_valid=n,
+                                                      definitions=definitions(load_calibration(calibration)))
         return self.writer
 
     def _adopt(self) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,12 +69,13 @@ class CurveData:
     poisson: np.ndarray
     std: np.ndarray | None
     integparams: dict[str, float]
+    sums: Any = None  # BinSums (float64: exact re-binning and averaging) or None
 
     @classmethod
     def from_curve(cls, c: Curve) -> CurveData:
         return cls(c.key, np.asarray(c.mean, np.float32), np.asarray(c.poisson, np.float32),
                    None if c.std is None else np.asarray(c.std, np.float32),
-                   {k: float(v) for k, v in c.integparams.items()})
+                   {k: float(v) for k, v in c.integparams.items()}, c.sums)
 
 
 @dataclass

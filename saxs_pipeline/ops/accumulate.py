@@ -1,0 +1,140 @@
+"""The weights of an integration operator from its sub-pixels' bin coordinates.
+
+Pure functions of arrays, used by :func:`saxs_pipeline.ops.operator.build_operator`:
+:func:`fractions` splits each sub-pixel over the bins its box covers,
+:func:`accumulate` (curves) and :func:`accumulate_cake` (cakes) sum them per
+(pixel, bin) into a CSC matrix with one column per pixel, and the per-bin areas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from saxs_pipeline.io.calibration import Geometry
+from saxs_pipeline.ops import geometry as geo
+
+__all__ = ["accumulate", "accumulate_cake", "fractions", "subpixel_width"]
+
+
+def subpixel_width(geometry: Geometry, ov: int, to_u) -> np.ndarray:
+    """Width, in bins, of the box each sub-pixel is spread over: the linearised extent of
+    a sub-pixel square in u, sqrt(a^2 + b^2) for the steps a, b along x and y (the box
+    with the same variance as the exact trapezoid). Evaluated per pixel, shape
+    ``(rows, 1, cols, 1)`` to broadcast over that pixel's sub-pixels."""
+    u = to_u(geo.q_map(geometry, 1))
+    gy, gx = np.gradient(u)
+    width = np.hypot(gx, gy) / ov
+    rows, cols = geometry.image_shape
+    return width.reshape(rows, 1, cols, 1)
+
+
+def fractions(u, width, rows, cols, ov):
+    """Each sub-pixel covers [u - w/2, u + w/2) uniformly (w = 0: its centre only):
+    its lowest bin ``base`` (``(rows, ov, cols, ov)`` int64) and the fractions of it in
+    bins ``base + j`` (``[None]``: all of it in ``base``)."""
+    u4 = u.reshape(rows, ov, cols, ov)
+    if width is None:
+        return np.floor(u4).astype(np.int64), [None]
+    lower = u4 - 0.5 * width
+    base = np.floor(lower)
+    inv = np.divide(1.0, width, out=np.full(width.shape, np.inf), where=width > 0)
+    n_edges = int(np.ceil(float(width.max()))) + 1
+    fracs, prev = [], 0.0
+    for j in range(1, n_edges + 1):
+        # fraction of the box below the edge base + j; a zero-width box is all below.
+        cum = np.clip((base + j - lower) * inv, 0.0, 1.0)
+        cum[np.isnan(cum)] = 1.0
+        fracs.append(cum - prev)
+        prev = cum
+    return base.astype(np.int64), fracs
+
+
+def _to_csc(weights, bins, npix, ov, nbins, correction):
+    """CSC operator and per-bin areas from per-pixel rows of sub-pixel counts."""
+    nz = weights > 1e-12
+    indptr = np.zeros(npix + 1, dtype=np.int64)
+    np.cumsum(nz.sum(axis=1), out=indptr[1:])
+    indices = bins[nz].astype(np.int32)
+    frac = weights[nz] / float(ov * ov)
+    areas = np.bincount(indices, weights=frac, minlength=nbins)
+    area_sq = np.bincount(indices, weights=frac * frac, minlength=nbins)
+    if correction is not None:
+        frac = frac * correction[np.repeat(np.arange(npix), nz.sum(axis=1))]
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    return sp.csc_matrix((frac, indices, indptr), shape=(nbins, npix)), areas, area_sq
+
+
+def accumulate(base, fracs, drop, rows, cols, ov, nbins, valid, correction):
+    """Weights of every (pixel, bin) pair from the sub-pixels' bins and fractions
+    (:func:`fractions`), laid out as CSC columns (one per pixel).
+
+    Each sub-pixel gives each bin the overlapping fraction of its 1/ov^2 share of the
+    pixel. A pixel's sub-pixels reach only a few neighbouring bins, so weights are
+    accumulated per pixel at small offsets from the pixel's lowest bin; no global sort
+    is needed.
+    """
+    npix = rows * cols
+    if drop is not None:
+        drop4 = drop.reshape(rows, ov, cols, ov)
+        base[drop4] = np.iinfo(np.int32).max
+    low = base.min(axis=(1, 3))
+    if drop is not None:
+        low[low == np.iinfo(np.int32).max] = 0
+    offset = base - low[:, None, :, None]
+    span = int(offset[offset < np.iinfo(np.int32).max // 2].max(initial=0)) + len(fracs)
+    pix = (np.arange(rows)[:, None, None, None] * cols + np.arange(cols)[None, None, :, None])
+    key = (pix * span + offset).ravel()
+    keep = None if drop is None else ~drop4.ravel()
+    weights = np.zeros(npix * span, dtype=np.float64)
+    for j, f in enumerate(fracs):
+        w = None if f is None else f.ravel()
+        if keep is not None:
+            w = keep.astype(np.float64) if w is None else w * keep
+            k = np.where(keep, key + j, 0)
+        else:
+            k = key + j
+        weights += np.bincount(k, weights=w, minlength=npix * span)[: npix * span]
+    weights = weights.reshape(npix, span)
+    weights[~valid] = 0
+    bins = low[:, None].ravel()[:, None] + np.arange(span)
+    weights[(bins < 0) | (bins >= nbins)] = 0
+    return _to_csc(weights, bins, npix, ov, nbins, correction)
+
+
+def accumulate_cake(base, fracs, drop, chi_bin, rows, cols, ov, nrad, n_chi, valid, correction):
+    """:func:`accumulate` for a cake, bin ``chi * nrad + radial``: a pixel straddling
+    azimuth bins reaches bins ``nrad`` apart, so the per-pixel rows of
+    :func:`accumulate` would be ``nrad`` wide; instead the (pixel, bin) pairs of all
+    sub-pixels are summed by a sparse COO -> CSC conversion."""
+    npix = rows * cols
+    pix = (np.arange(rows)[:, None, None, None] * cols
+           + np.arange(cols)[None, None, :, None]) + np.zeros_like(base)
+    keep = valid[pix]
+    if drop is not None:
+        keep &= ~drop.reshape(base.shape)
+    chi4 = chi_bin.reshape(base.shape)
+    cols_, rows_, data = [], [], []
+    for j, f in enumerate(fracs):
+        rb = base + j
+        # Parts outside the radial grid are dropped, not carried into the next chi row.
+        ok = keep & (rb >= 0) & (rb < nrad)
+        rows_.append(chi4[ok] * nrad + rb[ok])
+        cols_.append(pix[ok])
+        data.append(np.ones(int(ok.sum())) if f is None else f[ok])
+    nbins = nrad * n_chi
+    m = sp.coo_matrix((np.concatenate(data), (np.concatenate(rows_), np.concatenate(cols_))),
+                      shape=(nbins, npix)).tocsc()
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    # Back to the dense-row form _to_csc thresholds and scales (same rules as radial).
+    counts = np.diff(m.indptr)
+    width = int(counts.max(initial=0))
+    weights = np.zeros((npix, max(width, 1)))
+    bins = np.zeros((npix, max(width, 1)), dtype=np.int64)
+    slot = np.arange(m.indices.size) - np.repeat(m.indptr[:-1], counts)
+    col = np.repeat(np.arange(npix), counts)
+    weights[col, slot] = m.data
+    bins[col, slot] = m.indices
+    return _to_csc(weights, bins, npix, ov, nbins, correction)
