@@ -1,9 +1,10 @@
 """Creating a curve stack's store (layout: :mod:`saxs_pipeline.io.stacklayout`) and
-checking an existing one against the curve specs; the writer is
+opening and checking an existing one against the curve specs; the writer is
 :mod:`saxs_pipeline.io.zarrstack`."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,10 +23,13 @@ from saxs_pipeline.io.stacklayout import (
     SUM_UNITS,
     TIME_UNITS,
     CurveSpec,
+    StackLayoutError,
     param_units,
 )
 
-__all__ = ["CHI_ATTRS", "add_vector", "create_stack", "stack_compatible"]
+__all__ = ["CHI_ATTRS", "add_vector", "create_stack", "open_stack", "stack_compatible"]
+
+log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
@@ -122,3 +126,32 @@ def stack_compatible(path: PathLike, curves: Sequence[CurveSpec]) -> bool:
     except (FileNotFoundError, KeyError, ValueError):
         return False
     return True
+
+
+def open_stack(path: PathLike, specs: Sequence[CurveSpec], calibration: dict[str, Any],
+               block_rows: int) -> zarr.Group:
+    """An existing curve stack to continue: it must hold exactly these curve families
+    (keys and axes), else :class:`StackLayoutError`; a format-1 stack gets its
+    ``frame_index`` array."""
+    root = zarr.open_group(path, mode="r+", use_consolidated=False)
+    attrs = root.attrs.asdict()
+    if attrs.get("format") not in FORMATS_READ:
+        raise StackLayoutError(f"{path} is not a curve stack (format {attrs.get('format')!r})")
+    stored_keys = list(attrs.get("curve_keys", []))
+    if stored_keys != [s.key for s in specs]:
+        raise StackLayoutError(
+            f"curve stack {path} holds curves {stored_keys}, not {[s.key for s in specs]}")
+    for spec in specs:
+        if not CurveSpec.from_group(spec.key, root[spec.key]).same_layout(spec):
+            raise StackLayoutError(
+                f"curve stack {path}: curve {spec.key} has another {spec.axis_name} axis "
+                "than the calibration (a new calibration needs a new stack)")
+    if attrs.get("calibration") != calibration:
+        log.warning("curve stack %s was written with another calibration; its axes agree, "
+                    "so it is continued and keeps the stored calibration", path)
+    if "frame_index" not in root:  # format 1: single-frame files only
+        add_vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"},
+                   block_rows)
+        root["frame_index"].resize((root["filename"].shape[0],))
+        root.attrs["format"] = FORMAT
+    return root

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -33,18 +31,16 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 import zarr
 
-from saxs_pipeline.io.stackcreate import add_vector, create_stack, stack_compatible
+from saxs_pipeline.io.stackcreate import create_stack, open_stack, stack_compatible
 from saxs_pipeline.io.stacklayout import (
     CURVE_ARRAYS,
-    FORMAT,
-    FORMATS_READ,
     FRAME_ARRAYS,
     PARAM_ARRAYS,
     SUM_ARRAYS,
-    SUM_FIELDS,
     CurveSpec,
     StackLayoutError,
 )
+from saxs_pipeline.io.stackrows import StackRow, columns, make_row
 
 if TYPE_CHECKING:
     from saxs_pipeline.integrator import Curve
@@ -53,23 +49,10 @@ __all__ = ["CommitHook", "CurveSpec", "CurveStackWriter", "stack_compatible"]
 
 log = logging.getLogger(__name__)
 
-# 1-D per-frame arrays get longer chunks than the curves: a 64-row chunk of float64 is
-# only 512 bytes, and 100 k frames would make thousands of tiny files per array.
 _WRITE_THREADS = 4
 
 PathLike = str | os.PathLike[str]
 CommitHook = Callable[[list[tuple[Any, int]], int], None]
-
-
-@dataclass
-class _Row:
-    filename: str
-    frame_index: int
-    image_time: float
-    processed_time: float
-    token: Any
-    # key -> (mean, poisson, std or None, (I0, I1, I2), the bin sums or None)
-    curves: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 class CurveStackWriter:
@@ -116,8 +99,8 @@ class CurveStackWriter:
             else dict(calibration_json)
         )
         self._lock = threading.RLock()
-        self._new: list[_Row] = []  # rows not yet in the store, in row order
-        self._updates: dict[int, _Row] = {}  # rows already in the store, changed
+        self._new: list[StackRow] = []  # rows not yet in the store, in row order
+        self._updates: dict[int, StackRow] = {}  # rows already in the store, changed
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS, thread_name_prefix="zarrstack")
         if mode == "a" and self.path.exists():
@@ -150,36 +133,13 @@ class CurveStackWriter:
         log.info("created curve stack %s (%s)", self.path, ", ".join(self.specs))
 
     def _open_existing(self, calibration: dict[str, Any], n_valid: int | None) -> None:
-        root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
-        attrs = root.attrs.asdict()
-        if attrs.get("format") not in FORMATS_READ:
-            raise StackLayoutError(f"{self.path} is not a curve stack (format {attrs.get('format')!r})")
-        stored_keys = list(attrs.get("curve_keys", []))
-        if stored_keys != list(self.specs):
-            raise StackLayoutError(
-                f"curve stack {self.path} holds curves {stored_keys}, not {list(self.specs)}"
-            )
-        for spec in self.specs.values():
-            stored = CurveSpec.from_group(spec.key, root[spec.key])
-            if not stored.same_layout(spec):
-                raise StackLayoutError(
-                    f"curve stack {self.path}: curve {spec.key} has another {spec.axis_name} axis "
-                    "than the calibration (a new calibration needs a new stack)"
-                )
-        if attrs.get("calibration") != calibration:
-            log.warning("curve stack %s was written with another calibration; its axes agree, "
-                        "so it is continued and keeps the stored calibration", self.path)
-        stored_n = int(attrs.get("n_valid", 0))
+        root = open_stack(self.path, list(self.specs.values()), calibration, self.block_rows)
+        stored_n = int(root.attrs.get("n_valid", 0))
         self._n = stored_n if n_valid is None else int(n_valid)
         if self._n > root["filename"].shape[0]:
             raise StackLayoutError(f"curve stack {self.path} has {root['filename'].shape[0]} "
                                    f"rows but its ledger counts {self._n} committed ones")
         self._root = root
-        if "frame_index" not in root:  # format 1: single-frame files only
-            add_vector(root, "frame_index", "int64", 0, {"long_name": "frame index in its file"},
-                       self.block_rows)
-            root["frame_index"].resize((root["filename"].shape[0],))
-            root.attrs["format"] = FORMAT
         self._bind_arrays()
         chunk_rows = self._curve_arrays[0].chunks[0]
         if chunk_rows != self.block_rows:
@@ -245,7 +205,7 @@ class CurveStackWriter:
         The buffer is written when it reaches the next block boundary or
         ``flush_interval`` seconds after the last flush.
         """
-        entry = self._make_row(filename, frame_index, curves, image_time, processed_time, token)
+        entry = make_row(self.specs, filename, frame_index, curves, image_time, processed_time, token)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"curve stack {self.path} is closed")
@@ -264,33 +224,6 @@ class CurveStackWriter:
             else:
                 self._flush_if_due()
             return row
-
-    def _make_row(self, filename: str, frame_index: int, curves: Sequence[Curve],
-                  image_time: float | None, processed_time: float, token: Any) -> _Row:
-        entry = _Row(str(filename), int(frame_index),
-                     math.nan if image_time is None else float(image_time),
-                     float(processed_time), token)
-        for c in curves:
-            spec = self.specs.get(c.key)
-            if spec is None:
-                raise ValueError(f"{filename}: curve {c.key} is not in the stack ({list(self.specs)})")
-            arrays = [c.mean, c.poisson] + ([c.std] if c.std is not None else [])
-            n = int(np.prod(spec.shape))
-            if any(np.size(a) != n for a in arrays):
-                raise ValueError(
-                    f"{filename}: curve {c.key} has {np.size(c.mean)} points, the stack {n}"
-                )
-            arrays = [np.reshape(a, spec.shape) for a in arrays]
-            params = tuple(float(c.integparams.get(k, math.nan)) for k in PARAM_ARRAYS)
-            sums = None
-            if spec.sums:
-                if c.sums is None:
-                    raise ValueError(f"{filename}: curve {c.key} has no bin sums, the stack stores them")
-                sums = [np.reshape(np.asarray(getattr(c.sums, f), np.float64), spec.shape)
-                        for f in SUM_FIELDS]
-            entry.curves[c.key] = (arrays[0], arrays[1],
-                                   arrays[2] if c.std is not None else None, params, sums)
-        return entry
 
     def maybe_flush(self) -> int:
         """Flush when ``flush_interval`` seconds passed since the last flush (for a driver
@@ -336,40 +269,10 @@ class CurveStackWriter:
                   len(new), len(updates), new_n, 1e3 * (time.perf_counter() - t0))
         return len(new) + len(updates)
 
-    def _columns(self, rows: Sequence[_Row]) -> dict[tuple[str | None, str], np.ndarray]:
-        """The values of ``rows`` per (group, array); group None is the root."""
-        out: dict[tuple[str | None, str], np.ndarray] = {
-            (None, "filename"): np.array([r.filename for r in rows], dtype=object),
-            (None, "frame_index"): np.array([r.frame_index for r in rows], dtype=np.int64),
-            (None, "image_time"): np.array([r.image_time for r in rows], dtype=np.float64),
-            (None, "processed_time"): np.array([r.processed_time for r in rows], dtype=np.float64),
-        }
-        for key, spec in self.specs.items():
-            cols = {name: np.full((len(rows), *spec.shape), np.nan, dtype=np.float32)
-                    for name in CURVE_ARRAYS}
-            params = np.full((len(rows), 3), np.nan, dtype=np.float64)
-            sums = {name: np.zeros((len(rows), *spec.shape)) for name in SUM_ARRAYS} if spec.sums else {}
-            for i, r in enumerate(rows):
-                entry = r.curves.get(key)
-                if entry is None:
-                    continue
-                for name, values in zip(CURVE_ARRAYS, entry[:3], strict=True):
-                    if values is not None:
-                        cols[name][i] = values
-                params[i] = entry[3]
-                for name, values in zip(sums, entry[4] or (), strict=False):
-                    sums[name][i] = values
-            out.update({(key, name): values for name, values in sums.items()})
-            for name in CURVE_ARRAYS:
-                out[key, name] = cols[name]
-            for j, name in enumerate(PARAM_ARRAYS):
-                out[key, name] = params[:, j]
-        return out
-
     def _array(self, group: str | None, name: str) -> zarr.Array:
         return self._frame_arrays[name] if group is None else self._group_arrays[group][name]
 
-    def _write_new(self, old_n: int, new_n: int, rows: Sequence[_Row]) -> None:
+    def _write_new(self, old_n: int, new_n: int, rows: Sequence[StackRow]) -> None:
         def write(item: tuple[tuple[str | None, str], np.ndarray]) -> None:
             (group, name), values = item
             arr = self._array(group, name)
@@ -378,9 +281,9 @@ class CurveStackWriter:
             # merge and rewrite that chunk; with a single writer that is safe.
             arr[old_n:new_n] = values
 
-        self._run_all(write, self._columns(rows).items())
+        self._run_all(write, columns(self.specs, rows).items())
 
-    def _write_updates(self, updates: Mapping[int, _Row]) -> None:
+    def _write_updates(self, updates: Mapping[int, StackRow]) -> None:
         indices = np.array(sorted(updates))
         rows = [updates[i] for i in indices]
 
@@ -396,7 +299,7 @@ class CurveStackWriter:
                 block[indices[sel] - lo] = values[sel]
                 arr[lo:hi] = block
 
-        self._run_all(write, self._columns(rows).items())
+        self._run_all(write, columns(self.specs, rows).items())
 
     def _run_all(self, fn: Any, items: Any) -> None:
         # Each array is its own set of files, so they are written side by side: a flush
