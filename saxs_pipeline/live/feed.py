@@ -68,6 +68,7 @@ class LiveFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._url: str | None = None
 
     # -- sink ----------------------------------------------------------------------------
 
@@ -151,4 +152,17 @@ class LiveFeed:
             return False
         # a scheduler that restarted (or got the axis lost) asks for the axis again
         self._sent_q, self._warned = bool(reply and reply.get("has_q")), False
+        if reply and reply.get("url"):
+            self._url = reply["url"]
         return True
+
+    def url(self) -> str | None:
+        """The SAXS page's URL (from the last push, else asked), None without a page."""
+        if self._url is None:
+            from saxs_pipeline.live.plugin import dashboard_url
+
+            try:
+                self._url = dashboard_url(self._client())
+            except Exception as exc:  # no cluster now: no URL to give
+                log.debug("no dashboard URL: %s", exc)
+        return self._url

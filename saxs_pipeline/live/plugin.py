@@ -82,7 +82,7 @@ class SaxsLive(SchedulerPlugin):
             live = self.queues[qid] = QueueLive(qid)
             self._drop_old()
         live.push(msg)
-        return {"has_q": len(live.q) > 0}
+        return {"has_q": len(live.q) > 0, "url": self.url()}
 
     def info(self, queue: str | None = None) -> dict[str, Any]:
         """``saxs_live_info``: the page's URL and what it shows, per queue."""
