@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,8 @@ __all__ = ["make_document", "serve_page", "stop_page"]
 log = logging.getLogger(__name__)
 
 UPDATE_MS = 500  # twice a second: the issue asks at least once
+MAP_SECONDS = 1.0  # the frame x q map is the heaviest part to send and draw: once a second
+MAP_COLUMNS = 256  # q bins drawn in the map (every k-th); the curve plot has them all
 
 
 def serve_page(scheduler: Scheduler, plugin: SaxsLive) -> BokehTornado:
@@ -77,6 +80,7 @@ class QueueView:
     def __init__(self, live: QueueLive) -> None:
         qid = live.queue_id
         self.live, self.version, self.series_seen = live, -1, 0
+        self.map_time, self.map_version = 0.0, -1
         self.info = Div(name=f"saxs-info-{qid}", width=1100)
         self.curve = ColumnDataSource({"q": [], "I": [], "lo": [], "hi": []},
                                       name=f"saxs-curve-{qid}")
@@ -109,7 +113,7 @@ class QueueView:
         s = live.summary()
         cal = ", ".join(f"{k} {v}" for k, v in live.calibration.items())
         state = " (closed)" if live.closed else ""
-        self.info.text = (
+        text = (
             f"<h3>queue {html.escape(live.queue_id)}{state}</h3>"
             f"<p><b>frame:</b> <span class='saxs-frame'>{html.escape(s['latest'] or '–')}</span>"
             f" · <b>points:</b> {s['points']} · <b>processed</b> {s['processed']}"
@@ -117,14 +121,22 @@ class QueueView:
             f" · <b>frames/s</b> {s['fps']:.1f} · <b>backlog</b> {s['backlog']}"
             f" · <b>latency</b> p50 {_fmt_s(s['latency_p50'])} p99 {_fmt_s(s['latency_p99'])}"
             f"</p><p><b>calibration</b> {html.escape(cal)} · curve {html.escape(live.curve_key)}</p>")
+        if text != self.info.text:
+            self.info.text = text
+        now = time.monotonic()
+        if now - self.map_time >= MAP_SECONDS:
+            self.map_time = now
+            self._map()  # also after the last push, so the map catches up
         if live.version == self.version:
             return
         self.version = live.version
         self._curves()
         self._series()
-        self.failures.text = "<b>failures</b><br>" + ("<br>".join(
+        failures = "<b>failures</b><br>" + ("<br>".join(
             f"{html.escape(str(f.get('file')))}[{f.get('frame')}]: "
             f"{html.escape(str(f.get('error')))}" for f in reversed(live.failures)) or "none")
+        if failures != self.failures.text:  # an unchanged text would still be sent
+            self.failures.text = failures
 
     def _curves(self) -> None:
         live, q = self.live, self.live.q.astype(float)
@@ -143,9 +155,16 @@ class QueueView:
             ys.append(ii[good])
             alpha.append(0.6 * (k + 1) / (len(prev) + 1))  # older: fainter
         self.previous.data = {"xs": xs, "ys": ys, "alpha": alpha}
-        rows = np.vstack(list(live.waterfall))
+
+    def _map(self) -> None:
+        live, q = self.live, self.live.q.astype(float)
+        if not live.waterfall or not len(q) or live.version == self.map_version:
+            return
+        self.map_version = live.version
+        step = max(1, -(-len(q) // MAP_COLUMNS))
+        rows = np.vstack(list(live.waterfall))[:, ::step]
         with np.errstate(divide="ignore", invalid="ignore"):
-            image = np.where(rows > 0, np.log10(rows), np.nan)
+            image = np.where(rows > 0, np.log10(rows), np.nan).astype(np.float32)
         finite = image[np.isfinite(image)]
         if finite.size:
             self.mapper.low, self.mapper.high = float(finite.min()), float(finite.max())
@@ -174,6 +193,7 @@ def make_document(plugin: SaxsLive, doc: Document) -> None:
     views: dict[str, QueueView] = {}
 
     def tick() -> None:
+        doc.hold("combine")  # one message to the browser per update, not one per change
         try:
             for qid, live in list(plugin.queues.items()):
                 view = views.get(qid)
@@ -184,6 +204,8 @@ def make_document(plugin: SaxsLive, doc: Document) -> None:
             header.text = f"<h2>SAXS live</h2><p>{len(views)} queue(s)</p>"
         except Exception:  # one bad update must not end the session's callbacks
             log.exception("SAXS page update failed")
+        finally:
+            doc.unhold()
 
     tick()
     doc.add_root(root)
