@@ -59,27 +59,34 @@ def browser_pids(driver) -> set[int]:
 
 def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver,
              run: int) -> Row:
-    from benchmarks.pipeline import Background
+    from benchmarks.pipeline import Background, _own_seconds
     from saxs_pipeline.queue import ImageQueue
 
     q = ImageQueue(client, source.calibration, directory, batch_size=16,
                    zarr_path=directory.parent / f"dash-{run}-{driver is not None}.zarr")
     q.start()
     wait_quiet(pids, quiet)
+    watched = browser_pids(driver) if driver is not None else set()
+    scheduler = {os.getpid()}  # the in-process scheduler, its page server and the driver
+    cpu0 = _own_seconds(watched), _own_seconds(scheduler)
     with Background(pids) as bg:
         t0 = time.perf_counter()
         q.readdir()
         ok = q.join(600)
         wall = time.perf_counter() - t0
+    browser_cores = (_own_seconds(watched) - cpu0[0]) / wall
+    driver_cores = (_own_seconds(scheduler) - cpu0[1]) / wall
     stats = q.close()
     assert ok and stats["failed"] == 0, stats
-    name, note = "readdir, no browser", ""
+    name, note = "readdir, no browser", f"driver+scheduler {driver_cores:.2f} cores"
     if driver is not None:
         deadline = time.monotonic() + 10  # the page shows every frame of the run
         while (shown := driver.execute_script(POINTS_JS, f"saxs-series-{q.queue_id}")) < n \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
-        name, note = "readdir, page open in Chromium", f"page showed {shown} points"
+        name = "readdir, page open in Chromium"
+        note = (f"page showed {shown} points; driver+scheduler {driver_cores:.2f} cores, "
+                f"browser {browser_cores:.2f} cores")
     return Row(name, n, n / wall, background=bg.cores, note=note)
 
 
