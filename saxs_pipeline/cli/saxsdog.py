@@ -73,7 +73,7 @@ class Options:
     stream_idle: float = 5.0
     nxcansas: str | None = None
     verbose: int = 0
-    linger: float = 0.0  # demo: seconds the cluster stays up after the run
+    linger: float = 0.0  # seconds the cluster stays up after the run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +129,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
     a("--stream-idle", type=float, default=5.0,
       help="seconds of silence after which a series without its end message is over (5)")
+    a("--linger", type=float, default=0.0, metavar="SECONDS",
+      help="keep the cluster (and its live SAXS page) up this long after the run, for a "
+      "person to look (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,9 +156,6 @@ def _demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eiger", action="store_true",
                         help="an EIGER2 X 4M-like set instead: a master file and two data files "
                         "of bitshuffle-LZ4 frames (DIR/eiger), reduced with --pattern '*_master.h5'")
-    parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
-                        help="keep the cluster (and its live SAXS page) up this long after the "
-                        "run, for a person to look (default: 0)")
     _common(parser)
     return parser
 
@@ -193,7 +193,7 @@ def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
         stream=ns.stream, stream_idle=ns.stream_idle,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
-        verbose=ns.verbose, linger=getattr(ns, "linger", 0.0),
+        verbose=ns.verbose, linger=ns.linger,
     )
 
 
