@@ -313,7 +313,8 @@ class ImageQueue:
         if self._tick is not None:
             self._tick.join(5)
         if self.live is not None:
-            self.live.stop()  # a last push: the page and /metrics show the final counts
+            # a last push: the page and /metrics show the final counts
+            self.live.stop(push=self.link.status.connected)
         try:
             if self.store is not None:
                 self.store.close(status)

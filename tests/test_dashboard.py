@@ -176,10 +176,11 @@ def test_reopen_and_two_browsers(client: Client, saxs_setup) -> None:
 
 
 def test_imports_and_runs_without_bokeh(tmp_path: Path) -> None:
-    # bokeh made unimportable: the package imports, the plugin starts without a page.
+    # bokeh and prometheus_client made unimportable: the package imports, the plugin
+    # starts without a page and without metrics.
     code = """
 import sys
-sys.modules["bokeh"] = None
+sys.modules["bokeh"] = sys.modules["prometheus_client"] = None
 import asyncio
 import saxs_pipeline.queue, saxs_pipeline.live.plugin as p
 from distributed import Scheduler
@@ -187,10 +188,12 @@ async def main():
     async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0") as s:
         plugin = p.SaxsLive()
         await plugin.start(s)
-        assert plugin.url() is None and plugin.info()["url"] is None
+        assert plugin.url() is None and plugin.info()["url"] is None and not plugin._metrics
+        assert plugin.push({"queue": "q", "processed": 2})["url"] is None
         await plugin.close()
 asyncio.run(main())
-assert not any(m == "bokeh" or m.startswith("bokeh.") for m in sys.modules if sys.modules[m])
+assert not [m for m in sys.modules if m.split(".")[0] in ("bokeh", "prometheus_client")
+            and sys.modules[m] is not None]
 print("ok")
 """
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))

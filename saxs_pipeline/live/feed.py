@@ -108,12 +108,14 @@ class LiveFeed:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the thread after a last push that marks the queue closed."""
+    def stop(self, push: bool = True) -> None:
+        """Stop the thread, then a last push that marks the queue closed (``push``
+        False: the scheduler is gone, do not wait for it)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        self.push(closed=True)
+        if push:
+            self.push(closed=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
