@@ -149,7 +149,20 @@ def plot_stack(zarr_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def run(root: Path, n_frames: int, rate: float, threads: int) -> dict[str, Any]:
+def linger(seconds: float, url: str | None) -> None:
+    """Keep the server (and its cluster and live page) up for a person to look."""
+    if seconds <= 0:
+        return
+    print(f"keeping the cluster up for {seconds:g} s (Ctrl-C ends it)"
+          + (f": open {url}" if url else ""), flush=True)
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+
+
+def run(root: Path, n_frames: int, rate: float, threads: int,
+        linger_s: float = 0.0) -> dict[str, Any]:
     from saxs_pipeline.control.netconf import NetEntry, new_secret, write_network
     from saxs_pipeline.demo import generate_demo
 
@@ -189,6 +202,8 @@ def run(root: Path, n_frames: int, rate: float, threads: int) -> dict[str, Any]:
         leash = Leash(server_url, config)
         reply = leash("new", str(demo.calibration), str(demo.mask), "live", timeout=300)
         print(f"saxsleash new -> {reply.get('result')}")
+        dashboard = reply.get("data", {}).get("dashboard")
+        print(f"live SAXS page: {dashboard or 'none (pip install bokeh)'}", flush=True)
         print(f"writing {n_frames} frames into {live} at {rate:g} frames/s ...")
         t_start = time.monotonic()
         replay_frames(demo.frames, live, rate, leash)
@@ -198,6 +213,7 @@ def run(root: Path, n_frames: int, rate: float, threads: int) -> dict[str, Any]:
         curves_live = root / "curves_live.png"
         leash("plot", "--out", str(curves_live), "-y", "log", "-x", "log", timeout=60)
         print(f"saxsleash plot --out {curves_live}")
+        linger(linger_s, dashboard)
         closed = leash("close", timeout=300)
         print(f"saxsleash close -> {closed.get('result')}")
         files = leash("fileslist").get("data", {}).get("fileslist", {})
@@ -214,6 +230,7 @@ def run(root: Path, n_frames: int, rate: float, threads: int) -> dict[str, Any]:
         "zarr stack": str(zarrs[0]) if zarrs else None,
         "live plot (saxsleash plot --out)": str(curves_live),
         "logs": str(logs),
+        "live SAXS page (while the server ran)": dashboard,
     }
     if zarrs:
         summary["zarr opens with xarray"] = open_with_xarray(zarrs[0])
@@ -240,10 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", "--frames", type=int, default=100, help="frames to write (default: 100)")
     parser.add_argument("--rate", type=float, default=10.0, help="detector frame rate in frames/s (default: 10)")
     parser.add_argument("-t", "--threads", type=int, default=2, help="Dask worker processes (default: 2)")
+    parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                        help="keep the server's cluster and its live SAXS page up this long "
+                        "after the frames are integrated, for a person to look (default: 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        summary = run(args.dir, args.frames, args.rate, args.threads)
+        summary = run(args.dir, args.frames, args.rate, args.threads, args.linger)
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.io.stacklayout import CurveSpec
+from saxs_pipeline.live.feed import LiveFeed, calibration_summary
+from saxs_pipeline.live.plugin import SaxsLive
 from saxs_pipeline.naming import DEFAULT_RELPATH, OutputLayout
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
@@ -127,6 +129,7 @@ class ImageQueue:
         self._sinks: list[Any] = []
         self._failures: FailureSink | None = None
         self._stack: StackSink | None = None
+        self.live: LiveFeed | None = None  # the page's and the metrics' data, to the scheduler
         self.status = RunStatus(self.dispatcher, self.link, lambda: self.sources.finding)
 
     # -- properties ------------------------------------------------------------------------
@@ -178,18 +181,22 @@ class ImageQueue:
         self.link.add_hook(self.plugin_name, self._register_plugins)
         writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates))
         self._stack = StackSink(writer, self.store.ledger, self._templates).start()
+        self.live = LiveFeed(self.queue_id, lambda: self.link.get(timeout=1), self._templates,
+                             calibration_summary(self._calibration, self.calibration_id),
+                             self._live_counts)
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
                            self._stack, self._failures, overwrite=self._cal.overwrite_files,
                            stream=self.stream)
-        self._sinks = [self._stack, self.history_sink]
+        self._sinks = [self._stack, self.history_sink, self.live]
         if self._cal.live_filelisting:
             self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
                                             self.directory, truncate=not self.resume))
         self.status.taker, self.status.failures = self.taker, self._failures
         self.status.started()
         self.dispatcher.start()
+        self.live.start()
         if self.resume:  # what the ledger has pending, even where no walk finds it again
             self._offer(self.taker.pending_paths(), Why.RESUME)
         if self.watch:
@@ -205,13 +212,20 @@ class ImageQueue:
 
     def _register_plugins(self, client: Any) -> None:
         client.register_plugin(SaxsStats())
+        client.register_plugin(SaxsLive())
         client.register_plugin(IntegratorPlugin(self._calibration, self._attachments,
                                                 queue_id=self.queue_id, with_std=self.with_std,
                                                 correction_images=self._corrections,
                                                 normalisation=self._normalisation),
                                name=self.plugin_name)
 
+    def _live_counts(self) -> dict[str, int]:
+        return {"backlog": self.dispatcher.queue_length(),
+                "retried": self.dispatcher.counters()["retried"]}
+
     def _stats_event(self, record: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.fail(record)
         if self.link.status.connected:
             self.link.get(timeout=1).log_event(PROGRESS_TOPIC, {
                 "queue": self.queue_id, "failed": 1, "time": record["time"]})
@@ -266,6 +280,8 @@ class ImageQueue:
         self.dispatcher.stop()
         if self._stack is not None:
             self._stack.stop()
+        if self.live is not None:  # a last push: the page and /metrics show the final counts
+            self.live.stop(push=self.link.status.connected)
         try:
             if self.store is not None:
                 self.store.close(status)

@@ -333,6 +333,28 @@ def test_security_on_the_real_server(env, server):
         served()
 
 
+def test_new_and_stat_name_the_live_page_v2_only(env, server, leash):
+    import urllib.request
+
+    from saxs_pipeline.control.compat import V1_DATA_KEYS, V1_STAT_KEYS
+
+    pytest.importorskip("bokeh")
+    directory = "run-live/data"
+    (env.base / directory).mkdir(parents=True, exist_ok=True)
+    code, out, err = env.leash(server, "new", str(env.calfile(directory)), str(env.mask),
+                               directory)
+    assert code == 0, (out, err)
+    url = checked(out)["data"]["dashboard"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/saxs")
+    assert f"live page {url}" in err  # saxsleash tells the person; stdout stays JSON
+    assert checked(leash.request("stat"))["data"]["dashboard"] == url
+    # The original's clients reject unknown keys: a v1-signed reply has none.
+    v1 = checked(original_client_request(server, SECRET, "stat"))
+    assert set(v1["data"]) <= V1_DATA_KEYS and set(v1["data"]["stat"]) <= set(V1_STAT_KEYS)
+    with urllib.request.urlopen(url, timeout=10) as page:
+        assert page.status == 200 and b"SAXS live" in page.read()
+
+
 def test_paths_out_of_basedir_are_refused(env, server, leash, tmp_path):
     outside = tmp_path / "outside"
     write_frames(outside, 2)

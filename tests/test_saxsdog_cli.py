@@ -189,3 +189,42 @@ def test_workflows_reprocess_and_explore(saxs_setup, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
         "R0_I0_over_time.png", "R0_iq_over_frames.png"]
+
+
+def test_linger_keeps_the_live_page_up(saxs_setup, tmp_path: Path) -> None:
+    """``--linger``: after the run the cluster stays up (the page answers), then saxsdog
+    ends by itself with the run's exit status."""
+    import re
+    import threading
+    import urllib.request
+
+    pytest.importorskip("bokeh")
+    setup = saxs_setup(3)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "saxs_pipeline.cli.saxsdog", "-c",
+                             str(setup.calibration), "-t", "1", "--linger", "6", str(setup.data)],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    lingering = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "keeping the cluster up" in line:
+                lingering.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert lingering.wait(90), "".join(lines)
+        url = re.search(r"live page (http://\S+)", "".join(lines)).group(1)
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200 and b"SAXS live" in page.read()
+        assert proc.wait(60) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(5)
+    assert time.monotonic() - t0 >= 6
+    assert any("3 frames in" in line for line in lines), "".join(lines)

@@ -106,6 +106,9 @@ def _print(msg: dict[str, Any]) -> None:
     except Exception as exc:  # show the reply anyway; the schema problem is a warning
         print(f"saxsleash: warning: reply does not fit LeashResultSchema: {exc}", file=sys.stderr)
     print(json.dumps(msg, indent=4))
+    url = msg.get("data", {}).get("dashboard") if isinstance(msg.get("data"), dict) else None
+    if url:  # for a person: the reply itself stays plain JSON on stdout
+        print(f"saxsleash: live page {url}", file=sys.stderr)
 
 
 def _exit_code(msg: dict[str, Any]) -> int:

@@ -73,6 +73,7 @@ class Options:
     stream_idle: float = 5.0
     nxcansas: str | None = None
     verbose: int = 0
+    linger: float = 0.0  # seconds the cluster stays up after the run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +129,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
     a("--stream-idle", type=float, default=5.0,
       help="seconds of silence after which a series without its end message is over (5)")
+    a("--linger", type=float, default=0.0, metavar="SECONDS",
+      help="keep the cluster (and its live SAXS page) up this long after the run, for a "
+      "person to look (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +193,7 @@ def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
         stream=ns.stream, stream_idle=ns.stream_idle,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
-        verbose=ns.verbose,
+        verbose=ns.verbose, linger=ns.linger,
     )
 
 
@@ -361,12 +365,17 @@ def run(opts: Options) -> int:
     link = _link(opts, threads)
     try:
         queue = _make_queue(opts, link)
+        url = queue.live.url() if queue.live is not None else None
+        if url:
+            log.info("live SAXS page: %s", url)
         startup = time.perf_counter() - t0
         t1 = time.perf_counter()
         finished = _wait(opts, queue, link)
         gone = link.status.state == "gone"
         stats = queue.close(timeout=None if finished and not gone else 5.0)
         elapsed = time.perf_counter() - t1
+        if opts.linger > 0 and finished and not gone:
+            _linger(queue, opts.linger)
         lost = gone or link.status.state == "gone"
         cluster = link.status.describe()
     finally:
@@ -383,6 +392,16 @@ def run(opts: Options) -> int:
         log.warning("%d frame(s) failed; see %s", stats["failed"], queue.failures_log)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _linger(queue: Any, seconds: float) -> None:
+    url = queue.live.url() if queue.live is not None else None
+    log.info("keeping the cluster up for %g s (Ctrl-C ends it)%s", seconds,
+             f": live page {url}" if url else "")
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
 
 
 def _run_profiled(opts: Options) -> int:

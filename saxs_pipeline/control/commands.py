@@ -120,8 +120,16 @@ class QueueHost:
 
     # -- commands ----------------------------------------------------------------------------
 
+    @staticmethod
+    def dashboard(q: Any) -> dict[str, str]:
+        """``{"dashboard": URL of the SAXS page}`` where the queue's cluster serves it.
+        Not a key of the original's replies: v1 replies drop it (control.compat)."""
+        live = getattr(q, "live", None)
+        url = live.url() if live is not None else None
+        return {"dashboard": url} if url else {}
+
     def cmd_stat(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
-        return proto.reply("stat", {"stat": self.stat()})
+        return proto.reply("stat", {"stat": self.stat(), **self.dashboard(self.queue)})
 
     def cmd_plot(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         q = self.queue
@@ -222,7 +230,7 @@ class QueueHost:
             log.warning("queue on %s takes frames only from readdir: this server neither "
                         "watches (-w) nor has a feeder (-f)", directory)
         log.info("new queue on %s", directory)
-        return proto.reply("new queue", {"cal": calibration})
+        return proto.reply("new queue", {"cal": calibration, **self.dashboard(q)})
 
     def cmd_abort(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         with self.lifecycle:

@@ -65,12 +65,16 @@ class LinkStatus:
 
 
 def embedded_cluster_options(n_workers: int) -> dict[str, Any]:
-    """The embedded cluster: worker processes on loopback only, no dashboard, and its
-    HTTP endpoints on a free loopback port (the default 8787 is often taken)."""
+    """The embedded cluster: worker processes on loopback only, and its HTTP endpoints
+    (``/metrics``, the SAXS page, and the Dask dashboard where bokeh is installed) on a
+    free loopback port (the default 8787 is often taken)."""
+    import importlib.util
+
+    dashboard = importlib.util.find_spec("bokeh") is not None
     return {
         "n_workers": n_workers, "threads_per_worker": 1, "processes": True,
         "host": "127.0.0.1", "dashboard_address": None,
-        "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        "scheduler_kwargs": {"dashboard": dashboard, "dashboard_address": "127.0.0.1:0"},
     }
 
 

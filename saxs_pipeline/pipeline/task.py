@@ -92,6 +92,7 @@ class FrameResult:
     processed_time: float = 0.0
     chi: list[str] = field(default_factory=list)
     curves: list[CurveData] | None = None
+    integration_time: float | None = None  # s of integration, the frame's share of its group
 
 
 def product_frames(shape: tuple[int, int]) -> int:
@@ -160,9 +161,12 @@ def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
     for k in range(0, len(loaded.images), step):
         images = loaded.images[k : k + step]
         scales = loaded.scales[k : k + step] if loaded.scales else None
+        t0 = time.perf_counter()
+        integrated = _integrate(integ, images, loaded.invalid, scales)
+        share = (time.perf_counter() - t0) / max(len(images), 1)  # frames go as one product
         for task, res, image, curves in zip(loaded.tasks[k : k + step], loaded.results[k : k + step],
-                                            images, _integrate(integ, images, loaded.invalid, scales),
-                                            strict=True):
+                                            images, integrated, strict=True):
+            res.integration_time = share
             if isinstance(curves, Exception):
                 res.status, res.error = "error", f"integration failed: {curves}"
                 continue
