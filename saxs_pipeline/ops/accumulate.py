@@ -1,9 +1,11 @@
 """The weights of an integration operator from its sub-pixels' bin coordinates.
 
 Pure functions of arrays, used by :func:`saxs_pipeline.ops.operator.build_operator`:
-:func:`fractions` splits each sub-pixel over the bins its box covers,
-:func:`accumulate` (curves) and :func:`accumulate_cake` (cakes) sum them per
-(pixel, bin) into a CSC matrix with one column per pixel, and the per-bin areas.
+:func:`to_operator` turns per-pixel columns of summed sub-pixel fractions into the CSC
+matrix (one column per pixel) and the per-bin areas. Curves get their columns from the
+compiled :func:`saxs_pipeline.ops.buildkernels.pixel_columns`; cakes, whose pixels reach
+bins ``nrad`` apart, from :func:`fractions` (each sub-pixel split over the bins its box
+covers) and :func:`accumulate_cake`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import scipy.sparse as sp
 from saxs_pipeline.io.calibration import Geometry
 from saxs_pipeline.ops import geometry as geo
 
-__all__ = ["accumulate", "accumulate_cake", "fractions", "subpixel_width"]
+__all__ = ["accumulate_cake", "fractions", "subpixel_width", "to_operator"]
 
 
 def subpixel_width(geometry: Geometry, ov: int, to_u) -> np.ndarray:
@@ -50,64 +52,33 @@ def fractions(u, width, rows, cols, ov):
     return base.astype(np.int64), fracs
 
 
-def _to_csc(weights, bins, npix, ov, nbins, correction):
-    """CSC operator and per-bin areas from per-pixel rows of sub-pixel counts."""
-    nz = weights > 1e-12
-    indptr = np.zeros(npix + 1, dtype=np.int64)
-    np.cumsum(nz.sum(axis=1), out=indptr[1:])
-    indices = bins[nz].astype(np.int32)
-    frac = weights[nz] / float(ov * ov)
+def to_operator(indptr, indices, weights, ov, nbins, correction):
+    """CSC operator and per-bin areas from per-pixel columns of summed sub-pixel
+    fractions (``weights``, not yet divided by ov^2)."""
+    npix = indptr.size - 1
+    frac = weights / float(ov * ov)
     areas = np.bincount(indices, weights=frac, minlength=nbins)
     area_sq = np.bincount(indices, weights=frac * frac, minlength=nbins)
     if correction is not None:
-        frac = frac * correction[np.repeat(np.arange(npix), nz.sum(axis=1))]
+        frac = frac * correction[np.repeat(np.arange(npix), np.diff(indptr))]
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
-    return sp.csc_matrix((frac, indices, indptr), shape=(nbins, npix)), areas, area_sq
+    return sp.csc_matrix((frac, indices.astype(np.int32, copy=False), indptr),
+                         shape=(nbins, npix)), areas, area_sq
 
 
-def accumulate(base, fracs, drop, rows, cols, ov, nbins, valid, correction):
-    """Weights of every (pixel, bin) pair from the sub-pixels' bins and fractions
-    (:func:`fractions`), laid out as CSC columns (one per pixel).
-
-    Each sub-pixel gives each bin the overlapping fraction of its 1/ov^2 share of the
-    pixel. A pixel's sub-pixels reach only a few neighbouring bins, so weights are
-    accumulated per pixel at small offsets from the pixel's lowest bin; no global sort
-    is needed.
-    """
-    npix = rows * cols
-    if drop is not None:
-        drop4 = drop.reshape(rows, ov, cols, ov)
-        base[drop4] = np.iinfo(np.int32).max
-    low = base.min(axis=(1, 3))
-    if drop is not None:
-        low[low == np.iinfo(np.int32).max] = 0
-    offset = base - low[:, None, :, None]
-    span = int(offset[offset < np.iinfo(np.int32).max // 2].max(initial=0)) + len(fracs)
-    pix = (np.arange(rows)[:, None, None, None] * cols + np.arange(cols)[None, None, :, None])
-    key = (pix * span + offset).ravel()
-    keep = None if drop is None else ~drop4.ravel()
-    weights = np.zeros(npix * span, dtype=np.float64)
-    for j, f in enumerate(fracs):
-        w = None if f is None else f.ravel()
-        if keep is not None:
-            w = keep.astype(np.float64) if w is None else w * keep
-            k = np.where(keep, key + j, 0)
-        else:
-            k = key + j
-        weights += np.bincount(k, weights=w, minlength=npix * span)[: npix * span]
-    weights = weights.reshape(npix, span)
-    weights[~valid] = 0
-    bins = low[:, None].ravel()[:, None] + np.arange(span)
-    weights[(bins < 0) | (bins >= nbins)] = 0
-    return _to_csc(weights, bins, npix, ov, nbins, correction)
+def _to_csc(weights, bins, npix, ov, nbins, correction):
+    """:func:`to_operator` from dense per-pixel rows of weights and their bins."""
+    nz = weights > 1e-12
+    indptr = np.zeros(npix + 1, dtype=np.int64)
+    np.cumsum(nz.sum(axis=1), out=indptr[1:])
+    return to_operator(indptr, bins[nz].astype(np.int32), weights[nz], ov, nbins, correction)
 
 
 def accumulate_cake(base, fracs, drop, chi_bin, rows, cols, ov, nrad, n_chi, valid, correction):
-    """:func:`accumulate` for a cake, bin ``chi * nrad + radial``: a pixel straddling
-    azimuth bins reaches bins ``nrad`` apart, so the per-pixel rows of
-    :func:`accumulate` would be ``nrad`` wide; instead the (pixel, bin) pairs of all
-    sub-pixels are summed by a sparse COO -> CSC conversion."""
+    """A cake's operator, bin ``chi * nrad + radial``: a pixel straddling azimuth bins
+    reaches bins ``nrad`` apart, so the (pixel, bin) pairs of all sub-pixels are summed
+    by a sparse COO -> CSC conversion instead of in a short per-pixel run."""
     npix = rows * cols
     pix = (np.arange(rows)[:, None, None, None] * cols
            + np.arange(cols)[None, None, :, None]) + np.zeros_like(base)

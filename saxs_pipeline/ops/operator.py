@@ -31,7 +31,8 @@ import scipy.sparse as sp
 from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
 from saxs_pipeline.ops import binning, cache
 from saxs_pipeline.ops import geometry as geo
-from saxs_pipeline.ops.accumulate import accumulate, accumulate_cake, fractions, subpixel_width
+from saxs_pipeline.ops.accumulate import accumulate_cake, fractions, subpixel_width, to_operator
+from saxs_pipeline.ops.buildkernels import pixel_columns
 
 __all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
 
@@ -327,14 +328,14 @@ def build_operator(
     if polarization is not None:
         correction = (1.0 / geo.polarization_factor(geometry, polarization)).ravel()
 
-    base, fracs = fractions(u, width, rows, cols, ov)
-    del u
     if chi_bin is None:
-        m64, areas, area_sq = accumulate(base, fracs, drop, rows, cols, ov, bm.nrad,
-                                          valid.ravel(), correction)
+        m64, areas, area_sq = to_operator(*pixel_columns(u, width, drop, valid, ov, bm.nrad),
+                                          ov, bm.nrad, correction)
     else:
+        base, fracs = fractions(u, width, rows, cols, ov)
         m64, areas, area_sq = accumulate_cake(base, fracs, drop, chi_bin, rows, cols, ov,
                                                bm.nrad, bm.n_chi, valid.ravel(), correction)
+    del u
     centres = 0.5 * (bm.edges[:-1] + bm.edges[1:])
     return _assemble(
         kind=bm.kind,
