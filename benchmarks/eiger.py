@@ -124,7 +124,7 @@ def per_frame(master: Path, calibration: Path, repeat: int) -> dict[str, float]:
     return out
 
 
-def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, int]:
+def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, float, int]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -138,12 +138,16 @@ def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, int]
         q = ImageQueue(client, calibration, master.parent, pattern="*_master.h5",
                        write_chi=False, batch_size=16)
         q.start()
-        t = time.perf_counter()
+        t = time.time()
         q.readdir()
         q.join(1800)
-        elapsed = time.perf_counter() - t
+        end = time.time()
+        first = q.status.first_result or t
         stats = q.close()
-    return stats["images processed"] / elapsed, stats["images processed"]
+    n = stats["images processed"]
+    # steady: from the first result on (the workers' operator set-up is behind it; a
+    # batch's frames arrive together, so the first batch is not counted)
+    return n / (end - t), (n - q.dispatcher.batch_size) / max(end - first, 1e-9), n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         master, cal = write_data(root, args.frames, args.ov)
         size = sum(p.stat().st_size for p in master.parent.iterdir()) / args.frames
         pf = per_frame(master, cal, args.repeat)
-        fps, n = pipeline(master, cal, args.workers)
+        fps, steady, n = pipeline(master, cal, args.workers)
         fai_fps = 1e3 / pf["pyfai"] if "pyfai" in pf else float("nan")
         print(f"EIGER2 X 4M benchmark: {SHAPE[0]}x{SHAPE[1]} uint32, bitshuffle-LZ4 "
               f"({size / 1e6:.1f} MB per frame on disk, {4 * SHAPE[0] * SHAPE[1] / size:.1f}x), "
@@ -175,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'  of which read (direct chunk + decompress, ms)':52s} {pf['read']:9.2f}")
         print(f"{f'pipeline readdir, {n} frames, {args.workers} workers (frames/s)':52s} "
               f"{fps:9.1f} {fai_fps:9.1f} {fps / fai_fps:6.1f}x")
+        print(f"{'  steady (first result to last, frames/s)':52s} {steady:9.1f} {fai_fps:9.1f} "
+              f"{steady / fai_fps:6.1f}x")
         print("targets: per frame >= 5x pyFAI: "
               f"{'PASS' if pf.get('pyfai', 0) / pf['ours'] >= 5 else 'FAIL'}; "
-              f"pipeline >= 100 frames/s: {'PASS' if fps >= 100 else 'FAIL'}")
+              f"pipeline >= 100 frames/s: {'PASS' if fps >= 100 else 'FAIL'} (steady: "
+              f"{'PASS' if steady >= 100 else 'FAIL'})")
         print(f"(total run time {time.perf_counter() - t0:.0f} s)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
