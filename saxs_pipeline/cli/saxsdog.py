@@ -270,6 +270,9 @@ def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -
                  startup, tail)
     else:
         log.info("no frames processed%s", tail)
+    from saxs_pipeline.pipeline.workers import workers_summary
+    if (line := workers_summary(stats)) is not None:
+        log.info("%s", line)
 
 
 def _sigterm_as_interrupt() -> None:

@@ -15,6 +15,9 @@ monitor thread follows the connection:
 * **gone**: no scheduler came back within ``reconnect_timeout`` seconds (None: keep
   trying, as a long-running server does), or the embedded cluster died. The run ends;
   the frames left are pending in the ledger, and ``--resume`` completes the set.
+
+Workers joining, leaving or going silent are followed by :attr:`ClusterLink.workers`
+(:mod:`saxs_pipeline.pipeline.workers`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from saxs_pipeline.pipeline.workers import WorkerWatch
 
 __all__ = ["ClusterGoneError", "ClusterLink", "LinkStatus", "embedded_cluster_options"]
 
@@ -113,6 +118,7 @@ class ClusterLink:
         self._error: BaseException | None = None
         self._status = LinkStatus("starting", time.time(), 0, scheduler)
         self._thread: threading.Thread | None = None
+        self.workers = WorkerWatch(self._connected_client)
         if client is not None:
             self._address = self._client_address(client)
             self._set("connected", generation=1)
@@ -128,6 +134,7 @@ class ClusterLink:
             self._thread = threading.Thread(target=self._run, name="saxs-cluster-link",
                                             daemon=True)
             self._thread.start()
+            self.workers.start()
         if wait:
             self.get(timeout=None)
         return self
@@ -144,6 +151,10 @@ class ClusterLink:
             if self._client is None:
                 raise ClusterGoneError(self._status.describe())
             return self._client
+
+    def _connected_client(self) -> Any:
+        with self._lock:
+            return self._client if self._status.connected else None
 
     @property
     def ready(self) -> bool:
@@ -174,6 +185,7 @@ class ClusterLink:
 
     def close(self) -> None:
         self._stop.set()
+        self.workers.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.connect_timeout + 5)
         with self._lock:

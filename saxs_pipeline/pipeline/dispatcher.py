@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from saxs_pipeline.pipeline.cluster import ClusterLink
@@ -62,6 +62,7 @@ class _Counts:
     seq: int = 0
     nthreads: int = 1
     nthreads_checked: float = 0.0
+    by_worker: dict[str, int] = field(default_factory=dict)  # frames integrated per worker
 
 
 class Dispatcher:
@@ -180,6 +181,11 @@ class Dispatcher:
                     "waiting": self.line.waiting()}
 
     # -- submitting ------------------------------------------------------------------------------
+
+    def by_worker(self) -> dict[str, int]:
+        """Frames integrated (ok) per worker name."""
+        with self._lock:
+            return dict(self._c.by_worker)
 
     def _high_water(self) -> int:
         return max(self._max_in_flight() * self.batch_size, 4 * self.batch_size)
@@ -344,6 +350,10 @@ class Dispatcher:
                 self.on_failed(job, f"task returned {len(results)} results for {len(jobs)} frames")
             return
         ready: list[tuple[Job, FrameResult]] = []
+        with self._lock:
+            for r in results:
+                if r.status == "ok" and r.worker is not None:
+                    self._c.by_worker[r.worker] = self._c.by_worker.get(r.worker, 0) + 1
         for job, r in zip(jobs, results, strict=True):
             if r.status == "incomplete":
                 self._incomplete(job, r)

@@ -1,0 +1,194 @@
+"""A cluster of three hosts made of network namespaces (see tests/netns.py): the
+scheduler and the driver (``saxsdog``) on ``s``, a ``saxs-worker`` on ``w1`` and ``w2``,
+all sharing the test's data directory. Each fault test asserts every frame integrated
+exactly once (``.chi`` files, stack rows, ledger), the fault told in the driver's log,
+and the run completing on its own."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
+
+from netns import Net, unavailable
+from procs import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+PORT = 8786  # the scheduler's namespace is private: no other process can hold the port
+
+
+class Cluster:
+    """The processes of the harness: a scheduler on ``s``, workers on the others, each
+    worker host with its own operator cache (hosts share no cache, only the data)."""
+
+    def __init__(self, net: Net, tmp: Path, ttl: str = "8s") -> None:
+        self.net, self.tmp, self.ttl = net, tmp, ttl
+        self.address = f"tcp://{net['s'].ip}:{PORT}"
+
+    def scheduler(self) -> None:
+        log = self.tmp / "scheduler.log"
+        # worker-ttl: a host whose cable is out never closes its connections; the
+        # scheduler removes it (and reruns its tasks) after this much silence.
+        self.net["s"].python(["-m", "distributed.cli.dask_scheduler", "--host", self.net["s"].ip,
+                              "--port", str(PORT), "--no-dashboard", "--preload",
+                              "saxs_pipeline.stats"], log,
+                             {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": self.ttl})
+        wait_until(lambda: "Scheduler at" in log.read_text(), 30, "the scheduler",
+                   self.net["s"].procs)
+
+    def worker(self, name: str, wait: bool = True) -> Path:
+        host = self.net[name]
+        log = self.tmp / f"{name}.log"
+        cache = self.tmp / f"cache-{name}"
+        cache.mkdir(exist_ok=True)
+        host.python(["-m", "saxs_pipeline.worker", self.address, "--nthreads", "1", "--host",
+                     host.ip, "--no-dashboard", "--no-nanny", "--name", name], log,
+                    {"SAXS_PIPELINE_CACHE": str(cache)})
+        if wait:
+            wait_until(lambda: "Registered to" in log.read_text(), 60, f"worker {name}",
+                       host.procs)
+        return log
+
+    def saxsdog(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+        return self.net["s"].python(["-m", "saxs_pipeline.cli.saxsdog", "--scheduler",
+                                     self.address, *args], log, env, cwd=self.tmp)
+
+
+@pytest.fixture
+def net():
+    why = unavailable()
+    if why is not None:
+        print(f"multi-host tests skipped: {why}")
+        pytest.skip(f"cannot make network namespaces: {why}")
+    hosts = Net(["s", "w1", "w2"])
+    try:
+        yield hosts
+    finally:
+        hosts.close()
+
+
+def chi_count(work: Path) -> int:
+    return len(list(work.glob("*.chi")))
+
+
+def by_worker(log: str) -> dict[str, int]:
+    m = re.search(r"frames by worker: ([^;]*);", log)
+    assert m, log[-3000:]
+    return {k: int(v) for k, v in (p.rsplit(" ", 1) for p in m.group(1).split(", "))}
+
+
+def ledger_counts(stack: Path) -> dict[str, int]:
+    cal_id, _ = read_manifest(stack.with_suffix(".ledger"))
+    led = Ledger(stack.with_suffix(".ledger"), cal_id)
+    try:
+        return led.counts() | {"n_rows": led.n_rows, "done_rows": len(list(led.iter_done()))}
+    finally:
+        led.close()
+
+
+def event(worker: str, what: str, log: str) -> bool:
+    """The driver logged ``what`` about ``worker`` (as its own line, not a repeat summary)."""
+    return re.search(rf"saxs_pipeline.pipeline.workers: worker {worker} \(\S+\) {what}",
+                     log) is not None
+
+
+def check_exactly_once(setup, n: int) -> None:
+    work = setup.root / "exp" / "work"
+    assert chi_count(work) == n
+    setup.check_stack(work / "data.zarr", range(n), chi_dir=work)
+    counts = ledger_counts(work / "data.zarr")
+    assert counts["done"] == n and counts["pending"] == 0 and counts["failed"] == 0
+    assert counts["n_rows"] == counts["done_rows"] == n
+
+
+def run_args(setup, batch: int = 4) -> list[str]:
+    return ["-c", str(setup.calibration), "--batch-size", str(batch), str(setup.data)]
+
+
+def test_two_worker_hosts_share_a_run(net, saxs_setup, tmp_path) -> None:
+    n = 400
+    setup = saxs_setup(n_frames=n)
+    c = Cluster(net, tmp_path)
+    c.scheduler()
+    c.worker("w1"), c.worker("w2")
+    dog = c.saxsdog(run_args(setup), tmp_path / "dog.log")
+    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    log = (tmp_path / "dog.log").read_text()
+    counts = by_worker(log)
+    assert set(counts) == {"w1", "w2"} and sum(counts.values()) == n, counts
+    check_exactly_once(setup, n)
+
+
+def test_a_worker_host_lost_mid_run(net, saxs_setup, tmp_path) -> None:
+    """w1's cable is pulled mid-run, then its processes are killed: the scheduler removes
+    it after its ttl, its tasks run on w2; the driver logs the silence and the loss."""
+    n = 600
+    setup = saxs_setup(n_frames=n)
+    work = setup.root / "exp" / "work"
+    c = Cluster(net, tmp_path)
+    c.scheduler()
+    c.worker("w1"), c.worker("w2")
+    dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log")
+    wait_until(lambda: chi_count(work) >= 100, 60, "frames before the loss", [dog])
+    net["w1"].link(False)
+    time.sleep(0.5)
+    net["w1"].kill_all()
+    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    log = (tmp_path / "dog.log").read_text()
+    assert event("w1", "silent for", log) and event("w1", "left the cluster", log), log[-3000:]
+    assert "workers joined 0, left 1" in log and "Traceback" not in log
+    counts = by_worker(log)
+    assert counts["w2"] > counts.get("w1", 0) and sum(counts.values()) >= n
+    check_exactly_once(setup, n)
+
+
+def test_a_worker_host_joining_later_gets_the_plugin_and_takes_work(net, saxs_setup,
+                                                                     tmp_path) -> None:
+    n = 800
+    setup = saxs_setup(n_frames=n)
+    work = setup.root / "exp" / "work"
+    c = Cluster(net, tmp_path)
+    c.scheduler()
+    c.worker("w1")
+    dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log")
+    wait_until(lambda: chi_count(work) >= 100, 60, "frames before w2 joins", [dog])
+    c.worker("w2")
+    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    log = (tmp_path / "dog.log").read_text()
+    assert event("w2", "joined the cluster", log), log[-3000:]
+    counts = by_worker(log)
+    assert counts["w2"] > 0 and sum(counts.values()) == n, counts
+    assert "workers joined 1, left 0" in log and "Traceback" not in log
+    check_exactly_once(setup, n)
+
+
+def test_a_partition_between_the_worker_hosts_and_the_scheduler(net, saxs_setup,
+                                                                 tmp_path) -> None:
+    """Both worker hosts lose the network for 5 s (less than the scheduler's 10 s ttl):
+    the driver says they are silent, then heard from again; the run completes."""
+    n = 600
+    setup = saxs_setup(n_frames=n)
+    work = setup.root / "exp" / "work"
+    c = Cluster(net, tmp_path, ttl="10s")
+    c.scheduler()
+    c.worker("w1"), c.worker("w2")
+    dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log")
+    wait_until(lambda: chi_count(work) >= 100, 60, "frames before the partition", [dog])
+    for w in ("w1", "w2"):
+        net[w].link(False)
+    time.sleep(5.0)
+    for w in ("w1", "w2"):
+        net[w].link(True)
+    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    log = (tmp_path / "dog.log").read_text()
+    for w in ("w1", "w2"):
+        assert event(w, "silent for", log) and event(w, "heard from again", log), log[-3000:]
+    assert "Traceback" not in log
+    counts = by_worker(log)
+    assert sum(counts.values()) >= n, counts
+    check_exactly_once(setup, n)
