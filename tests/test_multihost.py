@@ -14,7 +14,7 @@ import pytest
 
 from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
 
-from netns import Net, unavailable
+from netns import PYTHON, Net, unavailable
 from procs import wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,22 +41,33 @@ class Cluster:
         wait_until(lambda: "Scheduler at" in log.read_text(), 30, "the scheduler",
                    self.net["s"].procs)
 
-    def worker(self, name: str, wait: bool = True) -> Path:
+    def worker(self, name: str, wait: bool = True, view: tuple[Path, Path] | None = None) -> Path:
+        """Start ``saxs-worker`` on host ``name``. ``view=(real, seen)``: the worker sees
+        directory ``real`` only at ``seen`` (its own mount namespace: ``real`` is hidden
+        under an empty tmpfs), as a node mounting the file system elsewhere would."""
         host = self.net[name]
         log = self.tmp / f"{name}.log"
         cache = self.tmp / f"cache-{name}"
         cache.mkdir(exist_ok=True)
-        host.python(["-m", "saxs_pipeline.worker", self.address, "--nthreads", "1", "--host",
-                     host.ip, "--no-dashboard", "--no-nanny", "--name", name], log,
-                    {"SAXS_PIPELINE_CACHE": str(cache)})
+        argv = [PYTHON, "-m", "saxs_pipeline.worker", self.address, "--nthreads", "1", "--host",
+                host.ip, "--no-dashboard", "--no-nanny", "--name", name]
+        proc = host.run(elsewhere(view, argv) if view else argv, log,
+                        {"SAXS_PIPELINE_CACHE": str(cache)})
         if wait:
-            wait_until(lambda: "Registered to" in log.read_text(), 60, f"worker {name}",
-                       host.procs)
+            wait_until(lambda: "Registered to" in log.read_text(), 60, f"worker {name}", [proc])
         return log
 
     def saxsdog(self, args: list[str], log: Path, env: dict[str, str] | None = None):
         return self.net["s"].python(["-m", "saxs_pipeline.cli.saxsdog", "--scheduler",
                                      self.address, *args], log, env, cwd=self.tmp)
+
+
+def elsewhere(view: tuple[Path, Path], argv: list[str]) -> list[str]:
+    """``argv`` in a mount namespace where ``view[0]`` is seen only at ``view[1]``."""
+    real, seen = view
+    script = (f"mkdir -p '{seen}' && mount --bind '{real}' '{seen}' && "
+              f"mount -t tmpfs saxs-hidden '{real}' && exec \"$@\"")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
 @pytest.fixture
@@ -192,3 +203,25 @@ def test_a_partition_between_the_worker_hosts_and_the_scheduler(net, saxs_setup,
     counts = by_worker(log)
     assert sum(counts.values()) >= n, counts
     check_exactly_once(setup, n)
+
+
+def test_worker_hosts_see_the_data_under_another_path(net, saxs_setup, tmp_path) -> None:
+    """The workers see ``<tmp>/exp`` only as ``<tmp>/wview`` (the driver's path is an
+    empty directory for them): with ``--path-map`` they read the frames and write the
+    .chi files there; the driver's stack, ledger and file list keep the driver's paths."""
+    n = 200
+    setup = saxs_setup(n_frames=n)
+    real, seen = setup.root / "exp", tmp_path / "wview"
+    probe = net["w1"].run(elsewhere((real, seen), ["ls", "-A", str(real)]), tmp_path / "probe.log")
+    assert probe.wait(20) == 0, (tmp_path / "probe.log").read_text()
+    assert (tmp_path / "probe.log").read_text().strip() == ""  # hidden from the workers
+    c = Cluster(net, tmp_path)
+    c.scheduler()
+    c.worker("w1", view=(real, seen)), c.worker("w2", view=(real, seen))
+    dog = c.saxsdog([*run_args(setup), "--path-map", f"{real}={seen}"], tmp_path / "dog.log")
+    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    log = (tmp_path / "dog.log").read_text()
+    assert set(by_worker(log)) == {"w1", "w2"}
+    check_exactly_once(setup, n)
+    listed = "".join(p.read_text() for p in (real / "results").glob("*") if p.is_file())
+    assert listed.count(".chi") == n and str(seen) not in listed, listed[:500]

@@ -17,7 +17,9 @@ monitor thread follows the connection:
   the frames left are pending in the ledger, and ``--resume`` completes the set.
 
 Workers joining, leaving or going silent are followed by :attr:`ClusterLink.workers`
-(:mod:`saxs_pipeline.pipeline.workers`).
+(:mod:`saxs_pipeline.pipeline.workers`). :attr:`ClusterLink.path_map` says where the
+workers see the driver's files (:mod:`saxs_pipeline.pipeline.pathmap`): a property of the
+cluster, shared by every queue that uses the link.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from saxs_pipeline.pipeline.pathmap import PathMap
 from saxs_pipeline.pipeline.workers import WorkerWatch
 
 __all__ = ["ClusterGoneError", "ClusterLink", "LinkStatus", "embedded_cluster_options"]
@@ -98,8 +101,10 @@ class ClusterLink:
         cluster_options: dict[str, Any] | None = None,
         connect_timeout: float = 10.0,
         reconnect_timeout: float | None = None,
+        path_map: PathMap | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.path_map = path_map or PathMap()
         self.scheduler_file = scheduler_file
         self.threads = max(1, int(threads))
         self.cluster_options = cluster_options or {}
