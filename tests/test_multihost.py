@@ -6,7 +6,9 @@ and the run completing on its own."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -225,3 +227,74 @@ def test_worker_hosts_see_the_data_under_another_path(net, saxs_setup, tmp_path)
     check_exactly_once(setup, n)
     listed = "".join(p.read_text() for p in (real / "results").glob("*") if p.is_file())
     assert listed.count(".chi") == n and str(seen) not in listed, listed[:500]
+
+
+READY = re.compile(r"^(\S+ \S+) - saxs_pipeline.worker - INFO - saxs-integrator \S+ ready on \S+ in "
+                   r"([\d.]+) s: operators: (\d+) from the local cache, (\d+) shipped from the "
+                   r"driver \(([\d.]+) MB\), (\d+) built here", re.M)
+
+
+def _stamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _ready(log: Path, scheduler_log: Path) -> dict[str, float]:
+    """The worker's set-up of the plugin (time, operators from where), and the time from
+    the scheduler registering the plugin to the worker ready (transfer included)."""
+    m = READY.findall(log.read_text())
+    assert m, log.read_text()[-2000:]
+    when, secs, cached, shipped, mb, built = m[-1]
+    reg = re.findall(r"^(\S+ \S+) - distributed.scheduler - INFO - Registering Worker plugin "
+                     r"saxs-integrator", scheduler_log.read_text(), re.M)
+    return {"setup_s": float(secs), "cached": int(cached), "shipped": int(shipped),
+            "mb": float(mb), "built": int(built),
+            "end_to_end_s": _stamp(when) - _stamp(reg[-1])}
+
+
+def test_operator_built_once_in_the_driver_and_shipped(net, saxs_setup, tmp_path) -> None:
+    """A Pilatus 1M calibration; worker hosts with empty caches of their own. With
+    shipping the driver's build is the only one; without (SAXS_PIPELINE_SHIP_OPERATORS=0)
+    every worker builds. Prints both per worker."""
+    n = 6
+    ov = int(os.environ.get("SAXS_TEST_SHIP_OVERSAMPLING", "2"))  # 2 here; more to measure
+    setup = saxs_setup(n_frames=n, shape=(1043, 981), Masks=[
+        {"MaskFile": "mask.npy", "Oversampling": ov, "PixelPerRadialElement": 1,
+         "qStart": 0.1, "qStop": 3.0}])
+    work = setup.root / "exp" / "work"
+    driver_env = {"SAXS_PIPELINE_CACHE": str(tmp_path / "cache-driver")}
+    figures = {}
+    for phase, ship in (("ship", "1"), ("build", "0")):
+        c = Cluster(net, tmp_path)
+        if phase == "ship":
+            c.scheduler()
+        for w in ("w1", "w2"):
+            for f in (tmp_path / f"cache-{w}").glob("*.npz"):
+                f.unlink()  # a host without the operator
+            c.worker(w)
+        dog = c.saxsdog(run_args(setup, 2), tmp_path / f"dog-{phase}.log",
+                        driver_env | {"SAXS_PIPELINE_SHIP_OPERATORS": ship})
+        assert dog.wait(150) == 0, (tmp_path / f"dog-{phase}.log").read_text()[-3000:]
+        figures[phase] = {w: _ready(tmp_path / f"{w}.log", tmp_path / "scheduler.log")
+                          for w in ("w1", "w2")}
+        for w in ("w1", "w2"):
+            for p in net[w].procs:
+                p.terminate()
+            for p in net[w].procs:
+                p.wait(15)
+            net[w].procs.clear()
+            (tmp_path / f"{w}.log").rename(tmp_path / f"{w}-{phase}.log")
+        for f in work.glob("*.chi"):
+            f.unlink()
+        for f in work.glob("data*"):  # the next phase integrates the frames again
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    print(f"\noperator per worker host (Pilatus 1M, 1043 x 981, oversampling {ov}):")
+    for phase, per in figures.items():
+        for w, r in per.items():
+            print(f"  {phase:5s} {w}: set-up {r['setup_s']:.2f} s, registered -> ready "
+                  f"{r['end_to_end_s']:.2f} s, shipped {r['shipped']} ({r['mb']:.1f} MB), "
+                  f"built {r['built']}")
+    for w in ("w1", "w2"):
+        assert figures["ship"][w]["shipped"] == 1 and figures["ship"][w]["built"] == 0
+        assert figures["build"][w]["shipped"] == 0 and figures["build"][w]["built"] == 1
