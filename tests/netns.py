@@ -131,17 +131,20 @@ class Net:
     def close(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL) and delete the namespaces."""
         hosts = list(self.hosts.values())
-        for h in hosts:
-            for p in h.procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for h in hosts:
-            for p in h.procs:
-                try:
-                    p.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
+        # The workers first, then the hub (driver, scheduler): a worker told to stop while
+        # its scheduler is closing waits for it in vain.
+        for group in (hosts[1:], hosts[:1]):
+            for h in group:
+                for p in h.procs:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for h in group:
+                for p in h.procs:
+                    try:
+                        p.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
         for h in reversed(hosts):  # the hub last: its bridge holds the other ends
             h.kill_all()
             _ip("netns", "del", h.netns, check=False)
