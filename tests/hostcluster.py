@@ -47,8 +47,9 @@ class Cluster:
             wait_until(lambda: "Registered to" in log.read_text(), 60, f"worker {name}", [proc])
         return log
 
-    def saxsdog(self, args: list[str], log: Path, env: dict[str, str] | None = None):
-        return self.net["s"].python(["-m", "saxs_pipeline.cli.saxsdog", "--scheduler",
+    def saxsdog(self, args: list[str], log: Path, env: dict[str, str] | None = None,
+                host: str = "s"):
+        return self.net[host].python(["-m", "saxs_pipeline.cli.saxsdog", "--scheduler",
                                      self.address, *args], log, env, cwd=self.tmp)
 
 

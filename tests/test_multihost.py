@@ -248,3 +248,31 @@ def test_operator_built_once_in_the_driver_and_shipped(net, saxs_setup, tmp_path
     for w in ("w1", "w2"):
         assert figures["ship"][w]["shipped"] == 1 and figures["ship"][w]["built"] == 0
         assert figures["build"][w]["shipped"] == 0 and figures["build"][w]["built"] == 1
+
+
+def test_a_partition_between_the_driver_and_the_scheduler(saxs_setup, tmp_path) -> None:
+    """The driver on a host of its own (``d``) loses the network for 5 s: it says the
+    scheduler does not answer, then that it answers again; the run completes."""
+    why = unavailable()
+    if why is not None:
+        pytest.skip(f"cannot make network namespaces: {why}")
+    net = Net(["s", "w1", "w2", "d"])
+    try:
+        n = 600
+        setup = saxs_setup(n_frames=n)
+        work = setup.root / "exp" / "work"
+        c = Cluster(net, tmp_path, ttl="10s")
+        c.scheduler()
+        c.worker("w1"), c.worker("w2")
+        dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log", host="d")
+        wait_until(lambda: chi_count(work) >= 100, 60, "frames before the partition", [dog])
+        net["d"].link(False)
+        time.sleep(5.0)
+        net["d"].link(True)
+        assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+    finally:
+        net.close()
+    log = (tmp_path / "dog.log").read_text()
+    assert "the scheduler has not answered for" in log, log[-3000:]
+    assert "the scheduler answers again after" in log and "Traceback" not in log
+    check_exactly_once(setup, n)

@@ -10,7 +10,10 @@ hold up :class:`~saxs_pipeline.pipeline.cluster.ClusterLink`'s loss detection) a
   network partition, a frozen host) -- long before the scheduler's ``worker-ttl``
   removes it; and **heard from again** when it speaks;
 * a worker **left** (removed by the scheduler: it closed, died, or its ttl ran out);
-  its tasks run again elsewhere.
+  its tasks run again elsewhere;
+* the **scheduler not answering** while the connection stays up (a partition between
+  driver and scheduler: TCP keeps the connection, nothing gets through), and answering
+  again.
 
 Silence is measured on the driver's clock by how long a worker's ``last_seen`` stayed
 the same, so clocks of the hosts need not agree. :meth:`stats` is part of ``stat``.
@@ -66,17 +69,37 @@ class WorkerWatch:
             self._thread.join(5)
 
     def _run(self) -> None:
+        quiet_since: float | None = None  # the scheduler has not answered since
+        told = False
         while not self._stop.wait(self.interval):
             client = self._client()
             if client is None:
+                quiet_since, told = None, False  # not connected: the link reports that
                 continue
             try:
                 info = client.sync(client.scheduler.identity, n_workers=-1,
                                    callback_timeout=max(2.0, self.interval))
-            except Exception as exc:  # the link's monitor reports a lost scheduler
+            except Exception as exc:
+                # A broken connection is the link's to report; a connection that stays
+                # up but carries nothing (a partition) is told here.
                 log.debug("worker watch: scheduler identity failed: %s", exc)
+                now = time.monotonic()
+                quiet_since = now if quiet_since is None else quiet_since
+                if not told and now - quiet_since >= self.silent_after:
+                    told = True
+                    self._scheduler_event("the scheduler has not answered for %.0f s "
+                                          "(network?)", now - quiet_since)
                 continue
+            if told and quiet_since is not None:
+                self._scheduler_event("the scheduler answers again after %.0f s",
+                                      time.monotonic() - quiet_since)
+            quiet_since, told = None, False
             self.update(info.get("workers", {}), time.monotonic())
+
+    def _scheduler_event(self, fmt: str, secs: float) -> None:
+        log.warning(fmt, secs)
+        with self._lock:
+            self.events = [*self.events[-9:], f"{time.strftime('%H:%M:%S')} {fmt % secs}"]
 
     def update(self, workers: dict[str, dict[str, Any]], now: float) -> None:
         """Compare the scheduler's workers (address -> info) with the last poll."""
