@@ -1,10 +1,12 @@
 """The Dask worker side: the integrator plugin, the per-batch task, and ``saxs-worker``.
 
 * :class:`IntegratorPlugin` carries the calibration dict and the mask bytes of one queue
-  (a few hundred kB), never the built operator: every worker builds its :class:`Integrator`
-  in ``setup`` from the on-disk operator cache (``cached_operator``: a few ms when the
-  driver or another worker on the node built it already, ~1 s otherwise), on a thread so
-  the worker keeps answering heartbeats. The scheduler keeps the plugin and hands it to
+  (a few hundred kB) and, from the driver's operator cache, the operators the driver
+  built (:mod:`saxs_pipeline.ops.shipping`): a worker writes those its own cache lacks,
+  then builds its :class:`Integrator` in ``setup`` from its cache (``cached_operator``: a
+  few ms per operator when it is there, a build of ~1 s or more otherwise), on a thread so
+  the worker keeps answering heartbeats. Its log says how long that took and where the
+  operators came from (local cache, shipped, built). The scheduler keeps the plugin and hands it to
   every worker that joins later; registering another one under the same name replaces it
   (teardown + setup).
 * The task that uses it is :func:`saxs_pipeline.pipeline.task.process_frames`.
@@ -37,6 +39,7 @@ from saxs_pipeline.io.calibration import Calibration, load_calibration
 from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.io.masks import encode_attachment
 from saxs_pipeline.io.normalisation import NormalisationResolver
+from saxs_pipeline.ops.shipping import missing, operator_keys, pack, shipping_enabled, unpack
 
 __all__ = [
     "PLUGIN_NAME",
@@ -187,8 +190,12 @@ class IntegratorPlugin(WorkerPlugin):
         name: str | None = None,
         correction_images: CorrectionImages | None = None,
         normalisation: NormalisationResolver | None = None,
+        ship_operators: bool = True,
     ) -> None:
         self.calibration = dict(calibration)
+        self.ship_operators = ship_operators
+        self.operators: dict[str, bytes] = {}  # cache key -> .npz bytes (set when pickled)
+        self.setup_report: dict[str, Any] = {}
         self.attachments = [dict(a) for a in attachments or []]
         self.correction_images, self.normalisation = correction_images, normalisation
         self.queue_id = queue_id
@@ -199,10 +206,33 @@ class IntegratorPlugin(WorkerPlugin):
         self.integrators: dict[str, Integrator] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ship the small calibration only; every worker builds (or loads) the operators.
+        # Pickled in the driver: the calibration, and the operators from the driver's cache
+        # (never the built integrator).
         state = self.__dict__.copy()
         state["integrators"] = {}
+        if (self.ship_operators and shipping_enabled() and not self.operators
+                and self.cache_dir is not False):
+            try:
+                state["operators"] = pack(self._keys(), self.cache_dir)
+            except Exception as exc:  # shipping is an optimisation: the workers build
+                log.warning("operators not shipped: %s", exc)
         return state
+
+    def _keys(self) -> list[str]:
+        return operator_keys(load_calibration(dict(self.calibration)), self.attachments,
+                             self.correction_images)
+
+    def _receive(self) -> dict[str, Any]:
+        """Put the shipped operators this worker's cache lacks into it; what came from
+        where (operator counts, bytes written)."""
+        shipped, self.operators = self.operators, {}  # the bytes are not kept
+        if self.cache_dir is False:  # no cache: nothing to put them in
+            return {"cached": 0, "shipped": 0, "built": len(self._keys()), "bytes": 0}
+        keys = self._keys()
+        lacking = missing(keys, self.cache_dir)
+        got = unpack({k: shipped[k] for k in lacking if k in shipped}, self.cache_dir)
+        return {"cached": len(keys) - len(lacking), "shipped": len(got),
+                "built": len(lacking) - len(got), "bytes": sum(len(shipped[k]) for k in got)}
 
     def build(self) -> Integrator:
         return build_integrator(self.calibration, self.attachments or None,
@@ -212,9 +242,18 @@ class IntegratorPlugin(WorkerPlugin):
     async def setup(self, worker: Worker) -> None:
         # setup runs on the worker's event loop: building an operator there would stall
         # heartbeats for a second, so it goes to a thread.
+        t0 = time.perf_counter()
+        report = await asyncio.to_thread(self._receive)
+        t1 = time.perf_counter()
         integrator = await asyncio.to_thread(self.build)
+        t2 = time.perf_counter()
         self.integrators = {self.queue_id: integrator}
-        log.info("saxs-integrator %s ready on %s", self.queue_id, worker.address)
+        self.setup_report = report | {"receive_s": t1 - t0, "build_s": t2 - t1}
+        how = (f"operators: {report['cached']} from the local cache, {report['shipped']} "
+               f"shipped from the driver ({report['bytes'] / 1e6:.1f} MB), "
+               f"{report['built']} built here")
+        log.info("saxs-integrator %s ready on %s in %.2f s: %s", self.queue_id, worker.address,
+                 t2 - t0, how)
 
     def teardown(self, worker: Worker) -> None:
         # Tasks already running keep their own reference to the integrator.
@@ -255,6 +294,18 @@ def _plugin(queue_id: str, worker: Worker | None) -> IntegratorPlugin:
 # saxs-worker
 
 
+def _log_beside_dask() -> None:
+    """Our INFO lines (a plugin's set-up: how long, operators from where) in the worker's
+    log, formatted as Dask's; Dask configures only its own loggers."""
+    ours = logging.getLogger("saxs_pipeline")
+    if ours.handlers or logging.getLogger().handlers:
+        return  # configured already (a driver, a test runner)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+
+
 class SaxsWorker(Worker):
     """A Dask worker that, when the dask config ``saxs.calibration`` (environment
     ``DASK_SAXS__CALIBRATION``) names a calibration file, validates it and builds its
@@ -262,6 +313,7 @@ class SaxsWorker(Worker):
     plain worker that gets the integrator from the driver's plugin."""
 
     def __init__(self, *args: Any, plugins: Any = (), **kwargs: Any) -> None:
+        _log_beside_dask()
         plugins = list(plugins or ())
         path = dask.config.get(CONFIG_KEY, None)
         if path:

@@ -59,7 +59,9 @@ def test_exactly_once_redo_and_reporting(saxs_setup, saxs_local_cluster) -> None
     assert stats["images processed"] == 60 and stats["pics"] == 60 and stats["frames per sec"] > 0
     assert set(stats) == {"images processed", "queue length", "time", "start time",
                           "frames per sec", "time interval", "pics", "failed", "skipped",
-                          "cluster"}
+                          "cluster", "workers", "workers silent", "workers joined",
+                          "workers left", "worker events", "frames by worker"}
+    assert sum(stats["frames by worker"].values()) == 60 and stats["workers left"] == 0
     latest = q.latest()
     assert latest["filename"].startswith(str(setup.root / "exp" / "work" / "frame_"))
     assert latest["Image"].endswith(".tif") and latest["graphs"][0]["kind"] == "Radial"

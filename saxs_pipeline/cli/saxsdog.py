@@ -74,6 +74,7 @@ class Options:
     nxcansas: str | None = None
     verbose: int = 0
     linger: float = 0.0  # seconds the cluster stays up after the run
+    path_map: tuple[str, ...] = ()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +107,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--connect-timeout", type=float, default=10.0, help="seconds to reach the scheduler (10)")
     a("--reconnect-timeout", type=float, default=120.0,
       help="seconds to wait for a lost scheduler to come back before giving up (120)")
+    a("--path-map", action="append", default=[], metavar="DRIVER_PREFIX=WORKER_PREFIX",
+      help="the workers see files under DRIVER_PREFIX at WORKER_PREFIX (frames they read, "
+      ".chi files they write); repeatable")
     a("--zarr", type=Path, default=None,
       help="curve stack path (default: <outputs>/<directory name>.zarr)")
     a("--pattern", default="*.tif", help="frame file name pattern, any case (default: *.tif)")
@@ -193,7 +197,7 @@ def _options(ns: argparse.Namespace, directory: Path, calibration: Path,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
         stream=ns.stream, stream_idle=ns.stream_idle,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
-        verbose=ns.verbose, linger=ns.linger,
+        verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
     )
 
 
@@ -231,13 +235,18 @@ def _link(opts: Options, threads: int) -> Any:
     import dask
 
     from saxs_pipeline.pipeline.cluster import ClusterGoneError, ClusterLink
+    from saxs_pipeline.pipeline.pathmap import PathMap, PathMapError
     from saxs_pipeline.worker import nanny_environ_config
 
+    try:
+        path_map = PathMap.parse(opts.path_map)
+    except PathMapError as exc:
+        raise StartupError(str(exc)) from None
     external = bool(opts.scheduler or opts.scheduler_file)
     link = ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
                        opts.scheduler_file else None, threads=threads,
                        connect_timeout=opts.connect_timeout,
-                       reconnect_timeout=opts.reconnect_timeout)
+                       reconnect_timeout=opts.reconnect_timeout, path_map=path_map)
     previous = signal.getsignal(signal.SIGINT)
     if not external:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the spawned workers
@@ -270,6 +279,9 @@ def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -
                  startup, tail)
     else:
         log.info("no frames processed%s", tail)
+    from saxs_pipeline.pipeline.workers import workers_summary
+    if (line := workers_summary(stats)) is not None:
+        log.info("%s", line)
 
 
 def _sigterm_as_interrupt() -> None:

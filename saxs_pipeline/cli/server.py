@@ -29,6 +29,7 @@ from saxs_pipeline.control.server import SaxsdogServer, ServerConfig
 from saxs_pipeline.control.signing import LEGACY_WINDOW, V2_WINDOW
 from saxs_pipeline.logutil import flush_repeats, install_rate_limit
 from saxs_pipeline.pipeline.cluster import ClusterLink
+from saxs_pipeline.pipeline.pathmap import PathMap
 
 log = logging.getLogger("saxsdogserver")
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes of the embedded Dask cluster (default: 2)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="use the Dask scheduler at ADDRESS instead of an embedded local cluster")
+    p.add_argument("--path-map", action="append", default=[],
+                   metavar="DRIVER_PREFIX=WORKER_PREFIX",
+                   help="the workers see files under DRIVER_PREFIX at WORKER_PREFIX; repeatable")
     p.add_argument("-f", "--feeder", nargs="?", const="", default=None, metavar="URL",
                    help="subscribe to new-file events of a saxsfeeder at URL (no URL: the config's Feeder)")
     p.add_argument("-w", "--watch", action="store_true",
@@ -133,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     # A lost scheduler is waited for as long as the server runs (stat says so meanwhile).
-    handle = ClusterLink(args.scheduler, threads=args.threads, connect_timeout=20.0,
-                         reconnect_timeout=None)
+    try:
+        handle = ClusterLink(args.scheduler, threads=args.threads, connect_timeout=20.0,
+                             reconnect_timeout=None, path_map=PathMap.parse(args.path_map))
+    except ValueError as exc:
+        print(f"saxsdogserver: {exc}", file=sys.stderr)
+        return 1
     try:
         config = config_from_args(args)
         server = SaxsdogServer(config, handle)

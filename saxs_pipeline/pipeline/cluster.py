@@ -15,6 +15,11 @@ monitor thread follows the connection:
 * **gone**: no scheduler came back within ``reconnect_timeout`` seconds (None: keep
   trying, as a long-running server does), or the embedded cluster died. The run ends;
   the frames left are pending in the ledger, and ``--resume`` completes the set.
+
+Workers joining, leaving or going silent are followed by :attr:`ClusterLink.workers`
+(:mod:`saxs_pipeline.pipeline.workers`). :attr:`ClusterLink.path_map` says where the
+workers see the driver's files (:mod:`saxs_pipeline.pipeline.pathmap`): a property of the
+cluster, shared by every queue that uses the link.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from saxs_pipeline.pipeline.pathmap import PathMap
+from saxs_pipeline.pipeline.workers import WorkerWatch
 
 __all__ = ["ClusterGoneError", "ClusterLink", "LinkStatus", "embedded_cluster_options"]
 
@@ -93,8 +101,10 @@ class ClusterLink:
         cluster_options: dict[str, Any] | None = None,
         connect_timeout: float = 10.0,
         reconnect_timeout: float | None = None,
+        path_map: PathMap | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.path_map = path_map or PathMap()
         self.scheduler_file = scheduler_file
         self.threads = max(1, int(threads))
         self.cluster_options = cluster_options or {}
@@ -113,6 +123,7 @@ class ClusterLink:
         self._error: BaseException | None = None
         self._status = LinkStatus("starting", time.time(), 0, scheduler)
         self._thread: threading.Thread | None = None
+        self.workers = WorkerWatch(self._connected_client)
         if client is not None:
             self._address = self._client_address(client)
             self._set("connected", generation=1)
@@ -128,6 +139,7 @@ class ClusterLink:
             self._thread = threading.Thread(target=self._run, name="saxs-cluster-link",
                                             daemon=True)
             self._thread.start()
+            self.workers.start()
         if wait:
             self.get(timeout=None)
         return self
@@ -144,6 +156,10 @@ class ClusterLink:
             if self._client is None:
                 raise ClusterGoneError(self._status.describe())
             return self._client
+
+    def _connected_client(self) -> Any:
+        with self._lock:
+            return self._client if self._status.connected else None
 
     @property
     def ready(self) -> bool:
@@ -174,6 +190,7 @@ class ClusterLink:
 
     def close(self) -> None:
         self._stop.set()
+        self.workers.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.connect_timeout + 5)
         with self._lock:

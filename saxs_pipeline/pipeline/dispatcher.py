@@ -14,6 +14,8 @@
   connected nothing is submitted; tasks cancelled by the loss go back to the front of
   the line, and when the link comes back (a higher generation) everything still out is
   submitted again.
+* **paths**: tasks carry the frame and output paths as the workers see them (the link's
+  path map); the ``.chi`` paths in their results are mapped back.
 
 Results go to ``on_results`` (frames done or failed in the task) and ``on_failed``
 (frames that failed here: retries used up, a task that erred).
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from saxs_pipeline.pipeline.cluster import ClusterLink
@@ -62,6 +64,7 @@ class _Counts:
     seq: int = 0
     nthreads: int = 1
     nthreads_checked: float = 0.0
+    by_worker: dict[str, int] = field(default_factory=dict)  # frames integrated per worker
 
 
 class Dispatcher:
@@ -181,6 +184,11 @@ class Dispatcher:
 
     # -- submitting ------------------------------------------------------------------------------
 
+    def by_worker(self) -> dict[str, int]:
+        """Frames integrated (ok) per worker name."""
+        with self._lock:
+            return dict(self._c.by_worker)
+
     def _high_water(self) -> int:
         return max(self._max_in_flight() * self.batch_size, 4 * self.batch_size)
 
@@ -265,7 +273,8 @@ class Dispatcher:
                 # Stream frames: their messages go straight to a worker, not through the
                 # scheduler inside the task's arguments.
                 payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
-            future = client.submit(process_frames, self.queue_id, [j.task() for j in batch.jobs],
+            tasks = [self.link.path_map.task(j.task()) for j in batch.jobs]  # as workers see them
+            future = client.submit(process_frames, self.queue_id, tasks,
                                    self.options, payloads=payloads, key=batch.key, pure=False,
                                    retries=1)
             with self._lock:
@@ -344,7 +353,12 @@ class Dispatcher:
                 self.on_failed(job, f"task returned {len(results)} results for {len(jobs)} frames")
             return
         ready: list[tuple[Job, FrameResult]] = []
+        with self._lock:
+            for r in results:
+                if r.status == "ok" and r.worker is not None:
+                    self._c.by_worker[r.worker] = self._c.by_worker.get(r.worker, 0) + 1
         for job, r in zip(jobs, results, strict=True):
+            self.link.path_map.result(r)  # .chi paths as the driver sees them
             if r.status == "incomplete":
                 self._incomplete(job, r)
                 continue

@@ -54,7 +54,8 @@ class RunStatus:
     def stats(self) -> dict[str, Any]:
         """The ``stat`` reply (the original's four keys first), plus frames per second
         since the previous call (``pics`` frames in ``time interval`` s), failures, frames
-        skipped as done, and the cluster's state."""
+        skipped as done, the cluster's state, its workers (joined, left, silent) and how
+        many frames each worker integrated."""
         now = time.time()
         with self._lock:
             last_time, last_count = self._last
@@ -73,6 +74,8 @@ class RunStatus:
             "failed": self.failed,
             "skipped": self.taker.skipped if self.taker else 0,
             "cluster": self.link.status.describe(),
+            **self.link.workers.stats(),
+            "frames by worker": self.dispatcher.by_worker(),
         }
 
     def progress(self) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class FrameResult:
     chi: list[str] = field(default_factory=list)
     curves: list[CurveData] | None = None
     integration_time: float | None = None  # s of integration, the frame's share of its group
+    worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
 
 
 def product_frames(shape: tuple[int, int]) -> int:
@@ -224,8 +225,10 @@ def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
     except ValueError:
         return  # called outside a Dask worker (tests, a local loop)
     counts = {"ok": 0, "incomplete": 0, "error": 0}
+    name = str(worker.name)
     for r in results:
         counts[r.status] += 1
+        r.worker = name
     worker.log_event(PROGRESS_TOPIC, {
         "queue": queue_id,
         "key": repr(worker.get_current_task()),
