@@ -1,0 +1,189 @@
+"""``saxsdog``'s command line: its options (the manual's plus ours), parsed into
+:class:`Options`; running them is :mod:`saxs_pipeline.cli.saxsdog`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from saxs_pipeline.naming import DEFAULT_RELPATH
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_SCHEDULER",
+           "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",
+           "parse_args"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Options:
+    directory: Path
+    calibration: Path
+    files: tuple[Path, ...] = ()
+    threads: int | None = None
+    plot: bool = False
+    watch: bool = False
+    resume: bool = False
+    out_dir: Path | None = None
+    relpath: str = DEFAULT_RELPATH
+    svg: bool = False
+    png: bool = False
+    profile: bool = False
+    silent: bool = False
+    no_walk: bool = False
+    walk_thread: bool = False
+    scheduler: str | None = None
+    scheduler_file: Path | None = None
+    connect_timeout: float = 10.0
+    reconnect_timeout: float = 120.0
+    zarr: Path | None = None
+    pattern: str = "*.tif"
+    poll: bool = False
+    batch_size: int = 16
+    retries: int = 5
+    std: bool = False
+    no_chi: bool = False
+    h5_path: str | None = None
+    stream: str | None = None
+    stream_idle: float = 5.0
+    nxcansas: str | None = None
+    verbose: int = 0
+    linger: float = 0.0  # seconds the cluster stays up after the run
+    path_map: tuple[str, ...] = ()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("-c", "--calibration", type=Path, default=Path("cal.json"),
+      help="calibration JSON (default: cal.json)")
+    a("-t", "--threads", type=int, default=None,
+      help="worker processes of the embedded cluster (default: the calibration's Threads)")
+    a("-m", "--plot", action="store_true",
+      help="live plot of the latest frame (a window, or live.png beside the outputs without a display)")
+    a("-w", "--watch", action="store_true", help="keep watching the directory for new frames")
+    a("-r", "--resume", action="store_true",
+      help="take only frames the run's ledger does not have as done (also after a crash)")
+    a("-o", "--outdir", dest="out_dir", type=Path, default=None,
+      help="write all outputs into OUTDIR, frame paths flattened into the file names")
+    a("-R", "--relpath", default=DEFAULT_RELPATH,
+      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH})")
+    a("-i", "--inplace", action="store_true", help="write the outputs next to the images")
+    a("-s", "--svg", action="store_true", help="also write an SVG plot per frame")
+    a("-p", "--png", action="store_true", help="also write a PNG of every frame")
+    a("-P", "--profile", action="store_true", help="profile the driver into the file 'prof'")
+    a("-S", "--silent", action="store_true", help="no progress bar, warnings only")
+    a("-n", "--no-walk", action="store_true", help="do not process the frames already there")
+    a("-D", "--walk-thread", action="store_true",
+      help="walk the directory in the background (with -w: watch at once)")
+    a("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    a("--scheduler", default=None, metavar="ADDRESS",
+      help="Dask scheduler to use, e.g. tcp://host:8786 (default: an embedded local cluster)")
+    a("--scheduler-file", type=Path, default=None, help="Dask scheduler file to connect with")
+    a("--connect-timeout", type=float, default=10.0, help="seconds to reach the scheduler (10)")
+    a("--reconnect-timeout", type=float, default=120.0,
+      help="seconds to wait for a lost scheduler to come back before giving up (120)")
+    a("--path-map", action="append", default=[], metavar="DRIVER_PREFIX=WORKER_PREFIX",
+      help="the workers see files under DRIVER_PREFIX at WORKER_PREFIX (frames they read, "
+      ".chi files they write); repeatable")
+    a("--zarr", type=Path, default=None,
+      help="curve stack path (default: <outputs>/<directory name>.zarr)")
+    a("--pattern", default="*.tif", help="frame file name pattern, any case (default: *.tif)")
+    a("--poll", action="store_true",
+      help="with -w: poll the directory (network file systems) instead of inotify")
+    a("--batch-size", type=int, default=16, help="frames per task for the walk (16)")
+    a("--retries", type=int, default=5, help="retries of a frame still being written (5)")
+    a("--std", action="store_true",
+      help="also compute the per-bin standard deviation for the curve stack (slower)")
+    a("--no-chi", action="store_true", help="write no .chi files, only the curve stack")
+    a("--h5-path", default=None, metavar="DATASET",
+      help="the 3-D dataset of plain HDF5 files (default: the EIGER master layout, else "
+      "/entry/data/data); use with --pattern '*.h5'")
+    a("--stream", default=None, metavar="URL",
+      help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
+      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
+      "outputs go (as for files)")
+    a("--nxcansas", action="store_true",
+      help="at the end, also write the run's curves as NXcanSAS (<stack>.h5)")
+    a("--nxcansas-layout", choices=("entries", "stack"), default="entries",
+      help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
+    a("--stream-idle", type=float, default=5.0,
+      help="seconds of silence after which a series without its end message is over (5)")
+    a("--linger", type=float, default=0.0, metavar="SECONDS",
+      help="keep the cluster (and its live SAXS page) up this long after the run, for a "
+      "person to look (default: 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saxsdog",
+        description="Integrate SAXS detector frames into .chi curves and a zarr curve stack. "
+        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog cache "
+        "list|clear' shows or empties the operator cache.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
+                        help="directory of frames (searched recursively), or frame files")
+    _common(parser)
+    return parser
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saxsdog demo", description="Generate the demo beamtime in DIR/demo and reduce it.")
+    parser.add_argument("root", nargs="?", type=Path, default=Path("demo-output"),
+                        help="where to create demo/ (default: demo-output)")
+    parser.add_argument("--frames", "-N", type=int, default=50, help="sample frames (50)")
+    parser.add_argument("--eiger", action="store_true",
+                        help="an EIGER2 X 4M-like set instead: a master file and two data files "
+                        "of bitshuffle-LZ4 frames (DIR/eiger), reduced with --pattern '*_master.h5'")
+    _common(parser)
+    return parser
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _targets(paths: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
+    """(run directory, explicit files): one directory, or files of one directory tree."""
+    if len(paths) == 1 and paths[0].is_dir():
+        return paths[0], ()
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise StartupError(f"{missing[0]} does not exist")
+    dirs = [p for p in paths if p.is_dir()]
+    if dirs:
+        raise StartupError(f"{dirs[0]} is a directory: give one directory, or frame files")
+    files = tuple(p.absolute() for p in paths)
+    return Path(os.path.commonpath([f.parent for f in files])), files
+
+
+def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
+                 files: tuple[Path, ...] = ()) -> Options:
+    """The run's options from the parsed arguments, for ``directory`` (and ``files``)."""
+    return Options(
+        directory=directory, calibration=calibration, files=files, threads=ns.threads,
+        plot=ns.plot, watch=ns.watch, resume=ns.resume, out_dir=ns.out_dir,
+        relpath=os.curdir if ns.inplace else ns.relpath, svg=ns.svg, png=ns.png,
+        profile=ns.profile, silent=ns.silent, no_walk=ns.no_walk, walk_thread=ns.walk_thread,
+        scheduler=ns.scheduler, scheduler_file=ns.scheduler_file,
+        connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
+        zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
+        retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
+        stream=ns.stream, stream_idle=ns.stream_idle,
+        nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
+        verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
+    )
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    ns = build_parser().parse_args(argv)
+    if len(ns.paths) == 1 and not ns.paths[0].exists():
+        return options_from(ns, ns.paths[0], ns.calibration)  # reported by run()
+    directory, files = _targets(ns.paths)
+    return options_from(ns, directory, ns.calibration, files)
