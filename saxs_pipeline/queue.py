@@ -183,7 +183,8 @@ class ImageQueue:
         self._stack = StackSink(writer, self.store.ledger, self._templates).start()
         self.live = LiveFeed(self.queue_id, lambda: self.link.get(timeout=1), self._templates,
                              calibration_summary(self._calibration, self.calibration_id),
-                             self._live_counts)
+                             lambda: {"backlog": self.dispatcher.queue_length(),
+                                      "retried": self.dispatcher.counters()["retried"]})
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
@@ -218,10 +219,6 @@ class ImageQueue:
                                                 correction_images=self._corrections,
                                                 normalisation=self._normalisation),
                                name=self.plugin_name)
-
-    def _live_counts(self) -> dict[str, int]:
-        return {"backlog": self.dispatcher.queue_length(),
-                "retried": self.dispatcher.counters()["retried"]}
 
     def _stats_event(self, record: dict[str, Any]) -> None:
         if self.live is not None:
@@ -285,7 +282,8 @@ class ImageQueue:
         try:
             if self.store is not None:
                 self.store.close(status)
-                self._export()
+                if self.nxcansas and self.status.processed:
+                    self.store.export_nxcansas(self._templates, self.nxcansas)
         finally:
             self.link.remove_hook(self.plugin_name)
             if self.link.status.connected:
@@ -298,18 +296,6 @@ class ImageQueue:
             with self._lock:
                 self._state = "closed"
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())
-
-    def _export(self) -> None:
-        if not self.nxcansas or not self.status.processed:
-            return
-        from saxs_pipeline.io.nxcansas import export_run
-
-        try:
-            for path in export_run(self.zarr_path, self._templates, self.nxcansas):
-                log.info("queue %s: NXcanSAS %s", self.queue_id, path)
-        except Exception as exc:  # the stack is the record; the export can be redone
-            log.error("queue %s: writing NXcanSAS beside %s failed: %s (saxs-export redoes "
-                      "it)", self.queue_id, self.zarr_path, exc)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every frame taken so far is finished (or failed) and no walk is

@@ -122,6 +122,18 @@ class RunStore:
             finally:
                 self.lock.release()
 
+    def export_nxcansas(self, templates: Sequence[Any], layout: str) -> None:
+        """The run's radial curves as NXcanSAS beside the stack (after :meth:`close`). A
+        failure is logged, not raised: the stack is the record and ``saxs-export`` redoes it."""
+        from saxs_pipeline.io.nxcansas import export_run
+
+        try:
+            for path in export_run(self.stack, templates, layout):
+                log.info("NXcanSAS %s", path)
+        except Exception as exc:
+            log.error("writing NXcanSAS beside %s failed: %s (saxs-export redoes it)",
+                      self.stack, exc)
+
 
 def stack_fileslist(stack: Path, layout: Any, templates: Sequence[Any]) -> dict[str, list[str]]:
     """The ``.chi`` files of every committed frame of ``stack``, per curve
