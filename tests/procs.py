@@ -58,3 +58,15 @@ def worker(address: str, log: Path, name: str) -> subprocess.Popen:
 
 def saxsdog(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
     return spawn([str(BIN / "saxsdog"), *args], log, cwd=cwd)
+
+
+def ledger_counts(stack: Path) -> dict[str, int]:
+    """Frames per ledger state of the run at ``stack``, its rows and its done rows."""
+    from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
+
+    cal_id, _ = read_manifest(stack.with_suffix(".ledger"))
+    led = Ledger(stack.with_suffix(".ledger"), cal_id)
+    try:
+        return led.counts() | {"n_rows": led.n_rows, "done_rows": len(list(led.iter_done()))}
+    finally:
+        led.close()

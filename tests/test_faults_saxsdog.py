@@ -8,14 +8,13 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from saxs_pipeline.io.stackread import read_stack
-from saxs_pipeline.pipeline.ledger import State, read_manifest
+from saxs_pipeline.pipeline.ledger import State
 
-from procs import free_port, saxsdog, scheduler, stop, wait_until, worker
+from procs import free_port, ledger_counts, saxsdog, scheduler, stop, wait_until, worker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,17 +35,6 @@ def cluster(tmp_path_factory, saxs_operator_cache):
     yield address
     stop(procs[1:])
     stop(procs[:1])
-
-
-def ledger_counts(stack: Path) -> dict[str, int]:
-    from saxs_pipeline.pipeline.ledger import Ledger
-
-    cal_id, _ = read_manifest(stack.with_suffix(".ledger"))
-    led = Ledger(stack.with_suffix(".ledger"), cal_id)
-    try:
-        return led.counts() | {"n_rows": led.n_rows, "done_rows": len(list(led.iter_done()))}
-    finally:
-        led.close()
 
 
 def test_sigkill_at_random_moments_then_resume_completes_the_set(saxs_setup, cluster, tmp_path) -> None:

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
-
 from hostcluster import Cluster, elsewhere
 from netns import Net, unavailable
-from procs import wait_until
+from procs import ledger_counts, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,15 +41,6 @@ def by_worker(log: str) -> dict[str, int]:
     m = re.search(r"frames by worker: ([^;]*);", log)
     assert m, log[-3000:]
     return {k: int(v) for k, v in (p.rsplit(" ", 1) for p in m.group(1).split(", "))}
-
-
-def ledger_counts(stack: Path) -> dict[str, int]:
-    cal_id, _ = read_manifest(stack.with_suffix(".ledger"))
-    led = Ledger(stack.with_suffix(".ledger"), cal_id)
-    try:
-        return led.counts() | {"n_rows": led.n_rows, "done_rows": len(list(led.iter_done()))}
-    finally:
-        led.close()
 
 
 def event(worker: str, what: str, log: str) -> bool:

@@ -34,7 +34,8 @@ __all__ = ["QueueHost"]
 
 log = logging.getLogger(__name__)
 
-_INT_STAT_KEYS = {"images processed", "queue length", "pics", "failed", "skipped"}
+_INT_STAT_KEYS = {"images processed", "queue length", "pics", "failed", "skipped", "workers",
+                  "workers joined", "workers left"}
 
 
 def _default_queue_factory(*args: Any, **kwargs: Any) -> Any:
@@ -73,6 +74,8 @@ class QueueHost:
                 out[key] = int(value)
             elif isinstance(value, int | float):
                 out[key] = float(value)
+            elif isinstance(value, list | dict):  # the workers' lists, frames by worker
+                out[key] = value
             else:
                 out[key] = str(value)
         out["time"] = time.time()
