@@ -28,7 +28,7 @@ class Cluster:
                               "--port", str(PORT), "--no-dashboard", "--preload",
                               "saxs_pipeline.stats"], log,
                              {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": self.ttl})
-        wait_until(lambda: "Scheduler at" in log.read_text(), 30, "the scheduler",
+        wait_until(lambda: "Scheduler at" in log.read_text(), 60, "the scheduler",
                    self.net["s"].procs)
 
     def worker(self, name: str, wait: bool = True, view: tuple[Path, Path] | None = None) -> Path:
