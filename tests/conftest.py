@@ -19,6 +19,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "deselect with -m 'not scale'")
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """What a test sets in ``os.environ`` (or code it runs in-process: the server's
+    ``main`` quiets Dask's logging there for its workers) must not reach the processes
+    later tests start: a scheduler logging at WARNING never says "Scheduler at"."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def saxs_operator_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private operator cache for the whole session, exported through the environment so

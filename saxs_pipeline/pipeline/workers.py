@@ -76,6 +76,7 @@ class WorkerWatch:
             if client is None:
                 quiet_since, told = None, False  # not connected: the link reports that
                 continue
+            asked = time.monotonic()
             try:
                 info = client.sync(client.scheduler.identity, n_workers=-1,
                                    callback_timeout=max(2.0, self.interval))
@@ -84,8 +85,11 @@ class WorkerWatch:
                 # up but carries nothing (a partition) is told here.
                 log.debug("worker watch: scheduler identity failed: %s", exc)
                 now = time.monotonic()
-                quiet_since = now if quiet_since is None else quiet_since
-                if not told and now - quiet_since >= self.silent_after:
+                # silent since the first unanswered question was asked; told at once:
+                # the question already waited its timeout, and a partition of a few
+                # seconds may be over before a second one times out
+                quiet_since = asked if quiet_since is None else quiet_since
+                if not told:
                     told = True
                     self._scheduler_event("the scheduler has not answered for %.0f s "
                                           "(network?)", now - quiet_since)
