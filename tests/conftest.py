@@ -26,9 +26,13 @@ def _environment_restored() -> Iterator[None]:
     later tests start: a scheduler logging at WARNING never says "Scheduler at"."""
     saved = dict(os.environ)
     yield
-    if os.environ != saved:
-        os.environ.clear()
-        os.environ.update(saved)
+    # by difference, never an empty environment: threads of wider-scoped fixtures
+    # (a nanny restarting a worker) may start processes meanwhile
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,17 @@ def test_non_finite_coordinates_reach_no_bin() -> None:
     u[:2, :2] = np.nan  # all four sub-pixels of pixel 0
     indptr, indices, data = pixel_columns(u, width, None, small_valid().ravel(), 2, nbins)
     assert indptr[1] == 0 and np.all((indices >= 0) & (indices < nbins))
+
+
+def test_a_box_whose_top_edge_rounds_up_stays_in_its_slots() -> None:
+    # (x - w/2) + w rounds up to 1321 here while floor(x + w/2) is 1320: the box's
+    # bins must still fit the pixel's slots, and the pixel keeps its whole weight.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([[1257.2627137670918], rng.uniform(40, 1500, 2000)])  # boxes inside the grid
+    w = np.concatenate([[63.47457246581618], rng.uniform(0, 70, 2000)])
+    u, width = x.reshape(1, -1), w.reshape(1, -1)
+    indptr, indices, data = pixel_columns(u, width, None, np.ones(x.size, bool), 1, 4000)
+    sums = np.add.reduceat(data, indptr[:-1])
+    np.testing.assert_allclose(sums, 1.0, atol=1e-12)  # conservation; rounding only
+    col = np.repeat(np.arange(x.size), np.diff(indptr))
+    assert np.all(indices >= np.floor(x - w / 2)[col]) and np.all(indices <= np.floor(x + w / 2)[col] + 1)

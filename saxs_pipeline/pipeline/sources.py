@@ -43,13 +43,15 @@ class WalkSource:
         self.directory, self.pattern, self.offer, self.why = directory, pattern, offer, why
         self.wait_for_room, self.skip, self.chunk, self.since = wait_for_room, skip, chunk, since
         self.stop_event = threading.Event()
+        self.finished = threading.Event()  # run() returned (on its thread or inline)
         self.found = 0
         self.ignored = 0
         self._thread: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Not finished yet: also before :meth:`start` and while :meth:`run` runs inline."""
+        return not self.finished.is_set()
 
     def start(self) -> WalkSource:
         self._thread = threading.Thread(target=self.run, name="saxs-walk", daemon=True)
@@ -95,6 +97,7 @@ class WalkSource:
         except Exception:
             log.exception("walking %s failed", self.directory)
         finally:
+            self.finished.set()
             if self.ignored:
                 log.info("walk of %s: %d frame file(s); %d other file(s) do not match %r",
                          self.directory, self.found, self.ignored, self.pattern)

@@ -82,8 +82,10 @@ class WorkerWatch:
                                    callback_timeout=max(2.0, self.interval))
             except Exception as exc:
                 # A broken connection is the link's to report; a connection that stays
-                # up but carries nothing (a partition) is told here.
+                # up but carries nothing (a partition: the question times out) is told here.
                 log.debug("worker watch: scheduler identity failed: %s", exc)
+                if not isinstance(exc, TimeoutError):
+                    continue
                 now = time.monotonic()
                 # silent since the first unanswered question was asked; told at once:
                 # the question already waited its timeout, and a partition of a few
