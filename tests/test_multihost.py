@@ -78,8 +78,9 @@ def test_two_worker_hosts_share_a_run(net, saxs_setup, tmp_path) -> None:
 
 def test_a_worker_host_lost_mid_run(net, saxs_setup, tmp_path) -> None:
     """w1's cable is pulled mid-run, then its processes are killed: the scheduler removes
-    it after its ttl, its tasks run on w2; the driver logs the silence and the loss."""
-    n = 600
+    it after its ttl, its tasks run on w2; the driver logs the silence and the loss.
+    Enough frames that the run outlasts the ttl after the cut (w2 alone does ~200/s)."""
+    n = 4000
     setup = saxs_setup(n_frames=n)
     work = setup.root / "exp" / "work"
     c = Cluster(net, tmp_path)
@@ -122,8 +123,10 @@ def test_a_worker_host_joining_later_gets_the_plugin_and_takes_work(net, saxs_se
 def test_a_partition_between_the_worker_hosts_and_the_scheduler(net, saxs_setup,
                                                                  tmp_path) -> None:
     """Both worker hosts lose the network for 5 s (less than the scheduler's 10 s ttl):
-    the driver says they are silent, then heard from again; the run completes."""
-    n = 600
+    the driver says they are silent, then heard from again; the run completes. Enough
+    frames that the run goes on well after the partition (the results held back by it
+    arrive in a burst), so the driver polls the heartbeats again before it ends."""
+    n = 1500
     setup = saxs_setup(n_frames=n)
     work = setup.root / "exp" / "work"
     c = Cluster(net, tmp_path, ttl="10s")
