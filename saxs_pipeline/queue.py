@@ -143,10 +143,7 @@ class ImageQueue:
     closed = property(lambda self: self._state == "closed")
     aborted = property(lambda self: self._aborted)
     curve_keys = property(lambda self: [c.key for c in self._templates])
-
-    @property
-    def failures_log(self) -> Path:
-        return self.layout.failures_log()
+    failures_log = property(lambda self: self.layout.failures_log())
 
     def manifest(self) -> dict[str, Any]:
         """What a restarted server needs to run this queue again."""
@@ -320,9 +317,6 @@ class ImageQueue:
         """Offer frames (feeder events, explicit files). Paths outside the directory, not
         matching the pattern, already on their way or done and unchanged are ignored.
         Returns the number taken."""
-        with self._lock:
-            if self._state != "running":
-                return 0
         return self._offer([os.path.abspath(os.fspath(p)) for p in paths], Why.EVENT)
 
     def readdir(self, wait: bool = False, *, why: Why | None = None,

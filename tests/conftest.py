@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,21 @@ def _environment_restored() -> Iterator[None]:
     for key, value in saved.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def inprocess_client(saxs_operator_cache: Path) -> Iterator[Any]:
+    """A real LocalCluster with one in-process worker thread and its dashboard on a free
+    loopback port: the scheduler, its HTTP server and its log are in this process, and
+    the test stays light on a shared 2-core machine."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                     host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
 
 
 @pytest.fixture(scope="session")

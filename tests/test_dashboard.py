@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("bokeh")
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from saxs_pipeline.live.plugin import dashboard_url
 from saxs_pipeline.queue import ImageQueue
@@ -89,14 +89,8 @@ class ErrorLog(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def client(saxs_operator_cache) -> Iterator[Client]:
-    # The scheduler (with its dashboard) runs in this process, so its log is checked.
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                     host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
+def client(inprocess_client: Client) -> Client:
+    return inprocess_client  # the scheduler and its log are in this process (conftest)
 
 
 def read_page(driver, qid: str, timeout: float = 15.0, *, until=None) -> dict:

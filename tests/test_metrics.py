@@ -6,12 +6,11 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("prometheus_client")
-from distributed import Client, LocalCluster
+from distributed import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from saxs_pipeline.live.state import LATENCY_BUCKETS, Histogram
@@ -22,15 +21,8 @@ NAMES = ("saxs_frames_processed", "saxs_frames_failed", "saxs_frames_retried",
 
 
 @pytest.fixture(scope="module")
-def client(saxs_operator_cache) -> Iterator[Client]:
-    # In-process workers (one thread): the scheduler and its HTTP server are real, the
-    # test stays light on a shared 2-core machine.
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                     host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
+def client(inprocess_client: Client) -> Client:
+    return inprocess_client  # the scheduler and its log are in this process (conftest)
 
 
 def scrape(client: Client) -> dict[str, dict[tuple, float]]:
