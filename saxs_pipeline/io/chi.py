@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from saxs_pipeline.io.chiformat import format_e18, format_table
+
 __all__ = [
     "PHI_LABELS",
     "RADIAL_LABELS",
@@ -58,35 +60,23 @@ class ChiError(ValueError):
 # Writing
 
 
-@lru_cache(maxsize=8)
-def _row_format(n: int) -> str:
-    # One format string for the whole table: a single % over a flat tuple is several
-    # times faster than formatting row by row, and the frame loop writes many files.
-    return "%s %.18e %.18e\n " * n
-
-
 @lru_cache(maxsize=16)
-def _axis_text(axis: bytes) -> tuple[str, ...]:
-    # Every frame of a run has the same first column: format it once, not per file
-    # (a third of the formatting time on the per-frame hot path).
-    return tuple(format(v, ".18e") for v in np.frombuffer(axis, dtype=np.float64))
+def _axis_text(axis: bytes) -> tuple[bytes, np.ndarray]:
+    # Every frame of a run has the same first column: format it once, not per file.
+    return format_e18(np.frombuffer(axis, dtype=np.float64))
 
 
-def _table(path: PathLike, columns: Sequence[Any]) -> tuple[int, str]:
+def _table(path: PathLike, columns: Sequence[Any]) -> tuple[int, bytes]:
     arrays = [np.asarray(c, dtype=np.float64) for c in columns]
     n = arrays[0].size
     if any(a.ndim != 1 or a.size != n for a in arrays):
         shapes = ", ".join(str(a.shape) for a in arrays)
         raise ChiError(f"chi {os.fspath(path)}: columns must be 1-D of equal length, not {shapes}")
-    flat: list[Any] = [None] * (3 * n)
-    flat[0::3] = _axis_text(arrays[0].tobytes())
-    flat[1::3] = arrays[1].tolist()
-    flat[2::3] = arrays[2].tolist()
-    return n, _row_format(n) % tuple(flat)
+    return n, format_table(_axis_text(arrays[0].tobytes()), arrays[1], arrays[2])
 
 
-def _atomic_write(path: PathLike, text: str) -> None:
-    """Write ``text`` so that readers see either no file, the old one or all of the new one."""
+def _atomic_write(path: PathLike, data: bytes) -> None:
+    """Write ``data`` so that readers see either no file, the old one or all of the new one."""
     target = Path(path)
     # Hidden, and not ending in .chi, so a directory watcher never picks up the temp file.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -94,7 +84,7 @@ def _atomic_write(path: PathLike, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
+            fh.write(data)
         os.replace(tmp, target)
     except BaseException:
         with suppress(OSError):
@@ -115,7 +105,7 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _write(path: PathLike, header: Sequence[str], columns: Sequence[Any]) -> None:
     n, rows = _table(path, columns)
-    _atomic_write(path, "\n".join(header) + f"\n   {n}\n " + rows)
+    _atomic_write(path, ("\n".join(header) + f"\n   {n}\n ").encode("utf-8") + rows)
 
 
 def write_chi(
