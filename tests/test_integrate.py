@@ -139,17 +139,54 @@ def test_error_columns_follow_their_definitions() -> None:
     np.testing.assert_array_equal(p2, r.poisson)
 
 
-def test_batch_equals_single_frames() -> None:
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 5, 8, 11])
+@pytest.mark.parametrize("model", ["saxsdog", "poisson"])
+def test_batch_equals_single_frames(dtype, n: int, model: str) -> None:
+    # The batched kernel adds the same float64 products in another order than the
+    # one-frame kernel (no lanes): equal to 1e-12 relative, not bit for bit.
     valid = small_valid()
     op = build_operator(SMALL, mask_config(), valid, POL)
     rng = np.random.default_rng(4)
-    frames = [rng.poisson(100, SMALL.image_shape).astype(np.int32) for _ in range(5)]
-    frames[2][10, 10] = -2  # a bad pixel the mask misses, in one frame only
-    means, errs = integrate_batch(op, frames)
+    frames = [rng.poisson(100, SMALL.image_shape).astype(dtype) for _ in range(n)]
+    invalid = None
+    if np.dtype(dtype).kind == "u":
+        invalid = float(np.iinfo(dtype).max)
+        frames[1][20, 30] = np.iinfo(dtype).max  # an EIGER-style invalid pixel
+    else:
+        frames[1][10, 10] = -2  # a bad pixel the mask misses, in one frame only
+    if np.dtype(dtype).kind == "f":
+        frames[n - 1][5, 40:44] = np.nan
+    means, errs = integrate_batch(op, frames, invalid=invalid, error_model=model)
     for f, frame in enumerate(frames):
-        m, e = integrate_poisson(op, frame)
-        np.testing.assert_allclose(means[f], m, rtol=1e-6, equal_nan=True)
-        np.testing.assert_allclose(errs[f], e, rtol=1e-6, equal_nan=True)
+        m, e = integrate_poisson(op, frame, invalid=invalid, error_model=model)
+        np.testing.assert_allclose(means[f], m, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(errs[f], e, rtol=1e-12, equal_nan=True)
+
+
+def test_batch_with_more_excluded_pixels_than_its_buffer() -> None:
+    # Whole frames of negative values: the batch's excluded-pixel list overflows and the
+    # frames are redone one by one (every bin NaN, as for a single frame).
+    op = build_operator(SMALL, mask_config(), small_valid(), POL)
+    frames = [np.full(SMALL.image_shape, -1, np.int32) for _ in range(3)]
+    frames.append(np.ones(SMALL.image_shape, np.int32))
+    means, errs = integrate_batch(op, frames)
+    assert np.isnan(means[:3]).all() and np.isnan(errs[:3]).all()
+    np.testing.assert_allclose(means[3], integrate_poisson(op, frames[3])[0], rtol=1e-12,
+                               equal_nan=True)
+
+
+def test_batch_of_mixed_dtypes() -> None:
+    op = build_operator(SMALL, mask_config(), small_valid(), POL)
+    rng = np.random.default_rng(5)
+    base = rng.poisson(50, SMALL.image_shape)
+    frames = [base.astype(t) for t in (np.int32, np.int32, np.float64, np.uint16, np.uint16)]
+    # runs of one dtype are batched, each frame equal to itself alone (float64 frames use
+    # float64 weights, the others float32: frames of different dtypes differ by ~1e-8)
+    means, _ = integrate_batch(op, frames)
+    for f, frame in enumerate(frames):
+        np.testing.assert_allclose(means[f], integrate_poisson(op, frame)[0], rtol=1e-12,
+                                   equal_nan=True)
 
 
 def test_frame_of_the_wrong_shape_is_an_error() -> None:

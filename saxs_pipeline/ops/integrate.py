@@ -176,7 +176,12 @@ def integrate_poisson(
     _check_model(error_model)
     variance = error_model == "poisson"
     sums, s2, areas, _, _, _ = _sums(op, _frame(op, image), exclude_negative, invalid, variance=variance)
-    counts = s2 if variance else sums
+    return _mean_and_error(sums, s2, areas)
+
+
+def _mean_and_error(sums: np.ndarray, s2: np.ndarray | None, areas: np.ndarray):
+    # s2 (sum W^2 x) is there for the "poisson" model, None for the original's sqrt(sum)
+    counts = sums if s2 is None else s2
     return _divide(sums, areas), _divide(np.sqrt(np.maximum(counts, 0)), areas)
 
 
@@ -261,19 +266,65 @@ def integrate_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means and Poisson errors of several frames as two ``(n_frames, nbins)`` arrays
     (one array per batch, ready to ship): :func:`integrate_poisson`, or with
-    ``corrections`` :func:`integrate_corrected`, per frame. Each frame is one kernel pass
-    in its own dtype; the compiled kernel measured faster per frame than scipy's sparse x
-    dense product with its transposed copy of the batch."""
+    ``corrections`` :func:`integrate_corrected`, per frame. Frames of one dtype go through
+    the compact layout up to ``BATCH`` at a time (:func:`~saxs_pipeline.ops.kernels.
+    pass1_batch`: the operator is read once per group), others one by one."""
+    from saxs_pipeline.ops.kernels import BATCH
+
+    _check_model(error_model)
     n = len(frames)
     means = np.empty((n, op.nbins))
     errs = np.empty((n, op.nbins))
     kw = {"exclude_negative": exclude_negative, "invalid": invalid, "error_model": error_model}
-    for i in range(n):
+    xs = [_frame(op, f) for f in frames]
+    i = 0
+    while i < n:
+        group = _batchable(op, xs[i:i + BATCH]) if corrections is None else 0
+        if group > 1:
+            means[i:i + group], errs[i:i + group] = _poisson_batch(
+                op, xs[i:i + group], _limits(exclude_negative, invalid), error_model == "poisson")
+            i += group
+            continue
         if corrections is None:
             means[i], errs[i] = integrate_poisson(op, frames[i], **kw)
         else:
             r = integrate_corrected(op, frames[i], corrections, **kw)
             means[i], errs[i] = r.mean, r.poisson
+        i += 1
+    return means, errs
+
+
+def _batchable(op: IntegrationOperator, xs: list[np.ndarray]) -> int:
+    """How many of the leading frames share the first one's dtype and a compact layout."""
+    if len(xs) < 2 or op.compact(xs[0].dtype) is None:
+        return 0
+    k = 1
+    while k < len(xs) and xs[k].dtype == xs[0].dtype and xs[k].flags.c_contiguous:
+        k += 1
+    return k if xs[0].flags.c_contiguous else 0
+
+
+def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, variance: bool):
+    from saxs_pipeline.ops import kernels
+
+    k = len(xs)
+    layout = op.compact(xs[0].dtype)
+    s1 = np.empty((k, op.nbins))
+    s2 = np.empty((k, op.nbins)) if variance else None
+    bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
+    frames = tuple(xs) + (xs[0],) * (kernels.BATCH - k)
+    nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
+                               s1, s2, bad, *limits)
+    means = np.empty((k, op.nbins))
+    errs = np.empty((k, op.nbins))
+    for f in range(k):
+        if nbad > bad.shape[0]:  # more excluded pixels than the buffer holds: one by one
+            sums, sq, mine = _pass1(op, xs[f], limits, variance=variance)
+        else:
+            sums, sq = s1[f], None if s2 is None else s2[f]
+            mine = bad[:nbad][bad[:nbad, 0] == f, 1]
+        areas = op.areas if mine.size == 0 else _areas_without(op, mine, op.matrix64)[0]
+        means[f], errs[f] = _mean_and_error(sums, sq, areas)
     return means, errs
 
 

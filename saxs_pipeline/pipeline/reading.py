@@ -32,6 +32,11 @@ class Loaded:
     meta: list[dict[str, Any]]  # per frame: the header / per-frame datasets
     scales: list[float] = field(default_factory=list)  # per frame: normalisation multipliers
 
+    def joined(self, other: Loaded) -> Loaded:
+        """Both sets of frames, this one's first (same ``invalid``; before the scales)."""
+        return Loaded(self.tasks + other.tasks, self.results + other.results,
+                      self.images + other.images, self.invalid, self.meta + other.meta)
+
 
 def ranges(frames: Sequence[FrameTask]) -> list[list[FrameTask]]:
     """Runs of consecutive frames of one file."""

@@ -5,7 +5,8 @@ the file, output base name decided by the driver, so two frames never share one)
 :class:`TaskOptions`; the task returns one :class:`FrameResult` per frame, in the same
 order. Frames are read by :mod:`saxs_pipeline.pipeline.reading` (consecutive frames of
 one file as one range; stream frames from their messages in ``payloads``) and integrated
-a group at a time (:func:`product_frames`), excluding the file's invalid pixels. ``.chi``
+a group at a time (``kernels.BATCH`` frames, also across files: one pass over the operator
+for the group), excluding the file's invalid pixels. ``.chi``
 writes are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
 harmless. Incomplete frames are *reported*, not waited for: the driver retries them
 later, so a worker thread never sleeps on a slow detector.
@@ -33,7 +34,6 @@ __all__ = [
     "FrameTask",
     "TaskOptions",
     "process_frames",
-    "product_frames",
 ]
 
 
@@ -96,14 +96,6 @@ class FrameResult:
     worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
 
 
-def product_frames(shape: tuple[int, int]) -> int:
-    """Frames per sparse x dense product. The engine lays a group out as float32 blocks of
-    frames x pixels, kept per worker thread for reuse; capping a block at 32 MiB bounds
-    that memory (8 Pilatus 1M frames; measured 5.2 ms CPU per frame in the task against
-    5.7-6.4 ms with 16, before the engine reused its blocks)."""
-    return max(1, (32 * 2**20) // (4 * shape[0] * shape[1]))
-
-
 def process_frames(
     queue_id: str,
     frames: Sequence[FrameTask],
@@ -125,13 +117,26 @@ def process_frames(
         _integrate_loaded(integrator, decode_stream(frames, payloads, integrator, results),
                           options, normalisation)
     else:
+        from saxs_pipeline.ops.kernels import BATCH
+
         k = 0
+        pending: Loaded | None = None
         for group in ranges(frames):
             part = results[k : k + len(group)]
             k += len(group)
             loaded = read_range(group, integrator, options.dataset, part)
-            if loaded is not None:
-                _integrate_loaded(integrator, loaded, options, normalisation)
+            if loaded is None:
+                continue
+            if pending is not None and pending.invalid != loaded.invalid:
+                _integrate_loaded(integrator, pending, options, normalisation)
+                pending = None
+            # One-frame files (TIFF) are gathered into groups the kernel takes at once.
+            pending = loaded if pending is None else pending.joined(loaded)
+            if len(pending.images) >= BATCH:
+                _integrate_loaded(integrator, pending, options, normalisation)
+                pending = None
+        if pending is not None:
+            _integrate_loaded(integrator, pending, options, normalisation)
     _log_progress(queue_id, results)
     return results
 
@@ -156,8 +161,9 @@ def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Load
 
 def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
                       normalisation: NormalisationResolver | None = None) -> None:
+    from saxs_pipeline.ops.kernels import BATCH as step
+
     loaded = _scales(loaded, normalisation)
-    step = product_frames(integ.shape)
     suffixes = integ.output_suffixes()
     for k in range(0, len(loaded.images), step):
         images = loaded.images[k : k + step]
