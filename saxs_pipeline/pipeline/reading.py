@@ -59,7 +59,7 @@ def read_range(group: list[FrameTask], integ: Integrator, dataset: str | None,
     path = group[0].path
     try:
         with open_frames(path, dataset=dataset, shape=integ.shape) as src:
-            images = src.read(group[0].index, group[-1].index + 1)
+            images = _read_chunks(src, group[0].index, group[-1].index + 1)
             meta = src.metadata(group[0].index, group[-1].index + 1)
             invalid = src.invalid_value
             images = _apply_pixel_mask(integ, path, src, images)
@@ -75,14 +75,29 @@ def read_range(group: list[FrameTask], integ: Integrator, dataset: str | None,
     for r, m in zip(results, meta, strict=True):
         r.fingerprint = (st.st_size, st.st_mtime_ns)
         r.image_time = m.get("time")
-    return Loaded(list(group), list(results), list(images), invalid, list(meta))
+    return Loaded(list(group), list(results), images, invalid, list(meta))
+
+
+def _read_chunks(src: Any, start: int, stop: int) -> list[np.ndarray]:
+    """Frames ``[start, stop)`` one chunk at a time: a whole chunk comes back as decoded,
+    where one read of the range would copy every frame into a new block (for 4 Mpx EIGER
+    frames 18 MB of copying and of fresh pages per frame)."""
+    k = max(int(src.chunk_frames), 1)
+    images: list[np.ndarray] = []
+    lo = start
+    while lo < stop:
+        hi = min(stop, (lo // k + 1) * k)
+        images.extend(src.read(lo, hi))
+        lo = hi
+    return images
 
 
 # (integrator id, file) -> flat indices of the file's bad pixels the calibration lets through
 _MASK_EXTRA: dict[tuple[int, str], np.ndarray | None] = {}
 
 
-def _apply_pixel_mask(integ: Integrator, path: str, src: Any, images: np.ndarray) -> np.ndarray:
+def _apply_pixel_mask(integ: Integrator, path: str, src: Any,
+                      images: list[np.ndarray]) -> list[np.ndarray]:
     """Mark the file's bad pixels (its own pixel mask) that the calibration's mask lets
     through as invalid. A calibration made by ``saxsconverter`` from the master file
     covers them all, and then nothing is copied. Checked once per file."""
@@ -103,9 +118,12 @@ def _apply_pixel_mask(integ: Integrator, path: str, src: Any, images: np.ndarray
     extra = _MASK_EXTRA[key]
     if extra is None:
         return images
-    images = np.array(images)  # a decoded chunk may be read-only
-    images.reshape(images.shape[0], -1)[:, extra] = src.invalid_value
-    return images
+    marked = []
+    for image in images:
+        image = np.array(image)  # a decoded chunk may be read-only
+        image.reshape(-1)[extra] = src.invalid_value
+        marked.append(image)
+    return marked
 
 
 def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ: Integrator,
