@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from saxs_pipeline.pipeline.frames import FrameRef
@@ -127,6 +128,13 @@ def chi_paths(basename: PathLike, suffixes: Iterable[str]) -> list[Path]:
     return [chi_path(basename, s) for s in suffixes]
 
 
+@lru_cache(maxsize=64)
+def _below(directory: str) -> str:
+    # "<parent of directory>/": one line per frame, so the parent is worked out once
+    parent = os.path.dirname(os.path.normpath(os.path.abspath(directory)))
+    return parent.rstrip(os.sep) + os.sep
+
+
 def filelist_entry(chi: PathLike, directory: PathLike, params: dict[str, float]) -> str:
     """One live file-list line ``"<path>, I0, I1, I2"``.
 
@@ -135,9 +143,9 @@ def filelist_entry(chi: PathLike, directory: PathLike, params: dict[str, float])
     rather than by splitting on a directory *name*, which broke when the name repeated in
     the path or was empty. Files outside that parent keep their absolute path.
     """
-    parent = os.path.dirname(os.path.normpath(os.path.abspath(os.fspath(directory))))
+    prefix = _below(os.fspath(directory))
     path = os.path.normpath(os.path.abspath(os.fspath(chi)))
-    if inside(path, parent) and path != parent:
-        path = os.sep + os.path.relpath(path, parent)
+    if path.startswith(prefix):
+        path = os.sep + path[len(prefix):]
     i0, i1, i2 = (float(params.get(k, 0.0)) for k in ("I0", "I1", "I2"))
     return f"{path}, {i0!r}, {i1!r}, {i2!r}"
