@@ -43,7 +43,7 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
 
-TARGETS = {"readdir_fps": 250.0, "readdir_vs_pyfai": 3.0, "live_fps": 120.0, "p99_ms_at_50": 100.0}
+TARGETS = {"readdir_fps": 250.0, "readdir_vs_pyfai": 8.0, "live_fps": 120.0, "p99_ms_at_50": 100.0}
 
 
 @dataclass
@@ -139,6 +139,16 @@ def copy_frames(src: Path, directory: Path, n: int, prefix: str = "frame") -> li
     return paths
 
 
+def warm_cache(paths: list[Path]) -> None:
+    """Read every frame once, so each timed case starts from a hot page cache, as frames a
+    detector just wrote are (this VM pages out files left idle for a minute, which made
+    whichever case came later read from disk)."""
+    for p in paths:
+        with open(p, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+
+
 def bench_pyfai(source: Source, frames: list[Path], pids) -> Row:
     try:
         import fabio
@@ -170,6 +180,7 @@ def bench_pyfai(source: Source, frames: list[Path], pids) -> Row:
     one(frames[0])  # builds pyFAI's CSR matrix
     times = []
     wait_quiet(pids, 20)
+    warm_cache(frames)
     with Background(pids) as bg:
         t0 = time.perf_counter()
         for p in frames:
@@ -191,6 +202,7 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
                    zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
     wait_quiet(pids, quiet)
+    warm_cache(sorted(directory.glob("*.tif")))
     with Background(pids) as bg:
         t0 = time.perf_counter()
         q.readdir()
