@@ -11,7 +11,10 @@ minutes hits every case alike; each case runs ``--runs`` times.
 "Within noise" is decided from the runs: per case the mean and standard deviation of the
 throughput, and for each browser case against no browser the difference of the means
 with its 95 % confidence interval (Welch), the two-sample test's p value, and whether
-the browser case's mean lies within one standard deviation of the no-browser runs. Runs
+the browser case's mean lies within one standard deviation of the no-browser runs. The
+verdict is the test's (p >= 0.05: no difference found); the interval's lower end is the
+largest slowdown the runs leave possible. The same comparison paired by round (each
+browser run against the no-browser run next to it) takes out the machine's drift. Runs
 during which other processes used more than ``--max-background`` cores are listed but
 left out of the statistics. The browser's processes count as ours, not as background: on
 a 2-core machine its CPU is part of the cost.
@@ -40,7 +43,7 @@ POINTS_JS = """const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0]
 const s = doc && doc.get_model_by_name(arguments[0]);
 return s ? s.data.t.length : -1;"""
 CASES = {"none": "no browser", "page": "page open in Chromium",
-         "nice": "page open, browser at nice 19"}
+         "nice": "page open, browser at nice 19", "blank": "Chromium on a blank page"}
 
 
 @contextlib.contextmanager
@@ -93,7 +96,8 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
     q = ImageQueue(client, source.calibration, directory, batch_size=16,
                    zarr_path=directory.parent / f"dash-{run}.zarr")
     q.start()
-    if driver is not None:  # the page has drawn the new queue's section: the steady state
+    page = driver is not None and driver.current_url.endswith("/saxs")
+    if page:  # the page has drawn the new queue's section: the steady state
         deadline = time.monotonic() + 10
         while not driver.execute_script(HAS_JS, f"saxs-info-{q.queue_id}") \
                 and time.monotonic() < deadline:
@@ -114,11 +118,13 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
     assert ok and stats["failed"] == 0, stats
     note = f"driver+scheduler {driver_cores:.2f} cores"
     if driver is not None:
+        note = f"browser {browser_cores:.2f} cores, {note}"
+    if page:
         deadline = time.monotonic() + 10  # the page shows every frame of the run
         while (shown := driver.execute_script(POINTS_JS, f"saxs-series-{q.queue_id}")) < n \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
-        note = f"browser {browser_cores:.2f} cores, {note}; page showed {shown} points"
+        note = f"{note}; page showed {shown} points"
     return Row("", n, n / wall, background=bg.cores, note=note)
 
 
@@ -136,9 +142,25 @@ def compare(base: list[float], other: list[float]) -> dict[str, float | bool]:
             "sd_base": 100 * sb / mb, "sd_other": 100 * so / mb}
 
 
+def paired(runs: dict[str, list[Row]], k: str, max_background: float) -> str:
+    """``k`` against no browser within each round (neighbouring runs, so the drift of the
+    machine's speed over the minutes cancels): mean ratio - 1, its 95 % CI, p."""
+    from scipy import stats
+
+    pairs = [(b.fps, o.fps) for b, o in zip(runs["none"], runs[k], strict=False)
+             if max(b.background or 0.0, o.background or 0.0) <= max_background]
+    if len(pairs) < 2:
+        return ""
+    ratios = [o / b - 1 for b, o in pairs]
+    test = stats.ttest_1samp(ratios, 0.0)
+    ci = test.confidence_interval(0.95)
+    return (f"  paired by round ({len(pairs)} rounds): {100 * statistics.fmean(ratios):+.1f} % "
+            f"(95 % CI {100 * ci.low:+.1f} .. {100 * ci.high:+.1f} %; p = {test.pvalue:.2f})")
+
+
 def report(runs: dict[str, list[Row]], max_background: float) -> str:
     lines = [f"{'run':<4} {'case':<32} {'frames/s':>9} {'bg CPU':>6}  note"]
-    order = sorted((r.case, i, k) for k, rows in runs.items() for i, r in enumerate(rows))
+    order = sorted((int(r.case), i, k) for k, rows in runs.items() for i, r in enumerate(rows))
     for _, i, k in order:
         r = runs[k][i]
         mark = "" if (r.background or 0.0) <= max_background else "  (noisy: left out)"
@@ -153,16 +175,18 @@ def report(runs: dict[str, list[Row]], max_background: float) -> str:
             lines.append(f"{CASES[k]:<32} {len(v):>4} {statistics.fmean(v):9.1f} {sd:6.1f} "
                          f"{min(v):6.1f} {max(v):6.1f}")
     base = quiet.get("none", [])
-    for k in ("page", "nice"):
+    for k in ("page", "nice", "blank"):
         other = quiet.get(k, [])
         if len(base) < 2 or len(other) < 2:
             continue
         c = compare(base, other)
-        noise = c["p"] >= 0.05 and c["within_sd"]
+        noise = c["p"] >= 0.05  # the two-sample test finds no difference
         lines.append(
             f"{CASES[k]} vs no browser: {c['diff']:+.1f} % (95 % CI {c['lo']:+.1f} .. "
-            f"{c['hi']:+.1f} %; Welch p = {c['p']:.2f}; no-browser run-to-run sd "
-            f"{c['sd_base']:.1f} %): {'WITHIN' if noise else 'NOT within'} noise")
+            f"{c['hi']:+.1f} %; Welch p = {c['p']:.2f}; mean "
+            f"{'within' if c['within_sd'] else 'outside'} 1 sd of the no-browser runs, "
+            f"sd {c['sd_base']:.1f} %): {'WITHIN' if noise else 'NOT within'} noise")
+        lines += [t for t in [paired(runs, k, max_background)] if t]
     return "\n".join(lines)
 
 
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=800, help="frames per run (800)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each case (5)")
     parser.add_argument("--cases", default="none,page",
-                        help="comma-separated, of none, page, nice (none,page)")
+                        help="comma-separated, of none, page, nice, blank (none,page)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--quiet-wait", type=float, default=25.0,
                         help="max seconds to wait for other processes to go quiet (25)")
@@ -215,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k in cases if i % 2 == 0 else cases[::-1]:
                     number = sum(map(len, runs.values())) + 1
                     with contextlib.ExitStack() as stack:
-                        driver = None if k == "none" else stack.enter_context(browser(url))
+                        where = "about:blank" if k == "blank" else url  # the browser alone
+                        driver = None if k == "none" else stack.enter_context(browser(where))
                         if k == "nice":
                             renice(driver)
 

@@ -24,8 +24,9 @@ from saxs_pipeline.queue import ImageQueue
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-# The bound: a new frame shows on the page within 2 s (push every 0.5 s + page
-# callback every 0.5 s + one integration, so ~1 s is typical on a busy 2-core machine).
+# The bound: a new frame shows on the page within 2 s (push every 0.5 s + the
+# page's next tick, 0.25 s after a pause and at most 1 s while frames stream + one
+# integration, so ~1 s is typical on a busy 2-core machine).
 UPDATE_LIMIT = 2.0
 
 # What the page shows, read from its Bokeh document: the info text (frame name, counts)
