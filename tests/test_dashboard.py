@@ -41,6 +41,8 @@ if (!info || !series || !curve) return null;
 return {text: info.text, points: series.data.t.length, curve: Array.from(curve.data.I)};
 """
 
+IDLE_JS = "return Boolean(window.Bokeh && Bokeh.documents[0] && Bokeh.documents[0].is_idle);"
+
 
 def _browser_or_skip():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -166,6 +168,13 @@ def test_reopen_and_two_browsers(client: Client, saxs_setup) -> None:
             with browser() as c:  # a third one opened and closed meanwhile
                 c.get(url)
                 read_page(c, q.queue_id)
+                # closed once drawn and its first messages are in (as a person would):
+                # Bokeh 3.9 logged AssertionErrors (session detached by its keep-alive)
+                # for a browser gone while the server still handled those messages
+                deadline = time.monotonic() + 15
+                while not c.execute_script(IDLE_JS) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.0)
             assert new_frame_shows([a, b], q, setup, 4) < UPDATE_LIMIT
     assert not errors.records, [r.getMessage() for r in errors.records]
 
