@@ -105,3 +105,26 @@ def test_another_axis_starts_the_map_again() -> None:
     assert len(live.q) == NQ + 5 and len(live.waterfall) == 0  # old rows do not fit
     assert live.latest_name == "frame_00000"  # a curve of the wrong length is dropped
     assert math.isnan(QueueLive("empty").latency_percentiles()[0])
+
+
+def test_an_idle_push_changes_no_version() -> None:
+    # a page redraws on a new version: the pushes of an idle queue must not make one
+    live = QueueLive("q")
+    live.push({"queue": "q", "processed": 0, "backlog": 0, "q": Q.astype(np.float32).tobytes()})
+    v = live.version
+    live.push({"queue": "q", "processed": 0, "backlog": 0, "frames": [], "curves": []})
+    assert live.version == v
+    live.push({"queue": "q", "processed": 0, "backlog": 1})
+    assert live.version == v + 1
+
+
+def test_curves_are_thinned_to_a_point_per_pixel_of_the_log_axis() -> None:
+    pytest.importorskip("bokeh")
+    from saxs_pipeline.live.view import display_index
+
+    q = np.linspace(0.0, 0.5, 2000)  # detector bins: linear in q, the first at q = 0
+    idx = display_index(q, columns=300)
+    assert 0 < len(idx) <= 300 and q[idx[0]] == q[1] and idx[-1] >= 1900
+    assert np.all(np.diff(idx) > 0)
+    # the sparse low-q bins are all kept: there each pixel holds at most one
+    assert set(range(1, 6)) <= set(idx.tolist())

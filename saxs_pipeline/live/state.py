@@ -61,8 +61,8 @@ class Histogram:
 
 
 class QueueLive:
-    """One queue's live data. ``version`` grows with every push that changed it, so a
-    page redraws only what is new."""
+    """One queue's live data. ``version`` grows with every push that changed it (a push
+    of an idle queue changes nothing), so a page redraws only what is new."""
 
     def __init__(self, queue_id: str) -> None:
         self.queue_id = queue_id
@@ -76,6 +76,7 @@ class QueueLive:
         self.waterfall: deque[np.ndarray] = deque(maxlen=WATERFALL)
         self.series: deque[tuple[float, float, float, float]] = deque(maxlen=SERIES)
         self.series_total = 0  # points ever added: a page streams only the new ones
+        self.curves_total = 0  # curves ever added: a page sends curves and map when it grew
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.done_times: deque[tuple[float, int]] = deque()
         self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES)
@@ -88,6 +89,7 @@ class QueueLive:
         """Take one push of the driver (see :class:`saxs_pipeline.live.feed.LiveFeed`)."""
         now = time.time()
         self.last_push = now
+        before = self._shown_state()
         for k in ("processed", "failed", "retried", "backlog"):
             if k in msg:
                 setattr(self, k, int(msg[k]))
@@ -120,10 +122,18 @@ class QueueLive:
                 continue
             self.curves.append((str(c.get("name", "")), intensity, decode(c.get("err"))))
             self.waterfall.append(intensity)
+            self.curves_total += 1
             self.latest_name = str(c.get("name", ""))
         self.failures.extend(msg.get("failures") or [])
         self.closed = bool(msg.get("closed", False))
-        self.version += 1
+        if self._shown_state() != before:
+            self.version += 1
+
+    def _shown_state(self) -> tuple[Any, ...]:
+        return (self.processed, self.failed, self.retried, self.backlog, self.closed,
+                self.series_total, self.curves_total, len(self.q), self.curve_key,
+                tuple(sorted(self.calibration.items(), key=str)), len(self.failures),
+                self.failures[-1] if self.failures else None)
 
     # -- reading -------------------------------------------------------------------------
 
