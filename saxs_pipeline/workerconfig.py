@@ -29,12 +29,12 @@ WORKER_ENVIRON = {
 # Dask's statistical profiler samples the running task's stack every 10 ms and keeps one
 # call tree per second, twice (per worker and per task prefix), in deques of
 # ``distributed.admin.low-level-log-length`` (1000) entries: the worker's memory grows for
-# the first ~17 minutes of every run. Measured on 64 x 48 frames, 2 workers: the two
-# deques grew 76 kB/s per worker (3.7 MB after 51 s; ~75 MB at their bound) and the
-# worker's RSS 135 kB/s with the profiler on against 27 kB/s off -- the linear growth of
-# the 10^5-frame soak (7.4 % over its second half). Nobody reads those trees during a
-# beamtime (the dashboard's profile page does), and taking them costs worker CPU, so our
-# workers run without; a user's dask config (YAML or
+# the first ~17 minutes of every run. It was the linear worker growth of the 10^5-frame
+# soak (7.4 % over its second half). Measured: the two deques held 3.7 MB after 51 s
+# (76 kB/s per worker, ~75 MB at their bound); over the second half of the soak the
+# workers grew 104-109 kB/s with it and 6-8 kB/s without (worker CPU per frame the same
+# within the noise). Nobody reads those trees during a beamtime (the dashboard's profile
+# page does), so our workers run without; a user's dask config (YAML or
 # DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True) turns it back on.
 PROFILE_KEY = "distributed.worker.profile.enabled"
 
