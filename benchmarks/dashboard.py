@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from saxs_pipeline.live.plugin import dashboard_url
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
     from saxs_pipeline.queue import ImageQueue
-    from saxs_pipeline.worker import nanny_environ_config
+    from saxs_pipeline.worker import worker_config
 
     cases = [k for k in CASES if k in args.cases.split(",")]
     root = Path(tempfile.mkdtemp(prefix="saxs-dash-bench-"))
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = find_source(root)
         frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
-        with dask.config.set(nanny_environ_config()):
+        with dask.config.set(worker_config()):
             cluster = LocalCluster(**embedded_cluster_options(args.workers))
         with cluster, Client(cluster) as client:
             warm = root / "warm" / "data"

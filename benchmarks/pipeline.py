@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("distributed", "tornado", "silx", "pyFAI"):
         logging.getLogger(name).setLevel(logging.ERROR)  # their start/stop chatter
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.worker import nanny_environ_config
+    from saxs_pipeline.worker import worker_config
 
     root = Path(tempfile.mkdtemp(prefix="saxs-bench-", dir=args.workdir))
     os.environ.setdefault("SAXS_PIPELINE_CACHE", str(root / "operator-cache"))
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         source = find_source(root)
         frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
         size = source.frame.stat().st_size
-        with dask.config.set(nanny_environ_config()):
+        with dask.config.set(worker_config()):
             cluster = LocalCluster(**embedded_cluster_options(args.workers))
         with cluster, Client(cluster) as client:
             def pids() -> set[int]:

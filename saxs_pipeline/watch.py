@@ -46,7 +46,11 @@ __all__ = ["FrameWatcher"]
 
 log = logging.getLogger(__name__)
 
-_REMEMBERED = 100_000
+# Repeated events for an unchanged path come close together (created and closed, a
+# directory moved in and then scanned); older repeats go to the run ledger, which decides. 10^5 paths held
+# ~31 MB and filled for a whole 10^5-frame soak: the driver grew 6.7 % over its second
+# half by watch, 1.0 % with this bound.
+_REMEMBERED = 10_000
 
 
 def _text(p: str | bytes) -> str:

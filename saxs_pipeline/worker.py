@@ -14,6 +14,8 @@
   saxs_pipeline.worker``: a plain ``dask worker`` (every option of it works) that, given
   ``--calibration``, validates it and builds its operators at start-up and refuses to
   start when that fails.
+  Its workers start with :func:`saxs_pipeline.workerconfig.worker_config` (the
+  allocator's environment, Dask's profiler off).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.io.masks import encode_attachment
 from saxs_pipeline.io.normalisation import NormalisationResolver
 from saxs_pipeline.ops.shipping import missing, operator_keys, pack, shipping_enabled, unpack
+from saxs_pipeline.workerconfig import WORKER_ENVIRON, nanny_environ_config, worker_config
 
 __all__ = [
     "PLUGIN_NAME",
@@ -55,28 +58,14 @@ __all__ = [
     "nanny_environ_config",
     "prepare",
     "worker_command",
+    "worker_config",
+    "WORKER_ENVIRON",
 ]
 
 log = logging.getLogger(__name__)
 
-# Environment of worker processes started by a nanny. Every frame allocates a few MB and a
-# batch a few 10 MB; with Dask's default MALLOC_TRIM_THRESHOLD_=65536 glibc hands that
-# memory back after each batch and the next one page-faults it in again: measured 9.5 ms
-# CPU per Pilatus frame instead of 5.5 ms. Keeping it (the working set stays at its
-# peak, a few hundred MB per worker) is the better trade for a frame loop.
-WORKER_ENVIRON = {
-    "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30),
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),  # glibc's maximum: frames come from the heap
-}
-
 PLUGIN_NAME = "saxs-integrator"
 CONFIG_KEY = "saxs.calibration"
-
-
-def nanny_environ_config() -> dict[str, str]:
-    """``dask.config.set`` settings that give worker processes :data:`WORKER_ENVIRON`
-    (read by each nanny when it is created)."""
-    return {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENVIRON.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,7 +331,9 @@ def worker_command(calibration: str | None, dask_worker_args: tuple[str, ...]) -
     args = list(dask_worker_args)
     if not any(a == "--worker-class" or a.startswith("--worker-class=") for a in args):
         args = ["--worker-class", "saxs_pipeline.worker.SaxsWorker", *args]
-    settings: dict[str, Any] = nanny_environ_config()
+    # the allocator's environment for the nanny's processes, Dask's profiler off
+    # (saxs_pipeline.workerconfig says why; the user's dask config still decides)
+    settings: dict[str, Any] = worker_config()
     if calibration:
         path = os.path.abspath(calibration)
         try:

@@ -91,6 +91,9 @@ def test_200_frames_on_scheduler_and_two_saxs_workers(process_cluster) -> None:
         k for p in dask_worker.plugins.values() if isinstance(p, IntegratorPlugin)
         for k in p.integrators))
     assert sorted(built.values()) == [[], ["default"]]
+    # Dask's profiler is off in our workers (its call trees grow the worker's memory)
+    profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    assert not any(profiling.values()), profiling
     with ImageQueue(client, setup.calibration, setup.data) as q:
         q.readdir()
         assert q.join(60)

@@ -89,3 +89,26 @@ def test_adopting_a_stack_without_ledger(tmp_path: Path) -> None:
     assert led.lookup([B])[B].fingerprint is None  # unknown: taken as unchanged
     assert not wanted(led.lookup([B])[B], FP2, Why.RESUME, True)
     led.close()
+
+
+def test_lookup_searches_the_primary_key_not_the_whole_table(tmp_path: Path) -> None:
+    # A walk looks every file up: a lookup that scanned the table made a walk of n
+    # frames O(n^2) (the 10^5-frame soak's driver slowed down as its ledger grew).
+    # SQLite's progress handler counts virtual-machine steps, independent of the machine.
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    refs = [FrameRef.of(f"f{i:06d}.tif") for i in range(5_000)]
+    led.take([Take(r, FP1, f"f{i:06d}") for i, r in enumerate(refs)])
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    led._db.set_progress_handler(count, 100)
+    try:
+        got = led.lookup([refs[5], refs[4_999], FrameRef.of("missing.tif"), refs[5]])
+    finally:
+        led._db.set_progress_handler(None, 100)
+    assert set(got) == {refs[5], refs[4_999]}
+    assert steps[0] < 20, f"{100 * steps[0]} SQLite steps for 4 refs: a table scan?"
+    led.close()

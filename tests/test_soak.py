@@ -1,6 +1,7 @@
-"""The CI-sized soak: 10^4 small frames through saxsdog readdir on the multi-host
-harness (benchmarks/soak.py runs 10^5): every frame once in the stack, the ledger and as
-a .chi file, no failures, memory of every process and the rate steady."""
+"""The CI-sized soak: 10^4 small frames through saxsdog on the multi-host harness, by
+readdir and by watch (frames added while it runs; benchmarks/soak.py runs 10^5): every
+frame once in the stack, the ledger and as a .chi file, no failures, memory of every
+process and the rate steady."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ if str(ROOT) not in sys.path:
 pytestmark = [pytest.mark.timeout(240), pytest.mark.scale]
 
 
-def test_ten_thousand_frames_on_two_worker_hosts(tmp_path, saxs_operator_cache) -> None:
+@pytest.mark.parametrize("watch", [False, True], ids=["readdir", "watch"])
+def test_ten_thousand_frames_on_two_worker_hosts(tmp_path, saxs_operator_cache, watch) -> None:
     why = unavailable()
     if why is not None:
         print(f"soak skipped: {why}")
@@ -26,7 +28,7 @@ def test_ten_thousand_frames_on_two_worker_hosts(tmp_path, saxs_operator_cache) 
     from benchmarks.soak import soak
 
     n = 10_000
-    result = soak(tmp_path, n, hosts=2, every=3.0, timeout=200)
+    result = soak(tmp_path, n, hosts=2, every=3.0, timeout=200, watch=watch, rate=1000.0)
     summary = result.summary()
     print("\n" + "\n".join(f"  {k}: {v}" for k, v in summary.items()))
     for key in ("stack rows", "distinct names", ".chi files", "ledger done"):
@@ -34,7 +36,10 @@ def test_ten_thousand_frames_on_two_worker_hosts(tmp_path, saxs_operator_cache) 
     assert summary["ledger pending"] == summary["ledger failed"] == 0
     assert summary["failures.log lines"] == 0
     # Loose bounds: the run is short and the machine shared; the soak script reports
-    # the figures for 10^5 frames.
+    # the figures for 10^5 frames and its < 5 % bound. A tight bound here would not even
+    # catch the growth the 10^5 soak found (Dask's profiler, ~0.1 MB/s per worker: under
+    # 1 % in this 15-45 s run); test_workerconfig and test_cluster_processes check that
+    # our workers run without it.
     for name in ("driver", "scheduler", "w1", "w2"):
         assert summary[f"rss {name} growth 2nd half %"] < 25, summary
     if "fps middle" in summary:

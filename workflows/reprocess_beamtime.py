@@ -31,7 +31,7 @@ from saxs_pipeline.pipeline.cluster import embedded_cluster_options
 from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.queue import ImageQueue
 from saxs_pipeline.stats import scheduler_stats
-from saxs_pipeline.worker import nanny_environ_config
+from saxs_pipeline.worker import worker_config
 
 log = logging.getLogger("reprocess")
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         timeout=30)
         cluster = None
     else:
-        with dask.config.set(nanny_environ_config()):
+        with dask.config.set(worker_config()):
             cluster = LocalCluster(**embedded_cluster_options(args.threads))
         client = Client(cluster)
     try:

@@ -66,11 +66,8 @@ def _link(opts: Options, threads: int) -> Any:
     """The cluster link, connected: ``--scheduler``/``--scheduler-file`` or an embedded
     local cluster whose worker processes ignore Ctrl-C (the terminal signals the whole
     process group; the driver alone stops them, in order, without tracebacks)."""
-    import dask
-
     from saxs_pipeline.pipeline.cluster import ClusterGoneError, ClusterLink
     from saxs_pipeline.pipeline.pathmap import PathMap, PathMapError
-    from saxs_pipeline.worker import nanny_environ_config
 
     try:
         path_map = PathMap.parse(opts.path_map)
@@ -85,10 +82,7 @@ def _link(opts: Options, threads: int) -> Any:
     if not external:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the spawned workers
     try:
-        # The nannies read the worker environment when they are created (and reuse it
-        # when they restart a worker), so the setting is needed only around the start.
-        with dask.config.set(nanny_environ_config()):
-            link.start(wait=True)
+        link.start(wait=True)  # an embedded cluster gets our worker settings there
     except ClusterGoneError as exc:
         link.close()
         where = opts.scheduler or f"the scheduler of {opts.scheduler_file}"

@@ -252,9 +252,16 @@ class ClusterLink:
             client = self._new_client()
             log.info("connected to the Dask scheduler at %s", self._client_address(client))
         else:
+            import dask
+
+            from saxs_pipeline.workerconfig import worker_config
+
             options = embedded_cluster_options(self.threads)
             options.update(self.cluster_options)
-            self._cluster = LocalCluster(**options)
+            # the nannies copy the config (allocator environment, profiler off) into
+            # every worker process they spawn, now and at restarts
+            with dask.config.set(worker_config()):
+                self._cluster = LocalCluster(**options)
             client = Client(self._cluster)
             log.info("started a local Dask cluster with %d worker process(es)", self.threads)
         with self._lock:

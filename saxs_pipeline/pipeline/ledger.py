@@ -237,8 +237,12 @@ class Ledger:
                 chunk = refs[k : k + _IN_CHUNK]
                 marks = ",".join("(?, ?)" for _ in chunk)
                 args = [v for r in chunk for v in (r.source, r.index)]
+                # The refs as the outer loop, one primary-key search each: SQLite plans
+                # "(source, idx) IN (VALUES ...)" as a scan of the whole table per chunk,
+                # which made a walk of n frames O(n^2) (18 ms per 400 refs at 10^5 rows).
                 for row in self._db.execute(
-                        f"SELECT * FROM frames WHERE (source, idx) IN (VALUES {marks})", args):
+                        f"SELECT frames.* FROM (VALUES {marks}) AS v CROSS JOIN frames "
+                        "ON frames.source = v.column1 AND frames.idx = v.column2", args):
                     e = _entry(row)
                     out[e.ref] = e
         return out
