@@ -143,7 +143,9 @@ def filelist_entry(chi: PathLike, directory: PathLike, params: dict[str, float])
     rather than by splitting on a directory *name*, which broke when the name repeated in
     the path or was empty. Files outside that parent keep their absolute path.
     """
-    prefix = _below(os.fspath(directory))
+    directory = os.fspath(directory)
+    # cached only for absolute paths: a relative one depends on the working directory
+    prefix = _below(directory) if os.path.isabs(directory) else _below.__wrapped__(directory)
     path = os.path.normpath(os.path.abspath(os.fspath(chi)))
     if path.startswith(prefix):
         path = os.sep + path[len(prefix):]

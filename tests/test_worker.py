@@ -46,6 +46,19 @@ def test_batch_results_files_and_values(saxs_setup) -> None:
         np.testing.assert_allclose(chi.intensity, expected[0].mean, rtol=1e-5, equal_nan=True)
 
 
+def test_grouped_frames_write_the_same_bytes_as_frames_alone(saxs_setup) -> None:
+    # one-frame files are gathered into kernel groups: a frame's .chi must not depend on
+    # which frames shared its task (a task re-run after a lost worker groups differently)
+    setup = saxs_setup(n_frames=5)
+    integ = setup.integrator()
+    together = process_frames("q", tasks(setup.frames, setup.root / "a"), TaskOptions(),
+                              integrator=integ)
+    alone = [process_frames("q", tasks([p], setup.root / "b"), TaskOptions(), integrator=integ)[0]
+             for p in setup.frames]
+    for t, a in zip(together, alone, strict=True):
+        assert Path(t.chi[0]).read_bytes() == Path(a.chi[0]).read_bytes()
+
+
 def test_bad_frames_are_reported_not_raised(saxs_setup) -> None:
     setup = saxs_setup(n_frames=2)
     whole = setup.frames[1].read_bytes()

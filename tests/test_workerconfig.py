@@ -4,6 +4,7 @@ otherwise (saxs_pipeline.workerconfig says why)."""
 from __future__ import annotations
 
 import dask
+import distributed  # noqa: F401  (its defaults in dask's config, as in every real use)
 import pytest
 
 from saxs_pipeline.workerconfig import PROFILE_KEY, WORKER_ENVIRON, profile_enabled, worker_config
@@ -13,6 +14,10 @@ from saxs_pipeline.workerconfig import PROFILE_KEY, WORKER_ENVIRON, profile_enab
 def no_user_profile_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     # the machine's own dask config must not decide these tests
     monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", raising=False)
+    # a nanny prefers these from os.environ over its config, and every LocalCluster an
+    # earlier test started left Dask's defaults there (its nannies set them in-process)
+    for name in WORKER_ENVIRON:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(dask.config, "paths", [])
 
 

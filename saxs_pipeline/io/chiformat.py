@@ -7,7 +7,7 @@ at ~0.5 us each, which was 40 % of a worker's time per frame. Here each value is
 exactly as an integer in base 10^9 limbs: ``m * 2**e`` for ``e >= 0``, else
 ``m * 5**-e`` (the value times ``10**-e``); its leading 19 decimal digits are rounded half
 to even with the exact rest, so the text is the same as Python's for every double (tests
-compare millions of random bit patterns, subnormals, ties, nan and inf).
+compare 200 000 random bit patterns, subnormals, exact ties, nan and inf).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from saxs_pipeline.ops.kernels import _jit
 
 __all__ = ["WIDTH", "format_e18", "format_table"]
 
-WIDTH = 26  # the longest "%.18e": "-d." (3), 18 digits, "e-308" (5)
+WIDTH = 26  # the longest "%.18e": "-d." (3), 18 digits, "e-324" (5)
 _BASE = np.uint64(1_000_000_000)  # typed: uint64 mixed with int64 would give float64
 _TEN = np.uint64(10)
 _ZERO = np.uint64(0)
@@ -188,6 +188,9 @@ def format_table(axis: tuple[bytes, np.ndarray], a: np.ndarray, b: np.ndarray) -
     text, ends = axis
     a = np.ascontiguousarray(a, dtype=np.float64)
     b = np.ascontiguousarray(b, dtype=np.float64)
+    if not ends.size == a.size == b.size or a.ndim != 1 or b.ndim != 1:
+        # the kernel does not check bounds: columns of other lengths would overrun
+        raise ValueError(f"columns of {ends.size}, {a.shape} and {b.shape} values")
     out = np.empty(len(text) + a.size * (2 * WIDTH + 4), np.uint8)
     used = _format_rows(np.frombuffer(text, np.uint8), ends, a.view(np.uint64),
                         b.view(np.uint64), out)

@@ -266,9 +266,10 @@ def integrate_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means and Poisson errors of several frames as two ``(n_frames, nbins)`` arrays
     (one array per batch, ready to ship): :func:`integrate_poisson`, or with
-    ``corrections`` :func:`integrate_corrected`, per frame. Frames of one dtype go through
-    the compact layout up to ``BATCH`` at a time (:func:`~saxs_pipeline.ops.kernels.
-    pass1_batch`: the operator is read once per group), others one by one."""
+    ``corrections`` :func:`integrate_corrected`, per frame. Without corrections, frames of
+    one dtype go through the compact layout up to ``BATCH`` at a time
+    (:func:`~saxs_pipeline.ops.kernels.pass1_batch`: the operator is read once per group;
+    the same bits as one by one), others one by one."""
     from saxs_pipeline.ops.kernels import BATCH
 
     _check_model(error_model)
@@ -304,6 +305,14 @@ def _batchable(op: IntegrationOperator, xs: list[np.ndarray]) -> int:
     return k if xs[0].flags.c_contiguous else 0
 
 
+def _readonly(x: np.ndarray) -> np.ndarray:
+    # numba types read-only and writable arrays apart, and a tuple of both cannot be
+    # indexed in a loop: decoded HDF5 chunks are read-only, partial ones copies
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
 def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, variance: bool):
     from saxs_pipeline.ops import kernels
 
@@ -312,13 +321,14 @@ def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, varian
     s1 = np.empty((k, op.nbins))
     s2 = np.empty((k, op.nbins)) if variance else None
     bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
-    frames = tuple(xs) + (xs[0],) * (kernels.BATCH - k)
+    frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (kernels.BATCH - k)
     nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
                                s1, s2, bad, *limits)
+    overflow = nbad > bad.shape[0]  # more excluded pixels than the buffer holds
     means = np.empty((k, op.nbins))
     errs = np.empty((k, op.nbins))
     for f in range(k):
-        if nbad > bad.shape[0]:  # more excluded pixels than the buffer holds: one by one
+        if overflow:  # one by one
             sums, sq, mine = _pass1(op, xs[f], limits, variance=variance)
         else:
             sums, sq = s1[f], None if s2 is None else s2[f]

@@ -117,8 +117,10 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
     caller redoes the frames one by one)."""
     nbins = s1.shape[1]
     width = len(weights)
-    acc1 = np.zeros((nbins + width, BATCH))
-    acc2 = np.zeros((nbins + width if s2 is not None else 0, BATCH))
+    # pixel j adds into lane j % LANES as in pass1, so each frame's sums are added in
+    # pass1's order: the same bits whichever frames share a group
+    acc1 = np.zeros((nbins + width, LANES, BATCH))
+    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES, BATCH))
     v = np.empty(BATCH)
     j = 0
     nbad = 0
@@ -142,19 +144,26 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
                                 bad[nbad, 1] = p
                             nbad += 1
             b = np.int64(start[j])
+            lane = j & (LANES - 1)
             for t in range(width):
                 w = np.float64(weights[t][j])
                 for f in range(BATCH):
                     wx = w * v[f]
-                    acc1[b + t, f] += wx
+                    acc1[b + t, lane, f] += wx
                     if s2 is not None:
-                        acc2[b + t, f] += w * wx
+                        acc2[b + t, lane, f] += w * wx
             j += 1
     for f in range(k):
         for q in range(nbins):
-            s1[f, q] = acc1[q, f]
+            a1 = 0.0
+            a2 = 0.0
+            for lane in range(LANES):  # as _reduce_lanes
+                a1 += acc1[q, lane, f]
+                if s2 is not None:
+                    a2 += acc2[q, lane, f]
+            s1[f, q] = a1
             if s2 is not None:
-                s2[f, q] = acc2[q, f]
+                s2[f, q] = a2
     return nbad
 
 

@@ -33,9 +33,10 @@ class Loaded:
     scales: list[float] = field(default_factory=list)  # per frame: normalisation multipliers
 
     def joined(self, other: Loaded) -> Loaded:
-        """Both sets of frames, this one's first (same ``invalid``; before the scales)."""
+        """Both sets of frames, this one's first (same ``invalid``)."""
         return Loaded(self.tasks + other.tasks, self.results + other.results,
-                      self.images + other.images, self.invalid, self.meta + other.meta)
+                      self.images + other.images, self.invalid, self.meta + other.meta,
+                      self.scales + other.scales)
 
 
 def ranges(frames: Sequence[FrameTask]) -> list[list[FrameTask]]:

@@ -14,6 +14,7 @@ later, so a worker thread never sleeps on a slow detector.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ __all__ = [
     "TaskOptions",
     "process_frames",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,10 @@ def _integrate(integ: Integrator, images: list[np.ndarray], invalid: float | Non
         return []
     try:
         return list(integ.integrate_many(images, scales, invalid=invalid))
-    except Exception:
+    except Exception as exc:
         # One bad frame must not fail its batch: integrate one by one to isolate it.
+        log.debug("%d frames integrated one by one: together they failed (%s)",
+                  len(images), exc)
         out: list[list[Curve] | Exception] = []
         for i, image in enumerate(images):
             try:
