@@ -136,7 +136,7 @@ def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, floa
         cluster = LocalCluster(**embedded_cluster_options(workers))
     with cluster, Client(cluster) as client:
         q = ImageQueue(client, calibration, master.parent, pattern="*_master.h5",
-                       write_chi=False, batch_size=16)
+                       write_chi=False)
         q.start()
         t = time.time()
         q.readdir()

@@ -198,7 +198,7 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
                   run: int = 0) -> Row:
     from saxs_pipeline.queue import ImageQueue
 
-    q = ImageQueue(client, source.calibration, directory, batch_size=16,
+    q = ImageQueue(client, source.calibration, directory,
                    zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
     wait_quiet(pids, quiet)
@@ -210,7 +210,8 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
         wall = time.perf_counter() - t0
     stats = q.close()
     assert ok and stats["failed"] == 0, stats
-    return Row("readdir (walk, 16 frames per task)", n, n / wall, background=bg.cores)
+    return Row(f"readdir (walk, {q.dispatcher.batch_size} frames per task)", n, n / wall,
+               background=bg.cores)
 
 
 def quietest(case: Callable[[int], Row], *, runs: int = 1, attempts: int = 3,
@@ -271,7 +272,7 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
     data = root / "data"
     data.mkdir(parents=True)
     os.sync()  # the previous case's frames are not written back during this one
-    q = ImageQueue(client, source.calibration, data, watch=True, batch_size=16)
+    q = ImageQueue(client, source.calibration, data, watch=True)
     q.start()
     times_file = root / "closed.json"
     wait_quiet(pids, quiet)

@@ -8,6 +8,7 @@ own in this process over the same frames (the task does the same steps in this o
 from __future__ import annotations
 
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ def breakdown(calibration: Path, frame: Path, n: int = 64) -> dict[str, float]:
                             strict=True):
             t[name] += dt
     writer.close()
+    shutil.rmtree(out, ignore_errors=True)
     return {k: 1e3 * v / n for k, v in t.items()}
 
 

@@ -72,7 +72,7 @@ class ImageQueue:
         poll: bool = False,
         resume: bool = False,
         zarr_path: str | Path | None = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
         max_in_flight: int | None = None,
         retries: int = 5,
         retry_delay: float = 0.2,

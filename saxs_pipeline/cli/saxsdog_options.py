@@ -43,7 +43,7 @@ class Options:
     zarr: Path | None = None
     pattern: str = "*.tif"
     poll: bool = False
-    batch_size: int = 16
+    batch_size: int = 32
     retries: int = 5
     std: bool = False
     no_chi: bool = False
@@ -94,7 +94,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--pattern", default="*.tif", help="frame file name pattern, any case (default: *.tif)")
     a("--poll", action="store_true",
       help="with -w: poll the directory (network file systems) instead of inotify")
-    a("--batch-size", type=int, default=16, help="frames per task for the walk (16)")
+    a("--batch-size", type=int, default=32, help="frames per task for the walk (32)")
     a("--retries", type=int, default=5, help="retries of a frame still being written (5)")
     a("--std", action="store_true",
       help="also compute the per-bin standard deviation for the curve stack (slower)")

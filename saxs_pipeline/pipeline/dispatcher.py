@@ -79,7 +79,7 @@ class Dispatcher:
         on_results: Callable[[list[tuple[Job, FrameResult]]], None],
         on_failed: Callable[[Job, str], None],
         *,
-        batch_size: int = 16,
+        batch_size: int = 32,
         max_in_flight: int | None = None,
         retries: int = 5,
         retry_delay: float = 0.2,

@@ -124,7 +124,9 @@ def process_frames(
 
         k = 0
         pending: Loaded | None = None
-        for group in ranges(frames):
+        # ranges of at most BATCH frames: a task holds one kernel group of decoded frames,
+        # not its whole range (32 EIGER 4M frames are 570 MB)
+        for group in (g[i : i + BATCH] for g in ranges(frames) for i in range(0, len(g), BATCH)):
             part = results[k : k + len(group)]
             k += len(group)
             loaded = read_range(group, integrator, options.dataset, part)
