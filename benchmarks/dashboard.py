@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from saxs_pipeline.live.plugin import dashboard_url
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
     from saxs_pipeline.queue import ImageQueue
-    from saxs_pipeline.worker import worker_config
+    from saxs_pipeline.workerconfig import worker_config
 
     cases = [k for k in CASES if k in args.cases.split(",")]
     root = Path(tempfile.mkdtemp(prefix="saxs-dash-bench-"))

@@ -130,7 +130,7 @@ def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, floa
 
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
     from saxs_pipeline.queue import ImageQueue
-    from saxs_pipeline.worker import worker_config
+    from saxs_pipeline.workerconfig import worker_config
 
     with dask.config.set(worker_config()):
         cluster = LocalCluster(**embedded_cluster_options(workers))

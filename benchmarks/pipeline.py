@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("distributed", "tornado", "silx", "pyFAI"):
         logging.getLogger(name).setLevel(logging.ERROR)  # their start/stop chatter
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.worker import worker_config
+    from saxs_pipeline.workerconfig import worker_config
 
     root = Path(tempfile.mkdtemp(prefix="saxs-bench-", dir=args.workdir))
     os.environ.setdefault("SAXS_PIPELINE_CACHE", str(root / "operator-cache"))

@@ -42,7 +42,7 @@ from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.io.masks import encode_attachment
 from saxs_pipeline.io.normalisation import NormalisationResolver
 from saxs_pipeline.ops.shipping import missing, operator_keys, pack, shipping_enabled, unpack
-from saxs_pipeline.workerconfig import WORKER_ENVIRON, nanny_environ_config, worker_config
+from saxs_pipeline.workerconfig import worker_config
 
 __all__ = [
     "PLUGIN_NAME",
@@ -55,11 +55,8 @@ __all__ = [
     "get_normalisation",
     "load_payload",
     "main",
-    "nanny_environ_config",
     "prepare",
     "worker_command",
-    "worker_config",
-    "WORKER_ENVIRON",
 ]
 
 log = logging.getLogger(__name__)

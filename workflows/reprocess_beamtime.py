@@ -31,7 +31,7 @@ from saxs_pipeline.pipeline.cluster import embedded_cluster_options
 from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.queue import ImageQueue
 from saxs_pipeline.stats import scheduler_stats
-from saxs_pipeline.worker import worker_config
+from saxs_pipeline.workerconfig import worker_config
 
 log = logging.getLogger("reprocess")
 
