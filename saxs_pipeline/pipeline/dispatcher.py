@@ -366,8 +366,11 @@ class Dispatcher:
         if ready:
             self.on_results(ready)
         with self._lock:  # with touch() excluded: a change noticed now is not lost
-            for job, _ in ready:
-                if job.again:  # changed while it ran: its newest content counts
+            for job, r in ready:
+                # changed while it ran: its newest content counts -- unless the worker
+                # already read that content (an event for a file still being written
+                # came in after the task had read the finished file)
+                if job.again and not _read_as(r, job.fingerprint):
                     self.line.again(job)
                 else:
                     self.line.done(job)
@@ -387,3 +390,9 @@ class Dispatcher:
             return
         self._finish(job)
         self.on_failed(job, r.error or "incomplete")
+
+
+def _read_as(r: FrameResult, fp: Fingerprint | None) -> bool:
+    """Whether the worker read the file as it was when last offered (``fp``)."""
+    return fp is not None and r.fingerprint is not None and tuple(r.fingerprint) == (
+        fp.size, fp.mtime_ns)
