@@ -22,6 +22,17 @@ def test_default_is_a_work_folder_beside_the_data_folder_keeping_sub_paths() -> 
     assert layout.frame_path(FrameRef.of("s1/x.tif")) == Path("/exp/user/data/s1/x.tif")
 
 
+def test_source_is_the_path_below_the_run_directory_or_none() -> None:
+    layout = OutputLayout.make("/exp/user/data/")
+    assert layout.source("/exp/user/data/./s1/../x.tif") == "x.tif"  # normalised first
+    assert layout.source(Path("/exp/user/data/s1/x.tif")) == "s1/x.tif"
+    assert layout.source("/exp/user/data") is None  # the directory itself
+    assert layout.source("/exp/user/data2/x.tif") is None  # a sibling sharing the prefix
+    assert layout.source("/exp/user/data/../other/x.tif") is None
+    assert OutputLayout.make("/").source("/x/y.tif") == "x/y.tif"
+    assert OutputLayout.make("/").source("/") is None
+
+
 def test_multi_frame_files_get_the_frame_index() -> None:
     layout = OutputLayout.make("/exp/data")
     ref = FrameRef.of("eiger/run_data_000001.h5", 12)
