@@ -18,8 +18,27 @@ STAGES = ("read (TIFF + header)", "integrate: kernel", "integrate: curves, I0/I1
           ".chi formatting + write", "result serialisation", "stack row (driver)")
 
 
+def worker_allocator() -> None:
+    """This process's glibc allocator set as a worker's (``workerconfig.WORKER_ENVIRON``):
+    frames come from the heap and stay there, rather than fresh pages per frame."""
+    import ctypes
+    import ctypes.util
+
+    from saxs_pipeline.workerconfig import WORKER_ENVIRON
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+    for param, key in ((m_trim_threshold, "MALLOC_TRIM_THRESHOLD_"),
+                       (m_mmap_threshold, "MALLOC_MMAP_THRESHOLD_")):
+        libc.mallopt(param, min(int(WORKER_ENVIRON[key]), 2**31 - 1))
+
+
 def breakdown(calibration: Path, frame: Path, n: int = 64) -> dict[str, float]:
-    """Mean ms per frame of each stage over ``n`` frames (batches of 8, as in a task)."""
+    """Mean ms per frame of each stage over ``n`` frames (batches of 8, as in a task),
+    with a worker's allocator settings."""
     from saxs_pipeline.integrator import Integrator
     from saxs_pipeline.io.images import read_frame
     from saxs_pipeline.io.stacklayout import CurveSpec
@@ -27,6 +46,7 @@ def breakdown(calibration: Path, frame: Path, n: int = 64) -> dict[str, float]:
     from saxs_pipeline.ops import integrate as ops
     from saxs_pipeline.pipeline.task import CurveData, FrameResult
 
+    worker_allocator()
     integ = Integrator(calibration, with_std=False)
     op = integ.operators[0]
     t = dict.fromkeys(STAGES, 0.0)
