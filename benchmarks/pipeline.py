@@ -187,6 +187,7 @@ def bench_pyfai(source: Source, frames: list[Path], pids) -> Row:
 
     one(frames[0])  # builds pyFAI's CSR matrix
     times = []
+    settle_file_system()  # the live cases' files are not written back during the loop
     wait_quiet(pids, 20)
     warm_cache(frames)
     with Background(pids) as bg:
@@ -210,9 +211,9 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
     # deletes an inode per frame, and ext4 then skips every inode deleted in the last
     # 5-35 s when it allocates one (measured 0.5 ms per new file, against 65 us): the
     # second run would time the file system's bookkeeping, not ours.
-    out = directory.parent / f"readdir-{run}"
-    q = ImageQueue(client, source.calibration, directory, out_dir=out,
-                   zarr_path=out / "stack.zarr")
+    out = f"../readdir-{run}"  # the default layout (as saxsdog without -o), a root per run
+    q = ImageQueue(client, source.calibration, directory, relpath=out,
+                   zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
     settle_file_system()
     wait_quiet(pids, quiet)

@@ -27,13 +27,17 @@ def worker_allocator() -> None:
     from saxs_pipeline.workerconfig import WORKER_ENVIRON
 
     name = ctypes.util.find_library("c")
-    if name is None:
+    try:
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    except OSError:
+        mallopt = None
+    if mallopt is None:  # not glibc: the workers' environment means nothing there either
         return
-    libc = ctypes.CDLL(name)
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
     for param, key in ((m_trim_threshold, "MALLOC_TRIM_THRESHOLD_"),
                        (m_mmap_threshold, "MALLOC_MMAP_THRESHOLD_")):
-        libc.mallopt(param, min(int(WORKER_ENVIRON[key]), 2**31 - 1))
+        mallopt(param, min(int(WORKER_ENVIRON[key]), 2**31 - 1))  # an int: 4 GiB -> 2 GiB
 
 
 def breakdown(calibration: Path, frame: Path, n: int = 64) -> dict[str, float]:
