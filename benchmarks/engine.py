@@ -275,7 +275,7 @@ def main() -> None:
           f"{op.nbins} bins, ov 3, polarization 0.99, nnz {op.matrix.nnz:,}; "
           f"{os.cpu_count()} cores; pyFAI full/csr/cython on 1 OpenMP thread and at its default")
     print_table(rows)
-    t_chain = fai_chain_ms(rows)
+    t_chain = _row(rows, "full chain + Poisson")[3]  # pyFAI at its default threads
     ratio_fai = f"{t_chain / chain_ms:.1f}x pyFAI (default threads)" if t_chain else "pyFAI n/a"
     print(f"full chain (dark, flat, solid angle, sensor, P, monitor) vs plain: "
           f"{chain_ms / plain_ms:.3f}x (target <= 1.05), all three columns "
@@ -288,10 +288,6 @@ def main() -> None:
 
 def _row(rows: list[Row], label: str) -> Row:
     return next(r for r in rows if r[0].startswith(label))
-
-
-def fai_chain_ms(rows: list[Row]) -> float | None:
-    return _row(rows, "full chain + Poisson")[3]
 
 
 def print_table(rows: list[Row]) -> None:

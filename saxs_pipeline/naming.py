@@ -75,7 +75,7 @@ class OutputLayout:
     @classmethod
     def make(cls, directory: PathLike, out_dir: PathLike | None = None,
              relpath: str = DEFAULT_RELPATH) -> OutputLayout:
-        directory = Path(os.path.normpath(os.path.abspath(os.fspath(directory))))
+        directory = Path(os.path.normpath(os.path.abspath(os.fspath(directory))))  # for root
         if out_dir:
             return cls(directory, Path(os.path.normpath(os.path.abspath(os.fspath(out_dir)))), True)
         return cls(directory, Path(os.path.normpath(os.path.join(directory, relpath))), False)
@@ -89,7 +89,7 @@ class OutputLayout:
         # abspath normalises, and so did __post_init__ for the directory: a path below it
         # starts with it and a separator (called per frame: 1 us where relpath took 9 us)
         p = os.path.abspath(os.fspath(path))
-        prefix = _below_dir(str(self.directory))
+        prefix = str(self.directory).rstrip(os.sep) + os.sep
         if not p.startswith(prefix) or len(p) == len(prefix):
             return None
         return p[len(prefix):].replace(os.sep, "/")
@@ -133,11 +133,6 @@ def chi_path(basename: PathLike, suffix: str = "") -> Path:
 def chi_paths(basename: PathLike, suffixes: Iterable[str]) -> list[Path]:
     """The ``.chi`` files of one frame, for the calibration's ``output_suffixes()``."""
     return [chi_path(basename, s) for s in suffixes]
-
-
-@lru_cache(maxsize=64)
-def _below_dir(directory: str) -> str:
-    return directory.rstrip(os.sep) + os.sep
 
 
 @lru_cache(maxsize=64)
