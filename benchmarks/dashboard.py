@@ -34,7 +34,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.pipeline import Row, copy_frames, find_source, wait_quiet
+from benchmarks.files import copy_frames
+from benchmarks.machine import wait_quiet
+from benchmarks.pipeline import Row, find_source
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HAS_JS = """const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
@@ -90,7 +92,7 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
              run: int) -> Row:
     import psutil
 
-    from benchmarks.pipeline import Background, _own_seconds
+    from benchmarks.machine import Background, own_seconds
     from saxs_pipeline.queue import ImageQueue
 
     q = ImageQueue(client, source.calibration, directory, batch_size=16,
@@ -106,13 +108,13 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
     watched = browser_pids(driver) if driver is not None else set()
     me = psutil.Process()  # the in-process scheduler, its page server and the driver
     # (not its children's times: a browser reaped meanwhile would count as ours)
-    cpu0 = _own_seconds(watched), sum(me.cpu_times()[:2])
+    cpu0 = own_seconds(watched), sum(me.cpu_times()[:2])
     with Background(pids) as bg:
         t0 = time.perf_counter()
         q.readdir()
         ok = q.join(600)
         wall = time.perf_counter() - t0
-    browser_cores = (_own_seconds(watched) - cpu0[0]) / wall
+    browser_cores = (own_seconds(watched) - cpu0[0]) / wall
     driver_cores = (sum(me.cpu_times()[:2]) - cpu0[1]) / wall
     stats = q.close()
     assert ok and stats["failed"] == 0, stats

@@ -21,7 +21,13 @@ waits (up to ``--quiet-wait`` s) for other processes to go quiet and reports the
 used during the case ("bg CPU", in cores): on a shared 2-core box that is the main source
 of noise (the hypervisor's steal time counts as theirs). A case during which they used
 more than 0.3 cores is run again (at most three runs). The throughput cases (readdir,
-pyFAI) run at least twice and report the faster quiet run; noise only slows runs down.
+pyFAI's loop) take turns for ``--rounds`` rounds, so both see the machine of the same
+minutes; the table reports each one's fastest quiet run (noise only slows runs down) and
+a line the ratio round by round.
+Before a case that creates files (ours; pyFAI's loop creates none) the benchmark also
+waits until a new file is cheap again ("new file ... us" in the notes): on ext4 without
+a journal, files deleted in the last minutes (an earlier run's, the tests') make every
+new inode cost 0.2-0.7 ms (see ``settle_file_system``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.files import copy_frames, fs_note, settle_file_system, warm_cache
+from benchmarks.machine import Background, wait_quiet
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
 
@@ -75,132 +84,66 @@ def find_source(workdir: Path) -> Source:
     return Source(demo.calibration, demo.frames[0], "generated demo frame (no real data found)")
 
 
-# -- background load --------------------------------------------------------------------
-
-
-def _busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    # steal: time the hypervisor gave our virtual CPUs to other machines
-    return sum(getattr(t, f, 0.0) for f in ("user", "system", "nice", "irq", "softirq", "steal"))
-
-
-def _own_seconds(pids: set[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in list(pids):
-        try:
-            c = psutil.Process(pid).cpu_times()
-            total += c.user + c.system + c.children_user + c.children_system
-        except psutil.Error:
-            pids.discard(pid)
-    return total
-
-
-class Background:
-    """CPU (in cores) used by processes other than ours while a case runs."""
-
-    def __init__(self, pids: Callable[[], set[int]]) -> None:
-        self.pids = pids
-
-    def __enter__(self) -> Background:
-        self._own_pids = self.pids()
-        self._t, self._busy, self._own = time.perf_counter(), _busy_seconds(), _own_seconds(
-            self._own_pids)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        dt = time.perf_counter() - self._t
-        own = _own_seconds(self._own_pids | self.pids()) - self._own
-        self.cores = max(0.0, (_busy_seconds() - self._busy - own) / dt) if dt > 0 else 0.0
-
-
-def wait_quiet(pids: Callable[[], set[int]], max_wait: float, threshold: float = 0.25) -> float:
-    """Wait until other processes use less than ``threshold`` cores (over 0.5 s)."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        with Background(pids) as bg:
-            time.sleep(0.5)
-        if bg.cores < threshold or time.monotonic() > deadline:
-            return bg.cores
-
-
 # -- cases ------------------------------------------------------------------------------
 
 
-def copy_frames(src: Path, directory: Path, n: int, prefix: str = "frame") -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{prefix}_{i:05d}.tif" for i in range(n)]
-    for p in paths:
-        shutil.copyfile(src, p)
-    os.sync()  # no writeback of the copies during a timed case
-    return paths
+class PyfaiLoop:
+    """pyFAI's own loop on the same frames: set up once (geometry, mask, its CSR matrix),
+    then each call is one timed run. ``skipped`` says why when pyFAI is not installed."""
 
+    def __init__(self, source: Source, frames: list[Path]) -> None:
+        self.frames = frames
+        self.skipped: str | None = None
+        try:
+            import fabio
+            from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+        except ImportError as exc:
+            self.skipped = f"skipped: {exc}"
+            return
+        from saxs_pipeline.integrator import Integrator
+        from saxs_pipeline.io.calibration import load_calibration
 
-def settle_file_system(wait: float = 6.0) -> None:
-    """Write back what earlier cases wrote and deleted, then wait out ext4's window of
-    "recently deleted" inodes (5 s once written back; 35 s while dirty), which it skips,
-    one by one, when it allocates a new one."""
-    os.sync()
-    time.sleep(wait)
+        cal = load_calibration(source.calibration)
+        integ = Integrator(cal, with_std=False)
+        op = integ.operators[0]
+        g = cal.geometry
+        ai = AzimuthalIntegrator()
+        ai.setFit2D(directDist=g.distance_mm, centerX=g.beam_center_x, centerY=g.beam_center_y,
+                    tilt=g.tilt_angle_deg, tiltPlanRotation=g.tilt_rot_deg,
+                    pixelX=g.pixel_size_um[1], pixelY=g.pixel_size_um[0],
+                    wavelength=g.wavelength_a)
+        # FIT2D's frame is the stored TIFF upside down: flip the image, the mask with it.
+        mask = np.flipud(~integ.valid[0]).astype(np.int8)
+        kw = {"unit": "q_nm^-1", "radial_range": (float(op.edges[0]), float(op.edges[-1])),
+              "method": ("full", "csr", "cython"), "correctSolidAngle": False,
+              "error_model": "poisson", "mask": mask}
+        if cal.polarization is not None:
+            kw["polarization_factor"] = 2 * cal.polarization.fraction - 1
 
+        def one(path: Path) -> None:
+            ai.integrate1d(np.flipud(fabio.open(str(path)).data), op.nbins, **kw)
 
-def warm_cache(paths: list[Path]) -> None:
-    """Read every frame once, so each timed case starts from a hot page cache, as frames a
-    detector just wrote are (this VM pages out files left idle for a minute, which made
-    whichever case came later read from disk)."""
-    for p in paths:
-        with open(p, "rb") as fh:
-            while fh.read(1 << 22):
-                pass
+        one(frames[0])  # builds pyFAI's CSR matrix
+        self.one = one
 
-
-def bench_pyfai(source: Source, frames: list[Path], pids) -> Row:
-    try:
-        import fabio
-        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-    except ImportError as exc:
-        return Row("pyFAI loop: fabio + integrate1d", 0, None, note=f"skipped: {exc}")
-    from saxs_pipeline.integrator import Integrator
-    from saxs_pipeline.io.calibration import load_calibration
-
-    cal = load_calibration(source.calibration)
-    integ = Integrator(cal, with_std=False)
-    op = integ.operators[0]
-    g = cal.geometry
-    ai = AzimuthalIntegrator()
-    ai.setFit2D(directDist=g.distance_mm, centerX=g.beam_center_x, centerY=g.beam_center_y,
-                tilt=g.tilt_angle_deg, tiltPlanRotation=g.tilt_rot_deg,
-                pixelX=g.pixel_size_um[1], pixelY=g.pixel_size_um[0], wavelength=g.wavelength_a)
-    # FIT2D's frame is the stored TIFF upside down: flip the image, the mask with it.
-    mask = np.flipud(~integ.valid[0]).astype(np.int8)
-    kw = {"unit": "q_nm^-1", "radial_range": (float(op.edges[0]), float(op.edges[-1])),
-          "method": ("full", "csr", "cython"), "correctSolidAngle": False,
-          "error_model": "poisson", "mask": mask}
-    if cal.polarization is not None:
-        kw["polarization_factor"] = 2 * cal.polarization.fraction - 1
-
-    def one(path: Path) -> None:
-        ai.integrate1d(np.flipud(fabio.open(str(path)).data), op.nbins, **kw)
-
-    one(frames[0])  # builds pyFAI's CSR matrix
-    times = []
-    settle_file_system()  # the live cases' files are not written back during the loop
-    wait_quiet(pids, 20)
-    warm_cache(frames)
-    with Background(pids) as bg:
-        t0 = time.perf_counter()
-        for p in frames:
-            t = time.perf_counter()
-            one(p)
-            times.append(time.perf_counter() - t)
-        wall = time.perf_counter() - t0
-    ms = 1e3 * np.array(times)
-    return Row("pyFAI loop: fabio + integrate1d full/csr", len(frames), len(frames) / wall,
-               float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), bg.cores,
-               "per-frame loop time")
+    def __call__(self, pids: Callable[[], set[int]]) -> Row:
+        if self.skipped:
+            return Row("pyFAI loop: fabio + integrate1d", 0, None, note=self.skipped)
+        times = []
+        settle_file_system()  # the previous case's files are not written back during the loop
+        wait_quiet(pids, 20)
+        warm_cache(self.frames)
+        with Background(pids) as bg:
+            t0 = time.perf_counter()
+            for p in self.frames:
+                t = time.perf_counter()
+                self.one(p)
+                times.append(time.perf_counter() - t)
+            wall = time.perf_counter() - t0
+        ms = 1e3 * np.array(times)
+        return Row("pyFAI loop: fabio + integrate1d full/csr", len(self.frames),
+                   len(self.frames) / wall, float(np.percentile(ms, 50)),
+                   float(np.percentile(ms, 99)), bg.cores, "per-frame loop time")
 
 
 def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: float,
@@ -208,14 +151,12 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
     from saxs_pipeline.queue import ImageQueue
 
     # Each run writes its own outputs: a second run replacing the first one's .chi files
-    # deletes an inode per frame, and ext4 then skips every inode deleted in the last
-    # 5-35 s when it allocates one (measured 0.5 ms per new file, against 65 us): the
-    # second run would time the file system's bookkeeping, not ours.
+    # would delete an inode per frame (see settle_file_system).
     out = f"../readdir-{run}"  # the default layout (as saxsdog without -o), a root per run
     q = ImageQueue(client, source.calibration, directory, relpath=out,
                    zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
-    settle_file_system()
+    settled = settle_file_system(directory.parent / f"probe-{run}")
     wait_quiet(pids, quiet)
     warm_cache(sorted(directory.glob("*.tif")))
     with Background(pids) as bg:
@@ -226,26 +167,30 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
     stats = q.close()
     assert ok and stats["failed"] == 0, stats
     return Row(f"readdir (walk, {q.dispatcher.batch_size} frames per task)", n, n / wall,
-               background=bg.cores)
+               background=bg.cores, note=fs_note(settled))
 
 
-def quietest(case: Callable[[int], Row], *, runs: int = 1, attempts: int = 3,
-             max_background: float = 0.3) -> Row:
-    """Run ``case`` ``runs`` times, and again (up to ``attempts`` runs in all) while no
-    run kept other processes under ``max_background`` cores. Of the quiet runs the
-    fastest is reported (noise only ever slows a run down), else the least disturbed."""
-    rows: list[Row] = []
-    while len(rows) < attempts:
-        rows.append(case(len(rows)))
-        quiet = [r for r in rows if (r.background or 0.0) <= max_background]
-        if len(rows) >= runs and quiet:
-            break
+def best_quiet(rows: list[Row], max_background: float = 0.3) -> Row:
+    """The fastest of the runs during which other processes kept under ``max_background``
+    cores (noise only ever slows a run down), else the least disturbed run."""
     quiet = [r for r in rows if (r.background or 0.0) <= max_background]
     best = max(quiet, key=lambda r: r.fps or 0.0) if quiet else min(
         rows, key=lambda r: r.background or 0.0)
     if len(rows) > 1:
         best.note = (best.note + "; " if best.note else "") + f"best of {len(rows)} runs"
     return best
+
+
+def quietest(case: Callable[[int], Row], *, attempts: int = 3,
+             max_background: float = 0.3) -> Row:
+    """Run ``case``, and again (up to ``attempts`` runs in all) while no run kept other
+    processes under ``max_background`` cores; see :func:`best_quiet`."""
+    rows: list[Row] = []
+    while len(rows) < attempts:
+        rows.append(case(len(rows)))
+        if (rows[-1].background or 0.0) <= max_background:
+            break
+    return best_quiet(rows, max_background)
 
 
 WARM_FRAMES = 5  # written first and not timed: the queue's first frames pay one-off set-up
@@ -286,7 +231,7 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
 
     data = root / "data"
     data.mkdir(parents=True)
-    settle_file_system()  # the previous case's files are not written back during this one
+    settled = settle_file_system(root / "probe")
     q = ImageQueue(client, source.calibration, data, watch=True)
     q.start()
     times_file = root / "closed.json"
@@ -313,7 +258,7 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
     else:  # the feeder outruns the pipeline: latency is mostly time waiting in the backlog
         label, note = "live, maximum rate", "feeder outpaces: latency includes the backlog"
     return Row(label, n, fps, float(np.percentile(latency, 50)), float(np.percentile(latency, 99)),
-               bg.cores, note, compare=rate <= 0)
+               bg.cores, f"{note}; {fs_note(settled)}", compare=rate <= 0)
 
 
 # -- report -----------------------------------------------------------------------------
@@ -359,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live-frames", type=int, default=400, help="frames per live case (400)")
     parser.add_argument("--rate", type=float, default=50.0, help="offered live rate (50/s)")
     parser.add_argument("--pyfai-frames", type=int, default=150, help="pyFAI loop frames (150)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of readdir, then pyFAI's loop (3)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to put the frames (default: a temporary directory)")
@@ -401,23 +348,34 @@ def main(argv: list[str] | None = None) -> int:
             with ImageQueue(client, source.calibration, warm) as q:
                 q.readdir()
                 q.join(120)
-            rows = {"readdir": quietest(lambda i: bench_readdir(
-                client, source, frames[0].parent, args.frames, pids, args.quiet_wait, i),
-                runs=2)}
+            # Ours and pyFAI's loop take turns, so both see the machine of the same
+            # minutes (this VM's speed drifts by 15-30 % within an hour).
+            pyfai_loop = PyfaiLoop(source, frames[: args.pyfai_frames])
+            readdir_runs, pyfai_runs = [], []
+            for i in range(args.rounds):
+                readdir_runs.append(bench_readdir(
+                    client, source, frames[0].parent, args.frames, pids, args.quiet_wait, i))
+                pyfai_runs.append(pyfai_loop(lambda: {os.getpid()}))
+            rounds = [(r.fps or 0.0) / p.fps for r, p in zip(readdir_runs, pyfai_runs,
+                                                             strict=True) if p.fps]
+            rows = {"readdir": best_quiet(readdir_runs)}
+            pyfai = best_quiet(pyfai_runs)
             rows["live50"] = quietest(lambda i: bench_live(
                 client, source, root / f"live50-{i}", args.live_frames, args.rate, pids,
                 args.quiet_wait))
             rows["livemax"] = quietest(lambda i: bench_live(
                 client, source, root / f"livemax-{i}", args.live_frames, 0.0, pids,
                 args.quiet_wait))
-        pyfai = quietest(lambda i: bench_pyfai(source, frames[: args.pyfai_frames],
-                                               lambda: {os.getpid()}), runs=2)
         pyfai_fps = pyfai.fps
         print(f"saxs_pipeline pipeline benchmark: {source.description}, "
               f"{size / 1e6:.1f} MB per frame")
         print(f"cluster: embedded LocalCluster, {args.workers} worker processes x 1 thread, "
               f"{os.cpu_count()} CPUs; mean + Poisson error per frame, .chi + zarr written")
         print(table([rows["readdir"], rows["live50"], rows["livemax"], pyfai], pyfai_fps))
+        if rounds:
+            print("readdir / pyFAI loop, round by round: "
+                  + ", ".join(f"{r:.2f}x" for r in rounds)
+                  + f" (median {float(np.median(rounds)):.2f}x)")
         print("targets: " + verdict(rows, pyfai_fps))
         from benchmarks.stages import breakdown
         from benchmarks.stages import table as stage_table
