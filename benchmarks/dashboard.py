@@ -36,7 +36,7 @@ from pathlib import Path
 
 from benchmarks.files import copy_frames
 from benchmarks.machine import wait_quiet
-from benchmarks.pipeline import Row, find_source
+from benchmarks.pipeline import Row, find_source, warm_workers
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HAS_JS = """const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
@@ -216,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     from saxs_pipeline.live.plugin import dashboard_url
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.queue import ImageQueue
     from saxs_pipeline.workerconfig import worker_config
 
     cases = [k for k in CASES if k in args.cases.split(",")]
@@ -228,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         with dask.config.set(worker_config()):
             cluster = LocalCluster(**embedded_cluster_options(args.workers))
         with cluster, Client(cluster) as client:
-            warm = root / "warm" / "data"
-            copy_frames(source.frame, warm, 4)
-            with ImageQueue(client, source.calibration, warm) as q:
-                q.readdir()
-                q.join(120)
+            warm_workers(client, source, root / "warm")
             url = dashboard_url(client)
             assert url, "no SAXS page: is bokeh installed?"
             own = {os.getpid(), *client.run(os.getpid).values()}
