@@ -370,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                 readdir_runs.append(bench_readdir(
                     client, source, frames[0].parent, args.frames, pids, args.quiet_wait, i))
                 pyfai_runs.append(pyfai_loop(lambda: {os.getpid()}))
-            rounds = [(r.fps or 0.0) / p.fps for r, p in zip(readdir_runs, pyfai_runs,
-                                                             strict=True) if p.fps]
+            rounds = [(r.fps or 0.0, p.fps) for r, p in zip(readdir_runs, pyfai_runs,
+                                                            strict=True) if p.fps]
             rows = {"readdir": best_quiet(readdir_runs)}
             pyfai = best_quiet(pyfai_runs)
             rows["live50"] = quietest(lambda i: bench_live(
@@ -387,9 +387,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs; mean + Poisson error per frame, .chi + zarr written")
         print(table([rows["readdir"], rows["live50"], rows["livemax"], pyfai], pyfai_fps))
         if rounds:
+            ratios = [ours / theirs for ours, theirs in rounds]
             print("readdir / pyFAI loop, round by round: "
-                  + ", ".join(f"{r:.2f}x" for r in rounds)
-                  + f" (median {float(np.median(rounds)):.2f}x)")
+                  + ", ".join(f"{ours:.0f}/{theirs:.1f} = {ours / theirs:.2f}x"
+                              for ours, theirs in rounds)
+                  + f" frames/s (median {float(np.median(ratios)):.2f}x)")
         print("targets: " + verdict(rows, pyfai_fps))
         from benchmarks.stages import breakdown
         from benchmarks.stages import table as stage_table
