@@ -40,10 +40,11 @@ def create_cost(directory: Path, n: int = 200) -> float:
     return 1e6 * (time.perf_counter() - t0) / n
 
 
-def settle_file_system(probe: Path | None = None, wait: float = 6.0,
+def settle_file_system(probe: Path | None = None, files: int = 200, wait: float = 6.0,
                        max_wait: float = 420.0) -> Settled | None:
     """Write back what earlier cases wrote; then, with a ``probe`` directory beside the
-    case's outputs, wait (at most ``max_wait`` s) until new files are cheap again.
+    case's outputs, wait (at most ``max_wait`` s) until ``files`` new files (as many as
+    the case makes: fewer would not reach every inode it will) are cheap again.
 
     ext4 without a journal (this VM's root) will not reuse an inode deleted less than
     60 s ago, or 360 s while its inode-table block is dirty (Linux >= 5.7), and skips
@@ -57,7 +58,7 @@ def settle_file_system(probe: Path | None = None, wait: float = 6.0,
     if probe is None:
         return None
     start = time.monotonic()
-    while (cost := create_cost(probe)) > FAST_CREATE_US and time.monotonic() - start < max_wait:
+    while (cost := create_cost(probe, files)) > FAST_CREATE_US and time.monotonic() - start < max_wait:
         print(f"waiting for the file system: a new file takes {cost:.0f} us (recently "
               f"deleted inodes are skipped; {time.monotonic() - start:.0f} s so far)",
               file=sys.stderr, flush=True)

@@ -176,7 +176,8 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
     q = ImageQueue(client, source.calibration, directory, relpath=out,
                    zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
-    settled = settle_file_system(directory.parent / f"probe-{run}")
+    # a .chi and its temporary name per frame
+    settled = settle_file_system(directory.parent / f"probe-{run}", files=2 * n)
     wait_quiet(pids, quiet)
     warm_cache(sorted(directory.glob("*.tif")))
     with Background(pids) as bg:
@@ -251,7 +252,8 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
 
     data = root / "data"
     data.mkdir(parents=True)
-    settled = settle_file_system(root / "probe")
+    # the feeder's frames, and a .chi and its temporary name per frame
+    settled = settle_file_system(root / "probe", files=3 * (n + WARM_FRAMES))
     q = ImageQueue(client, source.calibration, data, watch=True)
     q.start()
     times_file = root / "closed.json"
