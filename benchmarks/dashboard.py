@@ -34,9 +34,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.files import copy_frames
-from benchmarks.machine import wait_quiet
-from benchmarks.pipeline import Row, find_source, warm_workers
+from benchmarks.cluster import embedded, warm_workers
+from benchmarks.files import copy_frames, find_source
+from benchmarks.machine import Background, own_seconds, wait_quiet
+from benchmarks.pipeline import Row
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HAS_JS = """const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
@@ -92,11 +93,13 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
              run: int) -> Row:
     import psutil
 
-    from benchmarks.machine import Background, own_seconds
     from saxs_pipeline.queue import ImageQueue
 
+    # Each run writes its own outputs: replacing another run's .chi files would delete an
+    # inode per frame, which this VM's file system makes every new file pay for afterwards
+    # (benchmarks.files.settle_file_system).
     q = ImageQueue(client, source.calibration, directory, batch_size=16,
-                   zarr_path=directory.parent / f"dash-{run}.zarr")
+                   relpath=f"../dash-{run}", zarr_path=directory.parent / f"dash-{run}.zarr")
     q.start()
     page = driver is not None and driver.current_url.endswith("/saxs")
     if page:  # the page has drawn the new queue's section: the steady state
@@ -209,14 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no Chromium: apt-get install chromium chromium-driver", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
-    import dask
-    from distributed import Client, LocalCluster
+    import distributed  # noqa: F401  (sets up its loggers when imported: quieted after)
 
     for name in ("distributed", "tornado", "bokeh"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from saxs_pipeline.live.plugin import dashboard_url
-    from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.workerconfig import worker_config
 
     cases = [k for k in CASES if k in args.cases.split(",")]
     root = Path(tempfile.mkdtemp(prefix="saxs-dash-bench-"))
@@ -224,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = find_source(root)
         frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
-        with dask.config.set(worker_config()):
-            cluster = LocalCluster(**embedded_cluster_options(args.workers))
-        with cluster, Client(cluster) as client:
+        with embedded(args.workers) as client:
             warm_workers(client, source, root / "warm")
             url = dashboard_url(client)
             assert url, "no SAXS page: is bokeh installed?"

@@ -20,14 +20,15 @@ deviation) and also writes every ``.chi`` and zarr row. Before each case the ben
 waits (up to ``--quiet-wait`` s) for other processes to go quiet and reports the CPU they
 used during the case ("bg CPU", in cores): on a shared 2-core box that is the main source
 of noise (the hypervisor's steal time counts as theirs). A case during which they used
-more than 0.3 cores is run again (at most three runs). The throughput cases (readdir,
-pyFAI's loop) take turns for ``--rounds`` rounds, so both see the machine of the same
-minutes; the table reports each one's fastest quiet run (noise only slows runs down) and
-a line the ratio round by round.
+more than 0.3 cores is run again (live cases, at most three runs). The throughput cases
+(readdir, pyFAI's loop) take turns for ``--rounds`` rounds, so both see the machine of
+the same minutes (a cluster per round: pyFAI's loop runs with none up); the table reports
+each one's fastest quiet run (noise only slows runs down) and a line the ratio round by
+round.
 Before a case that creates files (ours; pyFAI's loop creates none) the benchmark also
 waits until a new file is cheap again ("new file ... us" in the notes): on ext4 without
 a journal, files deleted in the last minutes (an earlier run's, the tests') make every
-new inode cost 0.2-0.7 ms (see ``settle_file_system``).
+new inode cost 0.1-0.7 ms (see ``settle_file_system``).
 """
 
 from __future__ import annotations
@@ -47,19 +48,18 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.files import copy_frames, fs_note, settle_file_system, warm_cache
+from benchmarks.cluster import embedded, pids_of, warm_workers
+from benchmarks.files import (
+    Source,
+    copy_frames,
+    find_source,
+    fs_note,
+    settle_file_system,
+    warm_cache,
+)
 from benchmarks.machine import Background, wait_quiet
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
-
 TARGETS = {"readdir_fps": 250.0, "readdir_vs_pyfai": 8.0, "live_fps": 120.0, "p99_ms_at_50": 100.0}
-
-
-@dataclass
-class Source:
-    calibration: Path
-    frame: Path
-    description: str
 
 
 @dataclass
@@ -72,16 +72,6 @@ class Row:
     background: float | None = None
     note: str = ""
     compare: bool = True  # a throughput worth comparing with pyFAI's (not rate-limited)
-
-
-def find_source(workdir: Path) -> Source:
-    frame = DATA / "buf1_00000.tif"
-    if frame.is_file() and (DATA / "cal_flat.json").is_file():
-        return Source(DATA / "cal_flat.json", frame, "real Pilatus 1M frame buf1_00000.tif")
-    from saxs_pipeline.demo import generate_demo
-
-    demo = generate_demo(workdir / "demo-source", n_frames=1)
-    return Source(demo.calibration, demo.frames[0], "generated demo frame (no real data found)")
 
 
 # -- cases ------------------------------------------------------------------------------
@@ -146,26 +136,6 @@ class PyfaiLoop:
                    float(np.percentile(ms, 99)), bg.cores, "per-frame loop time")
 
 
-def warm_workers(client, source: Source, root: Path) -> None:
-    """Integrate frames on every worker before any timed case, as pyFAI's loop is timed
-    after its first call: a worker's first frame loads the compiled kernels from numba's
-    cache (~0.2 s), and a warm-up of 4 frames (one task) had warmed only one worker, so
-    the first timed readdir ran at 6.7x pyFAI where the next ones ran at 8.3-9.0x."""
-    from saxs_pipeline.queue import ImageQueue
-
-    workers = set(client.scheduler_info()["workers"])
-    for attempt in range(3):  # tasks of 2 frames: both workers get some almost surely
-        data = root / f"data-{attempt}"
-        copy_frames(source.frame, data, 8 * len(workers))
-        with ImageQueue(client, source.calibration, data, batch_size=2) as q:
-            q.readdir()
-            q.join(120)
-            if len(q.dispatcher.by_worker()) >= len(workers):
-                return
-    print(f"warm-up: not every worker integrated a frame ({q.dispatcher.by_worker()})",
-          file=sys.stderr)
-
-
 def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: float,
                   run: int = 0) -> Row:
     from saxs_pipeline.queue import ImageQueue
@@ -176,8 +146,8 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
     q = ImageQueue(client, source.calibration, directory, relpath=out,
                    zarr_path=directory.parent / f"readdir-{run}.zarr")
     q.start()
-    # a .chi and its temporary name per frame
-    settled = settle_file_system(directory.parent / f"probe-{run}", files=2 * n)
+    # a new inode per frame: its .chi (the temporary name is renamed, same inode)
+    settled = settle_file_system(directory.parent / f"probe-{run}", files=n)
     wait_quiet(pids, quiet)
     warm_cache(sorted(directory.glob("*.tif")))
     with Background(pids) as bg:
@@ -252,8 +222,8 @@ def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, qu
 
     data = root / "data"
     data.mkdir(parents=True)
-    # the feeder's frames, and a .chi and its temporary name per frame
-    settled = settle_file_system(root / "probe", files=3 * (n + WARM_FRAMES))
+    # two new inodes per frame: the feeder's file and its .chi
+    settled = settle_file_system(root / "probe", files=2 * (n + WARM_FRAMES))
     q = ImageQueue(client, source.calibration, data, watch=True)
     q.start()
     times_file = root / "closed.json"
@@ -336,20 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feed", nargs=5, metavar=("SRC", "DST", "N", "RATE", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.feed:
         src, dst, n, rate, out = args.feed
         feed(src, dst, int(n), float(rate), out)
         return 0
 
     logging.basicConfig(level=logging.WARNING)
-    import dask
-    from distributed import Client, LocalCluster
+    import distributed  # noqa: F401  (sets up its loggers when imported: quieted after)
 
     for name in ("distributed", "tornado", "silx", "pyFAI"):
         logging.getLogger(name).setLevel(logging.ERROR)  # their start/stop chatter
-    from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.workerconfig import worker_config
-
     root = Path(tempfile.mkdtemp(prefix="saxs-bench-", dir=args.workdir))
     os.environ.setdefault("SAXS_PIPELINE_CACHE", str(root / "operator-cache"))
     t_start = time.perf_counter()
@@ -357,25 +325,25 @@ def main(argv: list[str] | None = None) -> int:
         source = find_source(root)
         frames = copy_frames(source.frame, root / "readdir" / "data", args.frames)
         size = source.frame.stat().st_size
-        with dask.config.set(worker_config()):
-            cluster = LocalCluster(**embedded_cluster_options(args.workers))
-        with cluster, Client(cluster) as client:
-            def pids() -> set[int]:
-                return {os.getpid(), *client.run(os.getpid).values()}
-
-            warm_workers(client, source, root / "warm")
-            # Ours and pyFAI's loop take turns, so both see the machine of the same
-            # minutes (this VM's speed drifts by 15-30 % within an hour).
-            pyfai_loop = PyfaiLoop(source, frames[: args.pyfai_frames])
-            readdir_runs, pyfai_runs = [], []
-            for i in range(args.rounds):
-                readdir_runs.append(bench_readdir(
-                    client, source, frames[0].parent, args.frames, pids, args.quiet_wait, i))
-                pyfai_runs.append(pyfai_loop(lambda: {os.getpid()}))
-            rounds = [(r.fps or 0.0, p.fps) for r, p in zip(readdir_runs, pyfai_runs,
-                                                            strict=True) if p.fps]
-            rows = {"readdir": best_quiet(readdir_runs)}
-            pyfai = best_quiet(pyfai_runs)
+        pyfai_loop = PyfaiLoop(source, frames[: args.pyfai_frames])
+        # Ours and pyFAI's loop take turns, so both see the machine of the same minutes
+        # (this VM's speed drifts by 15-30 % within an hour). pyFAI's loop runs with no
+        # cluster up: an idle one's wake-ups cost its OpenMP loop 11 % (98 against 110
+        # frames/s, six runs each), so each round starts a cluster of its own.
+        readdir_runs, pyfai_runs = [], []
+        for i in range(args.rounds):
+            with embedded(args.workers) as client:
+                warm_workers(client, source, root / f"warm-{i}")
+                readdir_runs.append(bench_readdir(client, source, frames[0].parent, args.frames,
+                                                  pids_of(client), args.quiet_wait, i))
+            pyfai_runs.append(pyfai_loop(lambda: {os.getpid()}))
+        rounds = [(r.fps or 0.0, p.fps) for r, p in zip(readdir_runs, pyfai_runs, strict=True)
+                  if p.fps]
+        rows = {"readdir": best_quiet(readdir_runs)}
+        pyfai = best_quiet(pyfai_runs)
+        with embedded(args.workers) as client:
+            warm_workers(client, source, root / "warm-live")
+            pids = pids_of(client)
             rows["live50"] = quietest(lambda i: bench_live(
                 client, source, root / f"live50-{i}", args.live_frames, args.rate, pids,
                 args.quiet_wait))

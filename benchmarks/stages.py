@@ -94,7 +94,7 @@ def table(ms: dict[str, float]) -> str:
 
 
 def main() -> int:
-    from benchmarks.pipeline import find_source
+    from benchmarks.files import find_source
 
     source = find_source(Path(tempfile.mkdtemp()))
     print(f"per-frame stages: {source.description}")
