@@ -55,6 +55,7 @@ def create_cost(directory: Path, n: int) -> float:
     deleting them would add to what this measures."""
     directory.mkdir(parents=True, exist_ok=True)
     tag = f"{time.monotonic_ns():x}"
+    n = max(n, 1)
     tail = max(1, n // 10)
     for i in range(n):
         if i == n - tail:
