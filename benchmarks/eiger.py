@@ -125,16 +125,10 @@ def per_frame(master: Path, calibration: Path, repeat: int) -> dict[str, float]:
 
 
 def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, float, int]:
-    import dask
-    from distributed import Client, LocalCluster
-
-    from saxs_pipeline.pipeline.cluster import embedded_cluster_options
+    from benchmarks.cluster import embedded
     from saxs_pipeline.queue import ImageQueue
-    from saxs_pipeline.workerconfig import worker_config
 
-    with dask.config.set(worker_config()):
-        cluster = LocalCluster(**embedded_cluster_options(workers))
-    with cluster, Client(cluster) as client:
+    with embedded(workers) as client:
         q = ImageQueue(client, calibration, master.parent, pattern="*_master.h5",
                        write_chi=False)
         q.start()

@@ -60,6 +60,10 @@ def flat_name(source: str, directory: PathLike) -> str:
     return stem.replace("/", "_").replace(":", "").replace(".", "")
 
 
+def _absolute(path: PathLike) -> Path:
+    return Path(os.path.normpath(os.path.abspath(os.fspath(path))))
+
+
 @dataclass(frozen=True)
 class OutputLayout:
     """The outputs of one run (see the module doc)."""
@@ -69,16 +73,14 @@ class OutputLayout:
     flat: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "directory",
-                           Path(os.path.normpath(os.path.abspath(os.fspath(self.directory)))))
+        object.__setattr__(self, "directory", _absolute(self.directory))
 
     @classmethod
     def make(cls, directory: PathLike, out_dir: PathLike | None = None,
              relpath: str = DEFAULT_RELPATH) -> OutputLayout:
-        directory = Path(os.path.normpath(os.path.abspath(os.fspath(directory))))  # for root
         if out_dir:
-            return cls(directory, Path(os.path.normpath(os.path.abspath(os.fspath(out_dir)))), True)
-        return cls(directory, Path(os.path.normpath(os.path.join(directory, relpath))), False)
+            return cls(Path(directory), _absolute(out_dir), True)
+        return cls(Path(directory), _absolute(os.path.join(_absolute(directory), relpath)), False)
 
     @property
     def name(self) -> str:
