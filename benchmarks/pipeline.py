@@ -72,6 +72,7 @@ class Row:
     background: float | None = None
     note: str = ""
     compare: bool = True  # a throughput worth comparing with pyFAI's (not rate-limited)
+    cpu: dict[str, float] | None = None  # CPU ms per frame: "workers", "driver", "other"
 
 
 # -- cases ------------------------------------------------------------------------------
@@ -157,8 +158,26 @@ def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: 
         wall = time.perf_counter() - t0
     stats = q.close()
     assert ok and stats["failed"] == 0, stats
+    driver = bg.own.get(os.getpid(), 0.0)  # the scheduler runs in this process too
+    cpu = {"workers": sum(bg.own.values()) - driver, "driver": driver,
+           "other": bg.cores * wall}
     return Row(f"readdir (walk, {q.dispatcher.batch_size} frames per task)", n, n / wall,
-               background=bg.cores, note=fs_note(settled))
+               background=bg.cores, note=fs_note(settled),
+               cpu={k: 1e3 * v / n for k, v in cpu.items()})
+
+
+def cpu_budget(row: Row, pyfai_fps: float | None) -> str:
+    """Where a readdir frame's CPU went, against what the 8x target leaves per frame."""
+    assert row.cpu is not None
+    c = row.cpu
+    line = (f"CPU per readdir frame ({row.fps:.0f} frames/s): workers {c['workers']:.2f} ms, "
+            f"driver and scheduler {c['driver']:.2f} ms, other processes {c['other']:.2f} ms")
+    if pyfai_fps:
+        target = TARGETS["readdir_vs_pyfai"]
+        budget = 1e3 * (os.cpu_count() or 1) / (target * pyfai_fps)
+        line += (f"; {target:g}x pyFAI's loop ({pyfai_fps:.1f} frames/s) leaves "
+                 f"{budget:.2f} ms of CPU per frame on {os.cpu_count()} cores")
+    return line
 
 
 def best_quiet(rows: list[Row], max_background: float = 0.3) -> Row:
@@ -362,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{ours:.0f}/{theirs:.1f} = {ours / theirs:.2f}x"
                               for ours, theirs in rounds)
                   + f" frames/s (median {float(np.median(ratios)):.2f}x)")
+        print(cpu_budget(rows["readdir"], pyfai_fps))
         print("targets: " + verdict(rows, pyfai_fps))
         from benchmarks.stages import breakdown
         from benchmarks.stages import table as stage_table

@@ -3,7 +3,8 @@
 * **batching**: jobs wait in line; a full batch goes out whenever fewer than
   ``max_in_flight`` tasks are out, a partial one (live frames) only while a worker thread
   is idle, so frames arriving while the cluster is busy gather into the next batch
-  instead of costing one task each. Task keys are explicit,
+  instead of costing one task each; frames that gathered are shared over the idle
+  threads (:func:`take_size`). Task keys are explicit,
   ``("saxs-integrate", queue_id, seq)``, never ``pure``: a reprocessed frame must run again.
 * **retries**: a frame still being written (the task reports it incomplete) is tried
   again after ``retry_delay * 2**k`` s. Only tries that found the file no longer than
@@ -33,7 +34,7 @@ from typing import Any
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
-from saxs_pipeline.pipeline.line import WorkLine
+from saxs_pipeline.pipeline.line import WorkLine, take_size
 from saxs_pipeline.pipeline.task import FrameResult, TaskOptions, process_frames
 from saxs_pipeline.stats import TASK_PREFIX
 
@@ -244,12 +245,13 @@ class Dispatcher:
             log.debug("nthreads unavailable: %s", exc)
 
     def _next_batch(self) -> _Batch | None:
-        waiting = len(self.line)
-        if not waiting or len(self._out) >= self._max_in_flight():
+        if len(self._out) >= self._max_in_flight():
             return None
-        if waiting < self.batch_size and len(self._out) >= self._c.nthreads:
-            return None  # every worker thread is busy: let live frames gather
-        jobs = self.line.take(self.batch_size)
+        # 0 while every worker thread is busy: live frames gather
+        n = take_size(len(self.line), self.batch_size, len(self._out), self._c.nthreads)
+        if not n:
+            return None
+        jobs = self.line.take(n)
         n = len(jobs)
         self._c.seq += 1
         batch = _Batch((TASK_PREFIX, self.queue_id, self._c.seq), jobs, self._generation)

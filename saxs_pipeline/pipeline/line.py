@@ -1,6 +1,6 @@
 """The dispatcher's line: jobs waiting to be submitted, jobs waiting for a retry, and
 which frames are on their way at all (in line, out on the cluster, or waiting), so a
-frame is never on its way twice."""
+frame is never on its way twice; and how much of the line the next task takes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 
-__all__ = ["WorkLine"]
+__all__ = ["WorkLine", "take_size"]
+
+
+def take_size(waiting: int, batch_size: int, out: int, nthreads: int) -> int:
+    """How many of the ``waiting`` frames the next task takes (0: none yet), with ``out``
+    tasks out on ``nthreads`` worker threads. A partial batch is shared over the idle
+    threads: after a stall of the driver, the live frames that gathered meanwhile were one
+    task on one worker while the other waited (8 frames, 70 ms on one core)."""
+    if waiting >= batch_size:
+        return batch_size
+    idle = nthreads - out
+    return 0 if waiting <= 0 or idle <= 0 else -(-waiting // idle)
 
 
 class WorkLine:

@@ -1,0 +1,37 @@
+"""How much of the dispatcher's line the next task takes (``line.take_size``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from saxs_pipeline.pipeline.line import take_size
+
+
+@pytest.mark.parametrize(
+    ("waiting", "out", "expected"),
+    [
+        (0, 0, 0),  # nothing in line
+        (40, 8, 32),  # a full batch goes even while every thread is busy
+        (32, 0, 32),
+        (1, 0, 1),  # a live frame goes at once to an idle thread
+        (7, 0, 4),  # after a stall: shared over both idle threads (4 + 3), not one task of 7
+        (3, 1, 3),  # one thread idle: all of them
+        (5, 2, 0),  # every thread busy: they gather into the next batch
+        (5, 3, 0),
+    ],
+)
+def test_take_size_shares_a_partial_line_over_idle_threads(waiting: int, out: int,
+                                                             expected: int) -> None:
+    assert take_size(waiting, batch_size=32, out=out, nthreads=2) == expected
+
+
+def test_take_size_takes_every_waiting_frame_over_the_idle_threads() -> None:
+    # whatever the numbers, the tasks the idle threads get hold every waiting frame
+    for nthreads in (1, 2, 3, 8):
+        for waiting in range(1, 32):
+            left, out = waiting, 0
+            while left and out < nthreads:
+                n = take_size(left, 32, out, nthreads)
+                assert 1 <= n <= left
+                left, out = left - n, out + 1
+            assert left == 0
