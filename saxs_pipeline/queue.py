@@ -25,17 +25,13 @@ from saxs_pipeline.io.stacklayout import CurveSpec
 from saxs_pipeline.live.feed import LiveFeed, calibration_summary
 from saxs_pipeline.live.plugin import SaxsLive
 from saxs_pipeline.naming import DEFAULT_RELPATH, OutputLayout
+from saxs_pipeline.pipeline import heap
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
-from saxs_pipeline.pipeline.sinks import (
-    FailureSink,
-    FileListSink,
-    HistorySink,
-    StackSink,
-)
+from saxs_pipeline.pipeline.sinks import FailureSink, FileListSink, HistorySink, StackSink
 from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
 from saxs_pipeline.pipeline.status import RunStatus
 from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
@@ -193,6 +189,7 @@ class ImageQueue:
                                             self.directory, truncate=not self.resume))
         self.status.taker, self.status.failures = self.taker, self._failures
         self.status.started()
+        heap.freeze()  # before any frame: see saxs_pipeline.pipeline.heap
         self.dispatcher.start()
         self.live.start()
         if self.resume:  # what the ledger has pending, even where no walk finds it again
@@ -290,6 +287,7 @@ class ImageQueue:
                     log.debug("unregistering %s failed: %s", self.plugin_name, exc)
             if self._own_link:
                 self.link.close()  # only the monitor: the client is the caller's
+            heap.thaw()
             with self._lock:
                 self._state = "closed"
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -23,9 +24,11 @@ def test_readdir_200_frames_match_the_engine(saxs_setup, saxs_local_cluster) -> 
     (setup.root / "exp" / "results").mkdir()
     q = ImageQueue(saxs_local_cluster, setup.calibration, setup.data)
     q.start()
+    assert gc.get_freeze_count() > 0  # the driver's heap as it started: out of full collections
     q.readdir()
     assert q.join(60)
     stats = q.close()
+    assert gc.get_freeze_count() == 0  # given back
     assert stats["images processed"] == 200 and stats["failed"] == 0 and stats["queue length"] == 0
     work = setup.root / "exp" / "work"
     assert len(list(work.glob("*.chi"))) == 200
