@@ -189,7 +189,6 @@ class ImageQueue:
                                             self.directory, truncate=not self.resume))
         self.status.taker, self.status.failures = self.taker, self._failures
         self.status.started()
-        heap.freeze()  # before any frame: see saxs_pipeline.pipeline.heap
         self.dispatcher.start()
         self.live.start()
         if self.resume:  # what the ledger has pending, even where no walk finds it again
@@ -202,6 +201,7 @@ class ImageQueue:
                                           self.taker.missing, batch=self.dispatcher.batch_size,
                                           idle_timeout=self._stream_idle,
                                           series_limit=self._stream_series).start())
+        heap.freeze()  # last: a start that fails freezes nothing (saxs_pipeline.pipeline.heap)
         log.info("queue %s started on %s (outputs %s, stack %s)", self.queue_id, self.directory,
                  self.layout.root, self.zarr_path)
 
@@ -268,6 +268,7 @@ class ImageQueue:
         self._shutdown("closed" if not left else "incomplete")
 
     def _shutdown(self, status: str) -> None:
+        heap.thaw()  # first: whatever fails below
         self.dispatcher.stop()
         if self._stack is not None:
             self._stack.stop()
@@ -287,7 +288,6 @@ class ImageQueue:
                     log.debug("unregistering %s failed: %s", self.plugin_name, exc)
             if self._own_link:
                 self.link.close()  # only the monitor: the client is the caller's
-            heap.thaw()
             with self._lock:
                 self._state = "closed"
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())

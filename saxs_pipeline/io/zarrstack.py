@@ -269,27 +269,21 @@ class CurveStackWriter:
         return self._frame_arrays[name] if group is None else self._group_arrays[group][name]
 
     def _write_new(self, old_n: int, new_n: int, rows: Sequence[StackRow]) -> None:
-        def write(item: tuple[tuple[str | None, str], np.ndarray]) -> None:
-            (group, name), values = item
+        # One array after another, on the calling thread: a flush is mostly zarr's Python,
+        # holding the GIL. Four writer threads took as long (21-38 ms against 20-30 ms for
+        # 50 rows of ten arrays) and held up the driver's other threads the more: a live
+        # queue's p99 latency at 50 frames/s was 60-167 ms with them, 28-86 ms without.
+        for (group, name), values in columns(self.specs, rows).items():
             arr = self._array(group, name)
             arr.resize((new_n, *arr.shape[1:]))
             # A block that starts inside a chunk (after a partial flush) makes zarr read,
             # merge and rewrite that chunk; with a single writer that is safe.
             arr[old_n:new_n] = values
 
-        # One array after another, on the calling thread: a flush is mostly zarr's Python,
-        # holding the GIL. Four writer threads took as long (21-38 ms against 20-30 ms for
-        # 50 rows of ten arrays) and held up the driver's other threads the more: a live
-        # queue's p99 latency at 50 frames/s was 60-167 ms with them, 28-86 ms without.
-        for item in columns(self.specs, rows).items():
-            write(item)
-
     def _write_updates(self, updates: Mapping[int, StackRow]) -> None:
         indices = np.array(sorted(updates))
         rows = [updates[i] for i in indices]
-
-        def write(item: tuple[tuple[str | None, str], np.ndarray]) -> None:
-            (group, name), values = item
+        for (group, name), values in columns(self.specs, rows).items():
             arr = self._array(group, name)
             chunk = arr.chunks[0]
             # One read-modify-write per touched chunk rather than one per row.
@@ -299,9 +293,6 @@ class CurveStackWriter:
                 block = arr[lo:hi]
                 block[indices[sel] - lo] = values[sel]
                 arr[lo:hi] = block
-
-        for item in columns(self.specs, rows).items():
-            write(item)
 
     def close(self) -> None:
         """Write everything buffered; the writer cannot be used afterwards."""

@@ -17,15 +17,22 @@ from saxs_pipeline.pipeline.jobs import Job
 __all__ = ["WorkLine", "take_size"]
 
 
+MIN_SHARE = 4  # half a kernel group (groups of 4 measured as fast as groups of 8)
+
+
 def take_size(waiting: int, batch_size: int, out: int, nthreads: int) -> int:
     """How many of the ``waiting`` frames the next task takes (0: none yet), with ``out``
-    tasks out on ``nthreads`` worker threads. A partial batch is shared over the idle
-    threads: after a stall of the driver, the live frames that gathered meanwhile were one
-    task on one worker while the other waited (8 frames, 70 ms on one core)."""
+    tasks out on ``nthreads`` worker threads (at least 1 counted). A partial batch is
+    shared over the idle threads, in shares of at least ``MIN_SHARE`` frames: after a
+    stall of the driver, the live frames that gathered meanwhile had gone as one task to
+    one worker while the other waited (8 frames, 70 ms on one core); the floor keeps a
+    walk on a large cluster, whose line is often short, from becoming one task per frame."""
     if waiting >= batch_size:
         return batch_size
-    idle = nthreads - out
-    return 0 if waiting <= 0 or idle <= 0 else -(-waiting // idle)
+    idle = max(nthreads, 1) - out
+    if waiting <= 0 or idle <= 0:
+        return 0
+    return max(-(-waiting // idle), min(waiting, MIN_SHARE))
 
 
 class WorkLine:
