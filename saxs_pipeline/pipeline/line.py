@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 
-__all__ = ["WorkLine", "take_size"]
+__all__ = ["MIN_SHARE", "WorkLine", "take_size"]
 
 
 MIN_SHARE = 4  # half a kernel group (groups of 4 measured as fast as groups of 8)
