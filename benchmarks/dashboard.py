@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.cluster import embedded, warm_workers
+from benchmarks.cluster import embedded, pids_of, warm_workers
 from benchmarks.files import copy_frames, find_source
 from benchmarks.machine import Background, own_seconds, wait_quiet
 from benchmarks.pipeline import Row
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_workers(client, source, root / "warm")
             url = dashboard_url(client)
             assert url, "no SAXS page: is bokeh installed?"
-            own = {os.getpid(), *client.run(os.getpid).values()}
+            own = pids_of(client)()  # this process (driver, scheduler, page) and the workers
             runs: dict[str, list[Row]] = {k: [] for k in cases}
             for i in range(args.runs):
                 for k in cases if i % 2 == 0 else cases[::-1]:
