@@ -20,7 +20,7 @@ def embedded(workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.workerconfig import worker_config
+    from saxs_pipeline.plugins.workerconfig import worker_config
 
     with dask.config.set(worker_config()):
         cluster = LocalCluster(**embedded_cluster_options(workers))
@@ -41,7 +41,7 @@ def warm_workers(client, source: Source, root: Path) -> None:
     """Integrate frames on every worker before any timed case, as pyFAI's loop is timed
     after its first call: a worker's first frame loads the compiled kernels from numba's
     cache (~0.2 s), and a warm-up of 4 frames (one task) had warmed only one worker."""
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     workers = set(client.scheduler_info()["workers"])
     for attempt in range(3):  # tasks of 2 frames: every worker gets some almost surely

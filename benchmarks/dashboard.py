@@ -93,7 +93,7 @@ def run_case(client, source, directory: Path, n: int, pids, quiet: float, driver
              run: int) -> Row:
     import psutil
 
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     # Each run writes its own outputs: replacing another run's .chi files would delete an
     # inode per frame, which this VM's file system makes every new file pay for afterwards

@@ -38,8 +38,8 @@ DISTINCT = 8
 
 def write_data(root: Path, n_frames: int, ov: int) -> tuple[Path, Path]:
     """Master + two data files of ``n_frames`` frames, calibration and mask."""
-    from saxs_pipeline.demo_eiger import demo_frames, eiger_calibration_dict
-    from saxs_pipeline.io.compression import compress_bslz4
+    from saxs_pipeline.demo.eiger import demo_frames, eiger_calibration_dict
+    from saxs_pipeline.frames.compression import compress_bslz4
 
     data = root / "data"
     data.mkdir(parents=True)
@@ -80,8 +80,8 @@ def median_ms(fn, repeat: int) -> float:
 
 
 def per_frame(master: Path, calibration: Path, repeat: int) -> dict[str, float]:
+    from saxs_pipeline.frames.registry import open_frames
     from saxs_pipeline.integrator import Integrator
-    from saxs_pipeline.io.frames import open_frames
 
     integ = Integrator(calibration, with_std=False, cache_dir=False)
     op = integ.operators[0]
@@ -126,7 +126,7 @@ def per_frame(master: Path, calibration: Path, repeat: int) -> dict[str, float]:
 
 def pipeline(master: Path, calibration: Path, workers: int) -> tuple[float, float, int]:
     from benchmarks.cluster import embedded
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     with embedded(workers) as client:
         q = ImageQueue(client, calibration, master.parent, pattern="*_master.h5",

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Calibration, Polarization, Sensor, load_calibration
-from saxs_pipeline.io.images import read_image
-from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.config.calibration import Calibration, Polarization, Sensor, load_calibration
+from saxs_pipeline.config.masks import load_mask
+from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops.integrate import (
     integrate,
@@ -81,7 +81,7 @@ def load_set_up() -> tuple[Calibration, np.ndarray, np.ndarray, str]:
     if (DATA / "buf1_00000.tif").is_file():
         cal = load_calibration(DATA / "cal_flat.json")
         return cal, load_mask(cal, cal.masks[0]), read_image(DATA / "buf1_00000.tif"), "real buf1_00000.tif"
-    from saxs_pipeline.demo import generate_demo
+    from saxs_pipeline.demo.beamtime import generate_demo
 
     demo = generate_demo(Path(tempfile.mkdtemp()) / "bench", n_frames=1)
     cal = load_calibration(demo.calibration)

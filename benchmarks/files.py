@@ -24,7 +24,7 @@ def find_source(workdir: Path) -> Source:
     frame = DATA / "buf1_00000.tif"
     if frame.is_file() and (DATA / "cal_flat.json").is_file():
         return Source(DATA / "cal_flat.json", frame, "real Pilatus 1M frame buf1_00000.tif")
-    from saxs_pipeline.demo import generate_demo
+    from saxs_pipeline.demo.beamtime import generate_demo
 
     demo = generate_demo(workdir / "demo-source", n_frames=1)
     return Source(demo.calibration, demo.frames[0], "generated demo frame (no real data found)")

@@ -91,8 +91,8 @@ class PyfaiLoop:
         except ImportError as exc:
             self.skipped = f"skipped: {exc}"
             return
+        from saxs_pipeline.config.calibration import load_calibration
         from saxs_pipeline.integrator import Integrator
-        from saxs_pipeline.io.calibration import load_calibration
 
         cal = load_calibration(source.calibration)
         integ = Integrator(cal, with_std=False)
@@ -139,7 +139,7 @@ class PyfaiLoop:
 
 def bench_readdir(client, source: Source, directory: Path, n: int, pids, quiet: float,
                   run: int = 0) -> Row:
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     # Each run writes its own outputs: a second run replacing the first one's .chi files
     # would delete an inode per frame (see settle_file_system).
@@ -237,7 +237,7 @@ def feed(src: str, dst: str, n: int, rate: float, out: str) -> None:
 
 def bench_live(client, source: Source, root: Path, n: int, rate: float, pids, quiet: float) -> Row:
     from saxs_pipeline.pipeline.frames import FrameRef
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     data = root / "data"
     data.mkdir(parents=True)

@@ -24,9 +24,9 @@ import h5py
 import numpy as np
 from dectris.compression import decompress as dectris_decompress
 
-from saxs_pipeline.demo_eiger import EIGER2_X_4M_SHAPE, demo_frames, write_eiger_series
-from saxs_pipeline.io.compression import HEADER
-from saxs_pipeline.io.frames import open_frames
+from saxs_pipeline.demo.eiger import EIGER2_X_4M_SHAPE, demo_frames, write_eiger_series
+from saxs_pipeline.frames.compression import HEADER
+from saxs_pipeline.frames.registry import open_frames
 
 
 def _time(fn: Callable[[int], object], n: int, rounds: int) -> tuple[float, float]:

@@ -170,8 +170,8 @@ def soak(root: Path, frames: int, hosts: int = 2, every: float = 5.0, batch: int
          distinct: int = 8, timeout: float = 3600, watch: bool = False,
          rate: float = 500.0) -> Soak:
     """One soak run in ``root`` (see the module doc); raises when saxsdog fails."""
-    from saxs_pipeline.io.stackread import read_stack
     from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
+    from saxs_pipeline.stack.read import read_stack
 
     setup = frames_linked(root, 0 if watch else frames, (64, 48), distinct)
     src = []

@@ -24,7 +24,7 @@ def worker_allocator() -> None:
     import ctypes
     import ctypes.util
 
-    from saxs_pipeline.workerconfig import WORKER_ENVIRON
+    from saxs_pipeline.plugins.workerconfig import WORKER_ENVIRON
 
     name = ctypes.util.find_library("c")
     try:
@@ -43,12 +43,12 @@ def worker_allocator() -> None:
 def breakdown(calibration: Path, frame: Path, n: int = 64) -> dict[str, float]:
     """Mean ms per frame of each stage over ``n`` frames (batches of 8, as in a task),
     with a worker's allocator settings."""
+    from saxs_pipeline.frames.tiff import read_frame
     from saxs_pipeline.integrator import Integrator
-    from saxs_pipeline.io.images import read_frame
-    from saxs_pipeline.io.stacklayout import CurveSpec
-    from saxs_pipeline.io.zarrstack import CurveStackWriter
     from saxs_pipeline.ops import integrate as ops
-    from saxs_pipeline.pipeline.task import CurveData, FrameResult
+    from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
+    from saxs_pipeline.stack.layout import CurveSpec
+    from saxs_pipeline.stack.writer import CurveStackWriter
 
     worker_allocator()
     integ = Integrator(calibration, with_std=False)

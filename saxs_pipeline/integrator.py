@@ -4,7 +4,7 @@ An :class:`Integrator` is built once per calibration (operators from the cache w
 possible) and reused for every frame; it is what the Dask worker plugin holds. Per-frame
 normalisation (``Normalisation``: monitor, transmission, ...) enters as the ``scale`` of
 :meth:`Integrator.integrate`, the frame's
-:attr:`~saxs_pipeline.io.normalisation.FrameNormalisation.multiplier`.
+:attr:`~saxs_pipeline.config.normalisation.FrameNormalisation.multiplier`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.io import chi
-from saxs_pipeline.io.calibration import Calibration, CalibrationError, load_calibration
-from saxs_pipeline.io.darkflat import CorrectionImages, load_correction_images
-from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.config.calibration import Calibration, CalibrationError, load_calibration
+from saxs_pipeline.config.darkflat import CorrectionImages, load_correction_images
+from saxs_pipeline.config.masks import load_mask
+from saxs_pipeline.curves import chi
 from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import integrate as integ
 from saxs_pipeline.ops.operator import IntegrationOperator, cached_operator

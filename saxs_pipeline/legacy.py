@@ -2,7 +2,7 @@
 
 ``saxs_pipeline.calibration``, ``saxs_pipeline.slice``, ``calc_theta``, ``scalemat`` and
 ``openmask`` keep the original's names, signatures and return values, but every number
-comes from the clean API (:mod:`saxs_pipeline.io.calibration`, :mod:`saxs_pipeline.ops`):
+comes from the clean API (:mod:`saxs_pipeline.config.calibration`, :mod:`saxs_pipeline.ops`):
 these are thin wrappers, not a second implementation. New code should use
 :class:`saxs_pipeline.integrator.Integrator` or the ``ops`` functions directly.
 
@@ -35,9 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io import chi
-from saxs_pipeline.io.calibration import (
+from saxs_pipeline.config.calibration import (
     Calibration,
     CalibrationError,
     MaskConfig,
@@ -45,7 +43,9 @@ from saxs_pipeline.io.calibration import (
     SliceConfig,
     load_calibration,
 )
-from saxs_pipeline.io.masks import decode_attachment, load_mask, mask_from_bytes, read_mask
+from saxs_pipeline.config.masks import decode_attachment, load_mask, mask_from_bytes, read_mask
+from saxs_pipeline.curves import chi
+from saxs_pipeline.integrator import Curve
 from saxs_pipeline.ops import integrate as integ
 from saxs_pipeline.ops.geometry import calc_theta, polarization_factor
 from saxs_pipeline.ops.operator import IntegrationOperator, cached_operator
@@ -162,7 +162,7 @@ class LegacyCalibration:
     Attributes as the original: ``config`` (the calibration, nested form), ``mask`` and
     ``maskconfig`` (the mask entry dict), ``kind`` ("Radial"), ``qgrid`` (bin centres,
     q in nm^-1, or phi in rad in Phi-mode). New: ``calibration`` (the parsed
-    :class:`~saxs_pipeline.io.calibration.Calibration`), ``mask_config``, ``valid`` (used
+    :class:`~saxs_pipeline.config.calibration.Calibration`), ``mask_config``, ``valid`` (used
     pixels) and ``operator``.
     """
 
@@ -244,7 +244,7 @@ class LegacyCalibration:
         otherwise a new figure, registered with pyplot only when nothing is saved (so
         ``plt.show()`` displays it, and saving loops do not accumulate figures).
         Returns the figure."""
-        from saxs_pipeline import plot as splot  # matplotlib only when plotting
+        from saxs_pipeline.curves import plot as splot  # matplotlib only when plotting
 
         r = integ.integrate_error(self.operator, image)
         keep = np.arange(self.qgrid.size) >= int(startplotat)

@@ -89,7 +89,7 @@ class SaxsSetup:
         return f"frame_{i:05d}.tif"
 
     def frame_bytes(self, i: int) -> bytes:
-        from saxs_pipeline.io.images import write_pilatus_tiff
+        from saxs_pipeline.frames.tiff import write_pilatus_tiff
 
         tmp = self.root / f".bytes_{i}_{os.getpid()}.tmp"
         write_pilatus_tiff(tmp, self.image(i), {"Exposure_time": 1.0, "Exposure_time_unit": "s"},
@@ -111,8 +111,8 @@ class SaxsSetup:
     def check_stack(self, zarr_path: Path, indices, *, chi_dir: Path | None = None) -> dict:
         """Every frame in ``indices`` has exactly one row in the curve stack equal to the
         engine's integration of that frame (and so has its .chi file in ``chi_dir``)."""
-        from saxs_pipeline.io.chi import read_chi
-        from saxs_pipeline.io.stackread import read_stack
+        from saxs_pipeline.curves.chi import read_chi
+        from saxs_pipeline.stack.read import read_stack
 
         stack = read_stack(zarr_path)
         names = [os.path.basename(str(n)) for n in stack["filename"]]

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
+from saxs_pipeline.config.calibration import Geometry, MaskConfig, Polarization
 
 SMALL = Geometry(
     beam_center_y=40.3,

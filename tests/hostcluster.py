@@ -39,7 +39,7 @@ class Cluster:
         log = self.tmp / f"{name}.log"
         cache = self.tmp / f"cache-{name}"
         cache.mkdir(exist_ok=True)
-        argv = [PYTHON, "-m", "saxs_pipeline.worker", self.address, "--nthreads", "1", "--host",
+        argv = [PYTHON, "-m", "saxs_pipeline.plugins.worker", self.address, "--nthreads", "1", "--host",
                 host.ip, "--no-dashboard", "--no-nanny", "--name", name]
         proc = host.run(elsewhere(view, argv) if view else argv, log,
                         {"SAXS_PIPELINE_CACHE": str(cache)})

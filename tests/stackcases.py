@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io.zarrstack import CurveSpec, CurveStackWriter
+from saxs_pipeline.stack.writer import CurveSpec, CurveStackWriter
 
 Q = np.linspace(0.05, 3.0, 120)
 CALIBRATION = {

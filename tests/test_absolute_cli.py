@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from saxs_pipeline.cli.absolute import main, read_curve
-from saxs_pipeline.io.chi import write_chi
+from saxs_pipeline.curves.chi import write_chi
 from saxs_pipeline.ops.absolute import water_cross_section
 
 Q = np.linspace(0.1, 3.0, 100)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from saxs_pipeline.cli.average import main
-from saxs_pipeline.io.chi import read_chi
+from saxs_pipeline.curves.chi import read_chi
 
 from stackcases import make_stack
 

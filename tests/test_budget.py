@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from saxs_pipeline.io.calibration import load_calibration
+from saxs_pipeline.config.calibration import load_calibration
 from saxs_pipeline.ops.budget import BudgetError, build_limit, check_budget, operator_bytes
 
 from realdata import require

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration, schema
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration, schema
 
 from realdata import require
 
@@ -170,7 +170,7 @@ def test_bad_correction_keys_name_the_json_path(extra, json_path, message) -> No
 
 
 def test_normalisation_as_io_normalisation_reads_it() -> None:
-    from saxs_pipeline.io.normalisation import NormalisationResolver
+    from saxs_pipeline.config.normalisation import NormalisationResolver
 
     norm = {"Monitor": {"Header": "I0"}, "Transmission": {"Table": "t.csv", "Column": "T"},
             "ExposureTime": {"Dataset": "/entry/instrument/detector/count_time"},

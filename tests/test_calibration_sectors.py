@@ -8,7 +8,7 @@ import copy
 import pytest
 from test_calibration import NESTED
 
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
 
 
 def _with(**mask) -> dict:

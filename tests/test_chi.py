@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.chi import (
+from saxs_pipeline.curves.chi import (
     PHI_LABELS,
     RADIAL_LABELS,
     ChiError,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.chiformat import format_e18, format_table
+from saxs_pipeline.curves.chiformat import format_e18, format_table
 
 
 def _python(values: np.ndarray) -> list[str]:

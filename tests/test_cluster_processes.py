@@ -1,4 +1,4 @@
-"""A real cluster of processes on 127.0.0.1: ``dask scheduler --preload saxs_pipeline.stats``
+"""A real cluster of processes on 127.0.0.1: ``dask scheduler --preload saxs_pipeline.plugins.stats``
 plus two ``saxs-worker`` processes (the console script with ``--calibration``, and ``dask
 saxs-worker`` without), ephemeral ports through a scheduler file."""
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from saxs_pipeline.queue import ImageQueue
-from saxs_pipeline.stats import scheduler_stats
-from saxs_pipeline.worker import IntegratorPlugin
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.plugins.stats import scheduler_stats
+from saxs_pipeline.plugins.worker import IntegratorPlugin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -132,7 +132,7 @@ def test_a_worker_joining_later_gets_the_plugin(process_cluster) -> None:
     client, setup, sched_file, tmp = process_cluster
     q = ImageQueue(client, setup.calibration, setup.data)
     q.start()
-    late = spawn([sys.executable, "-m", "saxs_pipeline.worker", "--scheduler-file", str(sched_file),
+    late = spawn([sys.executable, "-m", "saxs_pipeline.plugins.worker", "--scheduler-file", str(sched_file),
                   "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", "--name", "w-late"],
                  tmp / "late.log")
     try:
@@ -154,7 +154,7 @@ def test_saxs_worker_class_fails_fast_on_a_bad_calibration(process_cluster) -> N
     bad.write_text(json.dumps({"Geometry": {}, "Wavelength": 1.54, "Masks": []}))
     env = dict(os.environ, DASK_SAXS__CALIBRATION=str(bad))
     r = subprocess.run([str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file),
-                        "--worker-class", "saxs_pipeline.worker.SaxsWorker", "--no-nanny",
+                        "--worker-class", "saxs_pipeline.plugins.worker.SaxsWorker", "--no-nanny",
                         "--host", "127.0.0.1", "--no-dashboard"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "bad.json" in r.stderr

@@ -7,7 +7,7 @@ import cbor2
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.compression import compress_bslz4
+from saxs_pipeline.frames.compression import compress_bslz4
 from saxs_pipeline.stream.codec import (
     StreamDecodeError,
     decode_message,

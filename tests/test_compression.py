@@ -10,7 +10,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.compression import CompressionError, compress_bslz4, decompress
+from saxs_pipeline.frames.compression import CompressionError, compress_bslz4, decompress
 
 
 @pytest.mark.parametrize("dtype", ["u1", "u2", "u4", "i4"])

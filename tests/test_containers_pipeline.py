@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.demo_eiger import write_eiger_series
-from saxs_pipeline.io.stackread import read_stack
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.demo.eiger import write_eiger_series
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.stack.read import read_stack
 
 from procs import saxsdog, stop, wait_until
 

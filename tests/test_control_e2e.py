@@ -28,12 +28,12 @@ from test_server import (
     write_frames,
 )
 
+from saxs_pipeline.config.masks import encode_attachment, write_fit2d_msk
 from saxs_pipeline.control.client import LeashClient
 from saxs_pipeline.control.feeder import encode_event
 from saxs_pipeline.control.netconf import NetEntry, write_network
+from saxs_pipeline.frames.tiff import read_image, write_pilatus_tiff
 from saxs_pipeline.integrator import Integrator
-from saxs_pipeline.io.images import read_image, write_pilatus_tiff
-from saxs_pipeline.io.masks import encode_attachment, write_fit2d_msk
 
 PY = sys.executable
 

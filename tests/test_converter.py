@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from saxs_pipeline.cli.converter import main
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.converter import (
-    ConverterError,
-    convert,
-    default_calibration,
-    parse_fit2d_log,
-)
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.fit2d import ConverterError, convert, default_calibration, parse_fit2d_log
 
 from realdata import require
 

@@ -14,9 +14,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.calibration import Polarization, Sensor, load_calibration
-from saxs_pipeline.io.images import read_image
-from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.config.calibration import Polarization, Sensor, load_calibration
+from saxs_pipeline.config.masks import load_mask
+from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.integrate import integrate, integrate_batch, integrate_corrected

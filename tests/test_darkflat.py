@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
 
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration
-from saxs_pipeline.io.darkflat import load_correction_images, read_mean_image
-from saxs_pipeline.io.images import ImageError, write_pilatus_tiff
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.darkflat import load_correction_images, read_mean_image
+from saxs_pipeline.frames.source import ImageError
+from saxs_pipeline.frames.tiff import write_pilatus_tiff
 
 SHAPE = (12, 10)
 

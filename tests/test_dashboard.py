@@ -20,7 +20,7 @@ pytest.importorskip("bokeh")
 from distributed import Client
 
 from saxs_pipeline.live.plugin import dashboard_url
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.pipeline.queue import ImageQueue
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -186,7 +186,7 @@ def test_imports_and_runs_without_bokeh(tmp_path: Path) -> None:
 import sys
 sys.modules["bokeh"] = sys.modules["prometheus_client"] = None
 import asyncio
-import saxs_pipeline.queue, saxs_pipeline.live.plugin as p
+import saxs_pipeline.pipeline.queue, saxs_pipeline.live.plugin as p
 from distributed import Scheduler
 async def main():
     async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0") as s:

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.demo import (
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.masks import read_mask
+from saxs_pipeline.demo.beamtime import (
     N_BAD_PIXELS,
     PILATUS_1M_SHAPE,
     DemoSet,
@@ -24,9 +26,8 @@ from saxs_pipeline.demo import (
     write_frame,
     write_frame_in_parts,
 )
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.images import ImageIncompleteError, read_frame, read_image
-from saxs_pipeline.io.masks import read_mask
+from saxs_pipeline.frames.source import ImageIncompleteError
+from saxs_pipeline.frames.tiff import read_frame, read_image
 from saxs_pipeline.ops.geometry import subpixel_offsets, two_theta_q
 
 N = 5
@@ -190,7 +191,7 @@ def test_main(tmp_path: Path) -> None:
     assert main([str(tmp_path / "a"), "-n", "1"]) == 0
     assert (tmp_path / "a" / "demo" / "data" / "sample_00000.tif").is_file()
     result = subprocess.run(
-        [sys.executable, "-m", "saxs_pipeline.demo", str(tmp_path / "b"), "-n", "2"],
+        [sys.executable, "-m", "saxs_pipeline.demo.beamtime", str(tmp_path / "b"), "-n", "2"],
         capture_output=True, text=True, timeout=120, check=True,
     )
     assert str(tmp_path / "b" / "demo") in result.stdout

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.demo_eiger import (
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.fit2d import convert_nexus
+from saxs_pipeline.config.masks import read_mask
+from saxs_pipeline.demo.eiger import (
     EIGER2_X_4M_SHAPE,
     demo_frames,
     eiger_frame,
     eiger_module_gaps,
     generate_eiger_demo,
 )
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.converter import convert_nexus
-from saxs_pipeline.io.frames import open_frames
-from saxs_pipeline.io.masks import read_mask
+from saxs_pipeline.frames.registry import open_frames
 
 
 @pytest.fixture(scope="module")

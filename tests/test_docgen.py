@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from saxs_pipeline import docgen
+from saxs_pipeline.config import docgen
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_calibration_reference_matches_the_schema() -> None:
     committed = (DOCS / "calibration.md").read_text()
-    assert committed == docgen.calibration_reference(), "run: python -m saxs_pipeline.docgen"
+    assert committed == docgen.calibration_reference(), "run: python -m saxs_pipeline.config.docgen"
 
 
 @pytest.mark.parametrize("name", sorted(docgen.CONSOLE_SCRIPTS))
@@ -23,4 +23,4 @@ def test_cli_page_matches_help(name: str) -> None:
     page = docgen.cli_reference(name)
     assert "usage" in page.lower()  # --help printed a usage line: the command's help works
     committed = (DOCS / "cli" / f"{name}.md").read_text()
-    assert committed == page, "run: python -m saxs_pipeline.docgen"
+    assert committed == page, "run: python -m saxs_pipeline.config.docgen"

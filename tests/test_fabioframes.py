@@ -9,8 +9,8 @@ import pytest
 from fabio.cbfimage import CbfImage
 from fabio.edfimage import EdfImage
 
-from saxs_pipeline.io.fabioframes import FabioFrames
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError
+from saxs_pipeline.frames.fabioformats import FabioFrames
+from saxs_pipeline.frames.source import ImageError, ImageIncompleteError
 
 
 def _stack(n: int) -> np.ndarray:

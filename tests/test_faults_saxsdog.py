@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.pipeline.ledger import State
+from saxs_pipeline.stack.read import read_stack
 
 from procs import free_port, ledger_counts, saxsdog, scheduler, stop, wait_until, worker
 

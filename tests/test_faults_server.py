@@ -16,9 +16,9 @@ import pytest
 from test_control_e2e import Env, Proc, start_server
 from test_server import SECRET, calibration, original_client_request, wait_until, write_frames
 
+from saxs_pipeline.config.masks import encode_attachment
 from saxs_pipeline.control.client import LeashClient
-from saxs_pipeline.io.masks import encode_attachment
-from saxs_pipeline.io.stackread import read_stack
+from saxs_pipeline.stack.read import read_stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -24,7 +24,7 @@ from saxs_pipeline.control.feeder import (
     encode_event,
     replay,
 )
-from saxs_pipeline.io.images import write_pilatus_tiff
+from saxs_pipeline.frames.tiff import write_pilatus_tiff
 
 
 def test_event_format_is_the_originals():

@@ -10,16 +10,14 @@ import pytest
 from fabio.cbfimage import CbfImage
 from fabio.edfimage import EdfImage
 
-from saxs_pipeline.io.frames import (
+from saxs_pipeline.frames.registry import detect_format, frame_count, open_frames, read_frames
+from saxs_pipeline.frames.source import (
     FrameSource,
-    TiffFrames,
-    detect_format,
-    frame_count,
+    ImageError,
+    ImageIncompleteError,
     invalid_value_for,
-    open_frames,
-    read_frames,
 )
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError, read_frame, write_pilatus_tiff
+from saxs_pipeline.frames.tiff import TiffFrames, read_frame, write_pilatus_tiff
 
 
 def _image() -> np.ndarray:

@@ -18,9 +18,10 @@ import psutil
 import pytest
 import tifffile
 
-from saxs_pipeline.io.images import ImageError, read_frame
-from saxs_pipeline.io.stackread import read_stack
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.frames.source import ImageError
+from saxs_pipeline.frames.tiff import read_frame
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.stack.read import read_stack
 
 from procs import saxsdog as spawn_saxsdog
 from procs import stop, wait_until
@@ -198,7 +199,7 @@ def test_the_converter_gives_the_q_window_the_detectors_range(tmp_path) -> None:
     cal = json.loads(out.read_text())
     cal["Masks"][0]["qStart"] = 9.0
     (tmp_path / "bad.json").write_text(json.dumps(cal))
-    from saxs_pipeline.io.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
 
     with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.qStop.*below qStart"):
         load_calibration(tmp_path / "bad.json")

@@ -14,10 +14,10 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from saxs_pipeline.demo_eiger import MASK_DEAD, MASK_GAP, write_eiger_series
-from saxs_pipeline.io.frames import FrameIncompleteError, open_frames, read_frames
-from saxs_pipeline.io.hdf5 import Hdf5Frames
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError
+from saxs_pipeline.demo.eiger import MASK_DEAD, MASK_GAP, write_eiger_series
+from saxs_pipeline.frames.hdf5 import Hdf5Frames
+from saxs_pipeline.frames.registry import open_frames, read_frames
+from saxs_pipeline.frames.source import FrameIncompleteError, ImageError, ImageIncompleteError
 
 SHAPE = (37, 29)
 N_PER_FILE = 4

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from saxs_pipeline.io.images import (
-    ImageError,
-    ImageIncompleteError,
+from saxs_pipeline.frames.source import ImageError, ImageIncompleteError
+from saxs_pipeline.frames.tiff import (
     read_frame,
     read_header,
     read_image,

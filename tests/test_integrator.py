@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from saxs_pipeline.config.calibration import CalibrationError
+from saxs_pipeline.config.darkflat import CorrectionImages
+from saxs_pipeline.curves.chi import read_chi
+from saxs_pipeline.frames.tiff import write_pilatus_tiff
 from saxs_pipeline.integrator import Integrator
-from saxs_pipeline.io.calibration import CalibrationError
-from saxs_pipeline.io.chi import read_chi
-from saxs_pipeline.io.darkflat import CorrectionImages
-from saxs_pipeline.io.images import write_pilatus_tiff
 from saxs_pipeline.ops.integrate import integrate_error
 
 

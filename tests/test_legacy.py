@@ -16,10 +16,10 @@ import pytest
 
 import saxs_pipeline
 from saxs_pipeline import legacy
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration
-from saxs_pipeline.io.chi import PHI_LABELS, RADIAL_LABELS, read_chi
-from saxs_pipeline.io.images import read_image
-from saxs_pipeline.io.masks import encode_attachment, load_mask, read_mask
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.masks import encode_attachment, load_mask, read_mask
+from saxs_pipeline.curves.chi import PHI_LABELS, RADIAL_LABELS, read_chi
+from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops.integrate import integral_parameters, integrate, integrate_error
 from saxs_pipeline.ops.operator import build_operator
 from saxs_pipeline.ops.slices import build_slice, integrate_slice

@@ -15,7 +15,7 @@ from saxs_pipeline.live.feed import MAX_CURVES_PER_PUSH, LiveFeed, calibration_s
 from saxs_pipeline.live.state import FPS_WINDOW, OVERLAY, WATERFALL, QueueLive, decode
 from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.pipeline.jobs import Job
-from saxs_pipeline.pipeline.task import CurveData, FrameResult
+from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
 
 NQ = 20
 Q = np.linspace(0.1, 2.0, NQ)

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.masks import (
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.masks import (
     MaskError,
     decode_attachment,
     encode_attachment,

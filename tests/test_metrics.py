@@ -14,7 +14,7 @@ from distributed import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from saxs_pipeline.live.state import LATENCY_BUCKETS, Histogram
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.pipeline.queue import ImageQueue
 
 NAMES = ("saxs_frames_processed", "saxs_frames_failed", "saxs_frames_retried",
          "saxs_backlog_frames", "saxs_latency_seconds", "saxs_integration_seconds")

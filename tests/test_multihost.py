@@ -171,7 +171,7 @@ def test_worker_hosts_see_the_data_under_another_path(net, saxs_setup, tmp_path)
     assert listed.count(".chi") == n and str(seen) not in listed, listed[:500]
 
 
-READY = re.compile(r"^(\S+ \S+) - saxs_pipeline.worker - INFO - saxs-integrator \S+ ready on \S+ in "
+READY = re.compile(r"^(\S+ \S+) - saxs_pipeline.plugins.worker - INFO - saxs-integrator \S+ ready on \S+ in "
                    r"([\d.]+) s: operators: (\d+) from the local cache, (\d+) shipped from the "
                    r"driver \(([\d.]+) MB\), (\d+) built here", re.M)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saxs_pipeline.naming import OutputLayout, chi_paths, filelist_entry, flat_name, inside
 from saxs_pipeline.pipeline.frames import FrameRef
+from saxs_pipeline.pipeline.naming import OutputLayout, chi_paths, filelist_entry, flat_name, inside
 
 
 def test_default_is_a_work_folder_beside_the_data_folder_keeping_sub_paths() -> None:

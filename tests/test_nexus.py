@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from saxs_pipeline.cli.converter import main
-from saxs_pipeline.demo_eiger import write_eiger_series
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.converter import ConverterError, convert_nexus
-from saxs_pipeline.io.masks import read_mask
-from saxs_pipeline.io.nexus import HC_EV_A, NexusError, NexusOverrides, read_nexus_geometry
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.fit2d import ConverterError, convert_nexus
+from saxs_pipeline.config.masks import read_mask
+from saxs_pipeline.config.nexus import HC_EV_A, NexusError, NexusOverrides, read_nexus_geometry
+from saxs_pipeline.demo.eiger import write_eiger_series
 
 SHAPE = (40, 30)  # rows, cols
 

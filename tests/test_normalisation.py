@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.images import read_header, write_pilatus_tiff
-from saxs_pipeline.io.normalisation import NormalisationError, NormalisationResolver
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.normalisation import NormalisationError, NormalisationResolver
+from saxs_pipeline.frames.tiff import read_header, write_pilatus_tiff
 
 
 def tiff(path: Path, **header) -> Path:

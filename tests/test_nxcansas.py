@@ -20,7 +20,7 @@ from nexusformat.nexus import nxload
 from sasdata.data_util.nxsunit import Converter
 from sasdata.dataloader.loader import Loader
 
-from saxs_pipeline.io.nxcansas import NXcanSASError, export_stack, write_nxcansas
+from saxs_pipeline.curves.nxcansas import NXcanSASError, export_stack, write_nxcansas
 
 from stackcases import CALIBRATION, Q, make_stack
 

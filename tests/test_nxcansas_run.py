@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sasdata.dataloader.loader import Loader
 
-from saxs_pipeline.io.stackread import read_stack
+from saxs_pipeline.stack.read import read_stack
 
 from realdata import require
 

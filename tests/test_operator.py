@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.calibration import load_calibration
-from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.integrate import integrate
 from saxs_pipeline.ops.operator import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saxs_pipeline.pipeline.pathmap import PathMap, PathMapError
-from saxs_pipeline.pipeline.task import FrameResult, FrameTask
+from saxs_pipeline.pipeline.tasktypes import FrameResult, FrameTask
 
 
 def test_prefixes_match_whole_components_and_the_longest_wins() -> None:

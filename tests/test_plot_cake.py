@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saxs_pipeline.plot import draw_cake, new_figure, save_figure
+from saxs_pipeline.curves.plot import draw_cake, new_figure, save_figure
 
 
 def test_cake_is_drawn_as_an_image(tmp_path) -> None:

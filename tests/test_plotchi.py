@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from saxs_pipeline.cli.plotchi import build_parser, main, make_plot, row_range
-from saxs_pipeline.io.chi import write_chi
+from saxs_pipeline.curves.chi import write_chi
 
 from realdata import require
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from saxs_pipeline.io.stackread import read_stack
-from saxs_pipeline.queue import ImageQueue, QueueClosedError
-from saxs_pipeline.stats import scheduler_stats
+from saxs_pipeline.pipeline.queue import ImageQueue, QueueClosedError
+from saxs_pipeline.plugins.stats import scheduler_stats
+from saxs_pipeline.stack.read import read_stack
 
 pytestmark = pytest.mark.timeout(180)
 

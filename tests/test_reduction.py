@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sasdata.dataloader.loader import Loader
 
-from saxs_pipeline.io.chi import read_chi
-from saxs_pipeline.reduction import Selection, reduce_stack, write_chi, write_nxcansas
+from saxs_pipeline.curves.chi import read_chi
+from saxs_pipeline.stack.reduction import Selection, reduce_stack, write_chi, write_nxcansas
 
 from stackcases import CALIBRATION, Q, make_stack
 

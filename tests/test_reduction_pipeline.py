@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
+from saxs_pipeline.config.normalisation import NormalisationResolver
+from saxs_pipeline.frames.tiff import write_pilatus_tiff
 from saxs_pipeline.integrator import Integrator
-from saxs_pipeline.io.images import write_pilatus_tiff
-from saxs_pipeline.io.normalisation import NormalisationResolver
-from saxs_pipeline.io.stackread import read_stack
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.stack.read import read_stack
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from saxs_pipeline.cli.saxsdog import main, parse_args
-from saxs_pipeline.io.stackread import read_stack
+from saxs_pipeline.stack.read import read_stack
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
-from saxs_pipeline.io.stacklayout import SUM_ARRAYS, SUM_FIELDS
-from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.ops.sums import BinSums, curve_from_sums
-from saxs_pipeline.queue import ImageQueue
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.stack.layout import SUM_ARRAYS, SUM_FIELDS
+from saxs_pipeline.stack.read import read_stack
 
 pytestmark = pytest.mark.timeout(180)
 

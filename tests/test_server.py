@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import zmq
 
+from saxs_pipeline.config.masks import encode_attachment, write_fit2d_msk
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.client import LeashClient, attachment_frame
 from saxs_pipeline.control.paths import confine
 from saxs_pipeline.control.server import SaxsdogServer, ServerConfig
 from saxs_pipeline.control.signing import v2_sign
-from saxs_pipeline.io.images import write_pilatus_tiff
-from saxs_pipeline.io.masks import encode_attachment, write_fit2d_msk
+from saxs_pipeline.frames.tiff import write_pilatus_tiff
 
 SECRET = "5ecret-for-tests-0123456789abcdef"
 SHAPE = (64, 48)
@@ -140,7 +140,7 @@ class FakeQueue:
     def __init__(self, client, calibration, directory, *, attachments=None, out_dir=None,
                  relpath="../work", pattern="*.tif", watch=False, poll=False, queue_id=None,
                  start_delay: float = 0.0, frame_delay: float = 0.0, **_: Any) -> None:
-        from saxs_pipeline.io.masks import decode_attachment
+        from saxs_pipeline.config.masks import decode_attachment
 
         for att in attachments or []:
             decode_attachment(att)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from saxs_pipeline.ops.shipping import SHIP_ENV, missing, operator_keys, pack, unpack
-from saxs_pipeline.worker import IntegratorPlugin, load_payload, prepare
+from saxs_pipeline.plugins.worker import IntegratorPlugin, load_payload, prepare
 
 
 def _driver(saxs_setup, tmp_path: Path, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.demo_eiger import write_eiger_series
+from saxs_pipeline.demo.eiger import write_eiger_series
 from saxs_pipeline.stream.messages import ImageMessage
 from saxs_pipeline.stream.receiver import StreamReceiver
 from saxs_pipeline.stream.sim import StreamSimulator, file_frames, main

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.calibration import SliceConfig
+from saxs_pipeline.config.calibration import SliceConfig
 from saxs_pipeline.ops.geometry import ANGSTROM_NM
 from saxs_pipeline.ops.slices import build_slice, integrate_slice
 

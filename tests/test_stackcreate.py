@@ -13,10 +13,10 @@ import pytest
 from test_integrator import calibration
 
 from saxs_pipeline.integrator import Integrator
-from saxs_pipeline.io.stacklayout import SUM_ARRAYS, CurveSpec
-from saxs_pipeline.io.stackread import open_dataset, read_stack
-from saxs_pipeline.io.zarrstack import CurveStackWriter, stack_compatible
 from saxs_pipeline.ops.sums import BinSums, average_sums, curve_from_sums, rebin
+from saxs_pipeline.stack.layout import SUM_ARRAYS, CurveSpec
+from saxs_pipeline.stack.read import open_dataset, read_stack
+from saxs_pipeline.stack.writer import CurveStackWriter, stack_compatible
 
 # Sums of float64 values in another order (1e-13); the bound.
 EXACT = 1e-9
@@ -128,7 +128,7 @@ def test_workflow_example_averages_and_rebins_from_the_stack(tmp_path) -> None:
 
 
 def test_stored_sums_need_the_original_definition(tmp_path) -> None:
-    from saxs_pipeline.io.calibration import CalibrationError
+    from saxs_pipeline.config.calibration import CalibrationError
 
     with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.StoreSums"):
         Integrator(calibration(tmp_path, Masks=[dict(GRID, StoreSums=True)], Slices=[],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxs_pipeline.io.stackselect import load_curves, parse_indices, select_frames
+from saxs_pipeline.stack.select import load_curves, parse_indices, select_frames
 
 from stackcases import CALIBRATION, Q, make_stack
 

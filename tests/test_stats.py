@@ -8,7 +8,7 @@ import time
 from distributed import Event, get_worker, wait
 from distributed.utils_test import gen_cluster
 
-from saxs_pipeline.stats import PROGRESS_TOPIC, TASK_PREFIX, SaxsStats
+from saxs_pipeline.plugins.stats import PROGRESS_TOPIC, TASK_PREFIX, SaxsStats
 
 
 def fake_batch(queue_id: str, processed: int, failed: int = 0) -> int:

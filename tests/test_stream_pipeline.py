@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zmq
 
-from saxs_pipeline.demo_eiger import demo_frames, eiger_calibration_dict
-from saxs_pipeline.io.stackread import read_stack
+from saxs_pipeline.demo.eiger import demo_frames, eiger_calibration_dict
+from saxs_pipeline.stack.read import read_stack
 
 from procs import BIN, free_port, saxsdog, spawn, stop
 

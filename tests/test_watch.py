@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from saxs_pipeline.pipeline.frames import matches
-from saxs_pipeline.watch import FrameWatcher
+from saxs_pipeline.pipeline.watch import FrameWatcher
 
 PAYLOAD = os.urandom(300_000)
 

@@ -1,10 +1,10 @@
-"""Wedge spans and the check of one wedge (io/wedges.py)."""
+"""Wedge spans and the check of one wedge (config/wedges.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from saxs_pipeline.io.wedges import check_wedge, wedge_span
+from saxs_pipeline.config.wedges import check_wedge, wedge_span
 
 
 def test_span_runs_counter_clockwise_and_wraps() -> None:

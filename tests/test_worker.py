@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from distributed.utils_test import gen_cluster
 
-from saxs_pipeline.io.calibration import CalibrationError
-from saxs_pipeline.io.chi import read_chi
-from saxs_pipeline.pipeline.task import FrameTask, TaskOptions, process_frames
-from saxs_pipeline.worker import IntegratorPlugin, SaxsWorker, get_integrator, load_payload
+from saxs_pipeline.config.calibration import CalibrationError
+from saxs_pipeline.curves.chi import read_chi
+from saxs_pipeline.pipeline.task import process_frames
+from saxs_pipeline.pipeline.tasktypes import FrameTask, TaskOptions
+from saxs_pipeline.plugins.worker import IntegratorPlugin, SaxsWorker, get_integrator, load_payload
 
 BIN = Path(sys.executable).parent
 
@@ -67,7 +68,7 @@ def test_bad_frames_are_reported_not_raised(saxs_setup) -> None:
     garbage = setup.data / "garbage.tif"
     garbage.write_bytes(b"not a tiff at all")
     wrong = setup.data / "wrong_shape.tif"
-    from saxs_pipeline.io.images import write_pilatus_tiff
+    from saxs_pipeline.frames.tiff import write_pilatus_tiff
 
     write_pilatus_tiff(wrong, np.zeros((10, 10), np.int32))
     paths = [setup.frames[0], truncated, garbage, setup.data / "gone.tif", wrong, setup.frames[1]]
@@ -166,7 +167,7 @@ def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def test_worker_command_entry_points(tmp_path: Path) -> None:
-    r = run([sys.executable, "-m", "saxs_pipeline.worker", "--help"])
+    r = run([sys.executable, "-m", "saxs_pipeline.plugins.worker", "--help"])
     assert r.returncode == 0 and "--calibration" in r.stdout and "dask worker" in r.stdout
     r = run([str(BIN / "dask"), "--help"])
     assert r.returncode == 0 and "saxs-worker" in r.stdout

@@ -1,5 +1,5 @@
 """Our worker processes' Dask settings: the profiler off unless the user's config says
-otherwise (saxs_pipeline.workerconfig says why)."""
+otherwise (saxs_pipeline.plugins.workerconfig says why)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import dask
 import distributed  # noqa: F401  (its defaults in dask's config, as in every real use)
 import pytest
 
-from saxs_pipeline.workerconfig import PROFILE_KEY, WORKER_ENVIRON, profile_enabled, worker_config
+from saxs_pipeline.plugins.workerconfig import (
+    PROFILE_KEY,
+    WORKER_ENVIRON,
+    profile_enabled,
+    worker_config,
+)
 
 
 @pytest.fixture(autouse=True)

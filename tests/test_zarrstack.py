@@ -16,9 +16,9 @@ import pytest
 import zarr
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io.stacklayout import FORMAT, CurveSpec, StackLayoutError
-from saxs_pipeline.io.stackread import frame_order, open_dataset, read_stack
-from saxs_pipeline.io.zarrstack import CurveStackWriter, stack_compatible
+from saxs_pipeline.stack.layout import FORMAT, CurveSpec, StackLayoutError
+from saxs_pipeline.stack.read import frame_order, open_dataset, read_stack
+from saxs_pipeline.stack.writer import CurveStackWriter, stack_compatible
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +329,8 @@ WRITER_SCRIPT = textwrap.dedent(
     import sys, json
     import numpy as np
     from saxs_pipeline.integrator import Curve
-    from saxs_pipeline.io.stacklayout import CurveSpec
-    from saxs_pipeline.io.zarrstack import CurveStackWriter
+    from saxs_pipeline.stack.layout import CurveSpec
+    from saxs_pipeline.stack.writer import CurveStackWriter
 
     path, n = sys.argv[1], int(sys.argv[2])
     q = np.linspace(0.1, 3.0, 200)

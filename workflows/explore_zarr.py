@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import zarr  # noqa: E402
 
-from saxs_pipeline.io.stackread import open_dataset  # noqa: E402
+from saxs_pipeline.stack.read import open_dataset  # noqa: E402
 
 DEMO = Path("demo-output/demo/work")
 parser = argparse.ArgumentParser(description="Plot a saxs_pipeline curve stack.")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from saxs_pipeline.io.stacklayout import SUM_ARRAYS
-from saxs_pipeline.io.stackread import read_stack
 from saxs_pipeline.ops.sums import BinSums, average_sums, curve_from_sums, rebin
+from saxs_pipeline.stack.layout import SUM_ARRAYS
+from saxs_pipeline.stack.read import read_stack
 
 parser = argparse.ArgumentParser(description="Average and re-bin curves from a stack's stored sums.")
 parser.add_argument("stack", type=Path, help="a curve stack with StoreSums")

@@ -29,9 +29,9 @@ from distributed import Client, LocalCluster
 from saxs_pipeline.cli.progress import show_progress
 from saxs_pipeline.pipeline.cluster import embedded_cluster_options
 from saxs_pipeline.pipeline.frames import matches
-from saxs_pipeline.queue import ImageQueue
-from saxs_pipeline.stats import scheduler_stats
-from saxs_pipeline.workerconfig import worker_config
+from saxs_pipeline.pipeline.queue import ImageQueue
+from saxs_pipeline.plugins.stats import scheduler_stats
+from saxs_pipeline.plugins.workerconfig import worker_config
 
 log = logging.getLogger("reprocess")
 

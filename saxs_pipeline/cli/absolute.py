@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saxs_pipeline.io.chi import ChiError, read_chi
+from saxs_pipeline.curves.chi import ChiError, read_chi
 from saxs_pipeline.ops import absolute
 
 __all__ = ["build_parser", "main", "read_curve"]

@@ -9,9 +9,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saxs_pipeline import reduction
 from saxs_pipeline.cli.export import add_selection
-from saxs_pipeline.io.nxcansas import Q_UNITS
+from saxs_pipeline.curves.nxcansas import Q_UNITS
+from saxs_pipeline.stack import reduction
 
 __all__ = ["build_parser", "main"]
 

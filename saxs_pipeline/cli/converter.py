@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saxs_pipeline.io.converter import (
+from saxs_pipeline.config.fit2d import (
     ConverterError,
     convert,
     convert_nexus,
@@ -17,7 +17,7 @@ from saxs_pipeline.io.converter import (
     to_text,
     write_calibration,
 )
-from saxs_pipeline.io.nexus import NexusOverrides, write_pixel_mask
+from saxs_pipeline.config.nexus import NexusOverrides, write_pixel_mask
 
 __all__ = ["build_parser", "main"]
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saxs_pipeline.io.nxcansas import Q_UNITS, export_stack
+from saxs_pipeline.curves.nxcansas import Q_UNITS, export_stack
 
 __all__ = ["add_selection", "build_parser", "main"]
 

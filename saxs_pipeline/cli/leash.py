@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.masks import MaskError, encode_attachment
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.client import LeashClient, ServerUnavailable
 from saxs_pipeline.control.netconf import NetConfError, load_network, select_entry
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration
-from saxs_pipeline.io.masks import MaskError, encode_attachment
 
 EXIT_OK, EXIT_ERROR, EXIT_DOWN = 0, 1, 2
 SLOW_COMMANDS = {"new", "close"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.io.chi import ChiData, ChiError, read_chi
+from saxs_pipeline.curves.chi import ChiData, ChiError, read_chi
 
 __all__ = ["build_parser", "load_curves", "main", "make_plot", "row_range"]
 
@@ -122,7 +122,7 @@ def _select(path: str, data: ChiData, skip: int, clip: int) -> tuple[np.ndarray,
 
 
 def _x_label(curves: Sequence[ChiData]) -> str:
-    from saxs_pipeline.plot import Q_LABEL
+    from saxs_pipeline.curves.plot import Q_LABEL
 
     labels = curves[0].labels
     if labels and str(labels[0]).lower().startswith("phi"):
@@ -131,7 +131,7 @@ def _x_label(curves: Sequence[ChiData]) -> str:
 
 
 def _plot_curves(ax: Any, paths: Sequence[str], curves: Sequence[ChiData], args: argparse.Namespace, yscale: str) -> None:
-    from saxs_pipeline.plot import Band, draw_curve
+    from saxs_pipeline.curves.plot import Band, draw_curve
 
     single = len(curves) == 1
     for path, data in zip(paths, curves, strict=True):
@@ -169,7 +169,7 @@ def _plot_differences(ax: Any, paths: Sequence[str], curves: Sequence[ChiData], 
 
 
 def load_curves(args: argparse.Namespace) -> list[ChiData]:
-    """Read the files of the parsed ``args``; :class:`~saxs_pipeline.io.chi.ChiError` for
+    """Read the files of the parsed ``args``; :class:`~saxs_pipeline.curves.chi.ChiError` for
     a file that cannot be read or a compare mode without a second file."""
     if args.compare and len(args.files) < 2:
         raise ChiError("compare mode (-c) needs a reference file and at least one more file")
@@ -179,8 +179,8 @@ def load_curves(args: argparse.Namespace) -> list[ChiData]:
 def make_plot(args: argparse.Namespace, fig: Any, curves: Sequence[ChiData] | None = None) -> Any:
     """Draw the plot the parsed ``args`` describe into ``fig`` (reading the files unless
     ``curves`` are given); returns the main axes. Raises
-    :class:`~saxs_pipeline.io.chi.ChiError` for unreadable or unusable files."""
-    from saxs_pipeline.plot import INTENSITY_LABEL, align_zero
+    :class:`~saxs_pipeline.curves.chi.ChiError` for unreadable or unusable files."""
+    from saxs_pipeline.curves.plot import INTENSITY_LABEL, align_zero
 
     paths = [os.fspath(p) for p in args.files]
     if curves is None:
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``plotchi``; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="plotchi: %(message)s")
-    from saxs_pipeline.plot import NoDisplayError, new_figure, save_figure
+    from saxs_pipeline.curves.plot import NoDisplayError, new_figure, save_figure
 
     try:
         curves = load_curves(args)

@@ -91,7 +91,7 @@ class LivePlot:
     """The ``-m`` plot: a window when there is a display, else ``live.png`` kept updated."""
 
     def __init__(self, png: Path) -> None:
-        from saxs_pipeline.plot import NoDisplayError, new_figure
+        from saxs_pipeline.curves.plot import NoDisplayError, new_figure
 
         self.png = png
         self.last: str | None = None
@@ -105,7 +105,7 @@ class LivePlot:
         self.ax = self.fig.add_subplot()
 
     def update(self, latest: dict[str, Any] | None) -> None:
-        from saxs_pipeline.plot import INTENSITY_LABEL, Q_LABEL, Band, draw_curve
+        from saxs_pipeline.curves.plot import INTENSITY_LABEL, Q_LABEL, Band, draw_curve
 
         if latest is None or latest["filename"] == self.last:
             if self.window:

@@ -123,10 +123,10 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _make_queue(opts: Options, link: Any) -> Any:
-    from saxs_pipeline.io.calibration import CalibrationError
-    from saxs_pipeline.io.masks import MaskError
+    from saxs_pipeline.config.calibration import CalibrationError
+    from saxs_pipeline.config.masks import MaskError
     from saxs_pipeline.pipeline.lock import StackLockedError
-    from saxs_pipeline.queue import ImageQueue
+    from saxs_pipeline.pipeline.queue import ImageQueue
 
     try:
         queue = ImageQueue(
@@ -187,7 +187,7 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
 
 def run(opts: Options) -> int:
     """Run saxsdog with parsed options; returns the exit status."""
-    from saxs_pipeline.io.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
     from saxs_pipeline.ops.budget import check_budget
 
     if not opts.directory.is_dir():
@@ -254,13 +254,13 @@ def _run_profiled(opts: Options) -> int:
 
 
 def _demo(argv: Sequence[str]) -> int:
-    from saxs_pipeline.demo import generate_demo
+    from saxs_pipeline.demo.beamtime import generate_demo
 
     ns = demo_parser().parse_args(argv)
     opts = options_from(ns, Path(), Path())
     _setup_logging(opts)
     if ns.eiger:
-        from saxs_pipeline.demo_eiger import generate_eiger_demo
+        from saxs_pipeline.demo.eiger import generate_eiger_demo
 
         log.info("generating %d EIGER demo frames in %s", ns.frames, ns.root / "eiger")
         eiger = generate_eiger_demo(ns.root, n_frames_per_file=max(1, ns.frames // 2))

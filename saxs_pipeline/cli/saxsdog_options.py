@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from saxs_pipeline.naming import DEFAULT_RELPATH
+from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_SCHEDULER",
            "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Imported here, once, in this thread: the cluster thread and a first "new" would
     # otherwise import distributed at the same time (a circular-import error).
-    import saxs_pipeline.queue  # noqa: F401
+    import saxs_pipeline.pipeline.queue  # noqa: F401
 
     handle.start()  # in the background: the socket answers while the cluster starts
 

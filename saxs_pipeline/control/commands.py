@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_bytes
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
 from saxs_pipeline.control.paths import confine, confined_relpath
-from saxs_pipeline.io.calibration import CalibrationError, load_calibration
-from saxs_pipeline.io.masks import MaskError, decode_attachment, mask_from_bytes
 
 __all__ = ["QueueHost"]
 
@@ -39,7 +39,7 @@ _INT_STAT_KEYS = {"images processed", "queue length", "pics", "failed", "skipped
 
 
 def _default_queue_factory(*args: Any, **kwargs: Any) -> Any:
-    from saxs_pipeline.queue import ImageQueue  # imported late: it pulls in Dask
+    from saxs_pipeline.pipeline.queue import ImageQueue  # imported late: it pulls in Dask
 
     return ImageQueue(*args, **kwargs)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import zmq
 
-from saxs_pipeline.io.images import tiff_complete
+from saxs_pipeline.frames.tiff import tiff_complete
 
 __all__ = [
     "FeederPublisher",

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from saxs_pipeline.naming import DEFAULT_RELPATH, inside
+from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, inside
 
 __all__ = ["confine", "confined_relpath"]
 

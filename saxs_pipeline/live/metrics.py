@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 
 if TYPE_CHECKING:
-    from saxs_pipeline.live.plugin import SaxsLive
+    from saxs_pipeline.live.state import LiveQueues
 
 __all__ = ["SaxsCollector", "register", "unregister"]
 
@@ -66,7 +66,7 @@ class SaxsCollector:
         return []  # no check of names at registration: they are fixed above
 
 
-def register(plugin: SaxsLive) -> None:
+def register(plugin: LiveQueues) -> None:
     global _collector
     with _lock:
         _plugins.add(plugin)
@@ -75,6 +75,6 @@ def register(plugin: SaxsLive) -> None:
             REGISTRY.register(_collector)
 
 
-def unregister(plugin: SaxsLive) -> None:
+def unregister(plugin: LiveQueues) -> None:
     with _lock:
         _plugins.discard(plugin)

@@ -33,7 +33,7 @@ from saxs_pipeline.live.view import QueueView, set_changed
 if TYPE_CHECKING:
     from distributed import Scheduler
 
-    from saxs_pipeline.live.plugin import SaxsLive
+    from saxs_pipeline.live.state import LiveQueues
 
 __all__ = ["make_document", "serve_page", "shown_queues", "stop_page"]
 
@@ -46,7 +46,7 @@ MIN_UPDATE_S = 1.0
 TICK_MS = 250
 
 
-def serve_page(scheduler: Scheduler, plugin: SaxsLive) -> BokehTornado:
+def serve_page(scheduler: Scheduler, plugin: LiveQueues) -> BokehTornado:
     """Add the page to the scheduler's HTTP server (call on its event loop)."""
     app = Application(FunctionHandler(partial(make_document, plugin)))
     kwargs = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
@@ -67,7 +67,7 @@ def stop_page(scheduler: Scheduler, server: BokehTornado) -> None:
     server.stop(wait=False)
 
 
-def shown_queues(plugin: SaxsLive) -> list[str]:
+def shown_queues(plugin: LiveQueues) -> list[str]:
     """The queues a page shows: the running ones, else the last one that ran. A closed
     queue's section leaves the page when another queue starts, so the running one is
     at the top and a browser draws no section that no longer changes."""
@@ -75,7 +75,7 @@ def shown_queues(plugin: SaxsLive) -> list[str]:
     return running or list(plugin.queues)[-1:]
 
 
-def make_document(plugin: SaxsLive, doc: Document) -> None:
+def make_document(plugin: LiveQueues, doc: Document) -> None:
     """One browser session's document: a header and a section per shown queue (see
     :func:`shown_queues`), brought up to date at most every ``MIN_UPDATE_S``: an update
     after a quiet time goes at the next ``TICK_MS``, so a lone frame shows within a push

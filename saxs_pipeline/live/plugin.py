@@ -1,7 +1,7 @@
 """The scheduler's side of the live view: :class:`SaxsLive` keeps each queue's pushes
 (:class:`~saxs_pipeline.live.state.QueueLive`), serves the SAXS page on the dashboard
 (when bokeh is installed) and adds the ``saxs_*`` metrics to ``/metrics`` (when
-prometheus_client is). Registered by every :class:`~saxs_pipeline.queue.ImageQueue`
+prometheus_client is). Registered by every :class:`~saxs_pipeline.pipeline.queue.ImageQueue`
 (idempotent), or ``dask scheduler --preload saxs_pipeline.live.plugin``.
 """
 

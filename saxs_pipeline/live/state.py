@@ -11,11 +11,18 @@ import bisect
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["INTEGRATION_BUCKETS", "LATENCY_BUCKETS", "Histogram", "QueueLive", "decode"]
+__all__ = [
+    "INTEGRATION_BUCKETS",
+    "LATENCY_BUCKETS",
+    "Histogram",
+    "LiveQueues",
+    "QueueLive",
+    "decode",
+]
 
 # Seconds. Latency file closed -> curve written: a healthy run is well under a second, a
 # run falling behind goes to minutes.
@@ -157,3 +164,10 @@ class QueueLive:
                 "latency_p50": p50, "latency_p99": p99, "latest": self.latest_name,
                 "points": len(self.series), "calibration": self.calibration,
                 "closed": self.closed}
+
+
+class LiveQueues(Protocol):
+    """What the page and the metrics read of the scheduler plugin: its queues' buffers.
+    (The plugin starts them; typing them against this keeps them from importing it.)"""
+
+    queues: dict[str, QueueLive]

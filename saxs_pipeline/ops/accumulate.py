@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from saxs_pipeline.io.calibration import Geometry
+from saxs_pipeline.config.calibration import Geometry
 from saxs_pipeline.ops import geometry as geo
 
 __all__ = ["accumulate_cake", "fractions", "subpixel_width", "to_operator"]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import CalibrationError, Geometry, MaskConfig
-from saxs_pipeline.io.wedges import wedge_span
+from saxs_pipeline.config.calibration import CalibrationError, Geometry, MaskConfig
+from saxs_pipeline.config.wedges import wedge_span
 from saxs_pipeline.ops import geometry as geo
 
 __all__ = ["BinMap", "azimuth_deg", "bin_map", "chi_index", "in_wedges", "q_extent", "splitting"]
@@ -153,7 +153,7 @@ def _wedges(mc: MaskConfig) -> np.ndarray:
 def bin_map(geometry: Geometry, mc: MaskConfig, *, extent: tuple[float, float] | None = None,
             max_phi: float | None = None) -> BinMap:
     """The :class:`BinMap` of mask entry ``mc``; a q grid or window that misses the
-    detector is a :class:`~saxs_pipeline.io.calibration.CalibrationError` naming its path.
+    detector is a :class:`~saxs_pipeline.config.calibration.CalibrationError` naming its path.
     ``extent`` (q min, max) and ``max_phi`` may be given by a caller that has the full
     sub-pixel maps (the operator build): their maxima are the original's grid definition,
     and taking them from the same maps keeps existing operators bit-identical."""

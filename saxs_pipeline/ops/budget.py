@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 
-from saxs_pipeline.io.calibration import Calibration, CalibrationError, Geometry, MaskConfig
+from saxs_pipeline.config.calibration import Calibration, CalibrationError, Geometry, MaskConfig
 
 __all__ = ["BudgetError", "build_limit", "check_budget", "operator_bytes"]
 

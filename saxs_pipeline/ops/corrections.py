@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import scipy.sparse as sp
 
-from saxs_pipeline.io.calibration import Geometry, Polarization, Sensor
+from saxs_pipeline.config.calibration import Geometry, Polarization, Sensor
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.operator import IntegrationOperator
 

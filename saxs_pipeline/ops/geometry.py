@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Geometry, Polarization
+from saxs_pipeline.config.calibration import Geometry, Polarization
 
 __all__ = [
     "ANGSTROM_NM",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from saxs_pipeline.io.calibration import Geometry, MaskConfig, Polarization
+from saxs_pipeline.config.calibration import Geometry, MaskConfig, Polarization
 from saxs_pipeline.ops import binning, cache
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.accumulate import accumulate_cake, fractions, subpixel_width, to_operator

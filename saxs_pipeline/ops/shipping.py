@@ -3,7 +3,7 @@
 The driver builds every operator of a calibration before a run (for its q grids and to
 fail fast), which leaves them in its disk cache. Without a cache shared by the hosts,
 every worker host would build them again (N + 1 builds of ~1-10 s on a cluster of N).
-:class:`~saxs_pipeline.worker.IntegratorPlugin` therefore carries the driver's cache
+:class:`~saxs_pipeline.plugins.worker.IntegratorPlugin` therefore carries the driver's cache
 files (:func:`pack`, when it is pickled to go to the scheduler); a worker writes the
 ones its own cache lacks (:func:`unpack`) and then builds its integrator, which loads
 them. The cache stays the fast path: a worker whose cache has them ignores the bytes.
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Calibration
-from saxs_pipeline.io.darkflat import CorrectionImages
-from saxs_pipeline.io.masks import load_mask
+from saxs_pipeline.config.calibration import Calibration
+from saxs_pipeline.config.darkflat import CorrectionImages
+from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.ops import cache
 from saxs_pipeline.ops.operator import operator_key
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxs_pipeline.io.calibration import Geometry, SliceConfig
+from saxs_pipeline.config.calibration import Geometry, SliceConfig
 from saxs_pipeline.ops.corrections import PixelCorrections
 from saxs_pipeline.ops.geometry import ANGSTROM_NM
 

@@ -9,5 +9,5 @@ Data flows one way::
             integrate, write .chi)
         --> sinks (curve stack + ledger commit, live file list, failures, history)
 
-:class:`saxs_pipeline.queue.ImageQueue` composes them; each module here has one job.
+:class:`saxs_pipeline.pipeline.queue.ImageQueue` composes them; each module here has one job.
 """

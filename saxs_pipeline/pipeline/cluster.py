@@ -254,7 +254,7 @@ class ClusterLink:
         else:
             import dask
 
-            from saxs_pipeline.workerconfig import worker_config
+            from saxs_pipeline.plugins.workerconfig import worker_config
 
             options = embedded_cluster_options(self.threads)
             options.update(self.cluster_options)

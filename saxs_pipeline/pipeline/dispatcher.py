@@ -35,8 +35,9 @@ from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.line import WorkLine, take_size
-from saxs_pipeline.pipeline.task import FrameResult, TaskOptions, process_frames
-from saxs_pipeline.stats import TASK_PREFIX
+from saxs_pipeline.pipeline.task import process_frames
+from saxs_pipeline.pipeline.tasktypes import FrameResult, TaskOptions
+from saxs_pipeline.plugins.stats import TASK_PREFIX
 
 __all__ = ["Dispatcher", "Job"]
 

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError
-from saxs_pipeline.naming import OutputLayout
+from saxs_pipeline.frames.source import ImageError, ImageIncompleteError
 from saxs_pipeline.pipeline.frames import CONTAINER_SUFFIXES, FrameRef, matches
+from saxs_pipeline.pipeline.naming import OutputLayout
 
 __all__ = ["Found", "FrameFinder"]
 
@@ -57,7 +57,7 @@ class FrameFinder:
                 log.debug("%s: no master file yet; its frames come with the master", path)
                 return Found(path)
             path, source = str(master), self.layout.source(master) or source
-        from saxs_pipeline.io.frames import frame_count
+        from saxs_pipeline.frames.registry import frame_count
 
         try:
             n = frame_count(path, dataset=self.dataset)

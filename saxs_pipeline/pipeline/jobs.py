@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
-from saxs_pipeline.pipeline.task import FrameTask
+from saxs_pipeline.pipeline.tasktypes import FrameTask
 
 __all__ = ["Job"]
 

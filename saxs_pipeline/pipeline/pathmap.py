@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the link imports this module; the task module pulls in numpy & co
-    from saxs_pipeline.pipeline.task import FrameResult, FrameTask
+    from saxs_pipeline.pipeline.tasktypes import FrameResult, FrameTask
 
 __all__ = ["PathMap", "PathMapError"]
 

@@ -1,5 +1,5 @@
 """Reading a task's frames on the worker: consecutive frames of one file as one range
-(:mod:`saxs_pipeline.io.frames`: TIFF, HDF5/NeXus, CBF/EDF), or stream frames from their
+(:mod:`saxs_pipeline.frames.registry`: TIFF, HDF5/NeXus, CBF/EDF), or stream frames from their
 messages, with what the engine must exclude."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saxs_pipeline.io.images import ImageError, ImageIncompleteError
+from saxs_pipeline.frames.source import ImageError, ImageIncompleteError
 
 if TYPE_CHECKING:
     from saxs_pipeline.integrator import Integrator
-    from saxs_pipeline.pipeline.task import FrameResult, FrameTask
+    from saxs_pipeline.pipeline.tasktypes import FrameResult, FrameTask
 
 __all__ = ["Loaded", "decode_stream", "ranges", "read_range"]
 
@@ -55,7 +55,7 @@ def read_range(group: list[FrameTask], integ: Integrator, dataset: str | None,
                results: list[FrameResult]) -> Loaded | None:
     """Read one run of frames; on failure every frame's result says why (incomplete:
     retried by the driver; error: reported) and None is returned."""
-    from saxs_pipeline.io.frames import open_frames
+    from saxs_pipeline.frames.registry import open_frames
 
     path = group[0].path
     try:
@@ -130,7 +130,7 @@ def _apply_pixel_mask(integ: Integrator, path: str, src: Any,
 def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ: Integrator,
                   results: list[FrameResult]) -> Loaded:
     """Stream frames from their (compressed) messages, decoded here on the worker."""
-    from saxs_pipeline.io.frames import invalid_value_for
+    from saxs_pipeline.frames.source import invalid_value_for
     from saxs_pipeline.stream.codec import StreamDecodeError, decode_message
     from saxs_pipeline.stream.messages import ImageMessage
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.io.zarrstack import CurveStackWriter
-from saxs_pipeline.naming import filelist_entry
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
-from saxs_pipeline.pipeline.task import CurveData, FrameResult
+from saxs_pipeline.pipeline.naming import filelist_entry
+from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
+from saxs_pipeline.stack.writer import CurveStackWriter
 
 __all__ = ["FailureSink", "FileListSink", "HistorySink", "StackSink", "curves_of"]
 

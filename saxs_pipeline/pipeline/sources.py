@@ -3,8 +3,8 @@
 * :class:`WalkSource` -- a lazy, sorted walk of the run's directory (``readdir``, the
   start of a batch run, ``--resume``), which waits while the dispatcher's line is long so
   memory stays flat however many files the tree holds.
-* :class:`WatchSource` -- new and rewritten files, from :class:`~saxs_pipeline.watch.FrameWatcher`.
-* the feeder and explicit paths call :meth:`saxs_pipeline.queue.ImageQueue.submit_paths`.
+* :class:`WatchSource` -- new and rewritten files, from :class:`~saxs_pipeline.pipeline.watch.FrameWatcher`.
+* the feeder and explicit paths call :meth:`saxs_pipeline.pipeline.queue.ImageQueue.submit_paths`.
 
 An offer is ``offer(paths, why)``; the run's ledger decides what is new.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.streamsource import StreamSource
-from saxs_pipeline.watch import FrameWatcher
+from saxs_pipeline.pipeline.watch import FrameWatcher
 
 __all__ = ["Offer", "SourceSet", "WalkSource", "WatchSource"]
 

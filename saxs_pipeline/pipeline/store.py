@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.io.stacklayout import CurveSpec, StackLayoutError
-from saxs_pipeline.io.zarrstack import CurveStackWriter, stack_compatible
 from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.pipeline.ledger import Ledger, LedgerError, read_manifest
 from saxs_pipeline.pipeline.lock import StackLock
+from saxs_pipeline.stack.layout import CurveSpec, StackLayoutError
+from saxs_pipeline.stack.writer import CurveStackWriter, stack_compatible
 
 __all__ = ["RunStore", "ledger_path", "stack_fileslist"]
 
@@ -85,8 +85,8 @@ class RunStore:
         """The stack's writer, cut back to what the ledger committed (adopting a stack
         that predates its ledger); a new stack's I and errors get the calibration's
         definitions (:func:`saxs_pipeline.integrator.definitions`) as attributes."""
+        from saxs_pipeline.config.calibration import load_calibration
         from saxs_pipeline.integrator import definitions
-        from saxs_pipeline.io.calibration import load_calibration
 
         n = self.ledger.n_rows
         if n == 0 and self.stack.exists() and not any(True for _ in self.ledger.iter_done()):
@@ -98,7 +98,7 @@ class RunStore:
         return self.writer
 
     def _adopt(self) -> None:
-        from saxs_pipeline.io.stackread import read_stack
+        from saxs_pipeline.stack.read import read_stack
 
         try:
             old = read_stack(self.stack)
@@ -125,7 +125,7 @@ class RunStore:
     def export_nxcansas(self, templates: Sequence[Any], layout: str) -> None:
         """The run's radial curves as NXcanSAS beside the stack (after :meth:`close`). A
         failure is logged, not raised: the stack is the record and ``saxs-export`` redoes it."""
-        from saxs_pipeline.io.nxcansas import export_run
+        from saxs_pipeline.curves.nxcansas import export_run
 
         try:
             for path in export_run(self.stack, templates, layout):
@@ -138,8 +138,8 @@ class RunStore:
 def stack_fileslist(stack: Path, layout: Any, templates: Sequence[Any]) -> dict[str, list[str]]:
     """The ``.chi`` files of every committed frame of ``stack``, per curve
     (``{"Radial0": [...], "Slice2": [...]}``), ordered by base name; also after the run."""
-    from saxs_pipeline.io.stackread import read_frames
-    from saxs_pipeline.naming import chi_path
+    from saxs_pipeline.pipeline.naming import chi_path
+    from saxs_pipeline.stack.read import read_frames
 
     try:
         refs = read_frames(stack)

@@ -12,12 +12,12 @@ import logging
 import threading
 from typing import Any
 
-from saxs_pipeline.naming import OutputLayout
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.frames import FrameRef, fingerprint
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, wanted
+from saxs_pipeline.pipeline.naming import OutputLayout
 from saxs_pipeline.pipeline.sinks import FailureSink, StackSink
 
 __all__ = ["Taker"]

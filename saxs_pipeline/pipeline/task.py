@@ -17,86 +17,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
-from saxs_pipeline.io.normalisation import NormalisationResolver
-from saxs_pipeline.naming import chi_paths
+from saxs_pipeline.pipeline.naming import chi_paths
 from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_range
-from saxs_pipeline.stats import PROGRESS_TOPIC
+from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult, FrameTask, TaskOptions
+from saxs_pipeline.plugins.stats import PROGRESS_TOPIC
 
-__all__ = [
-    "CurveData",
-    "FrameResult",
-    "FrameTask",
-    "TaskOptions",
-    "process_frames",
-]
+__all__ = ["process_frames"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameTask:
-    """One frame to integrate: where to read it and the output base name (no ``.chi``)."""
-
-    path: str
-    output: str
-    index: int = 0
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-queue output options every task carries. ``keep_existing_chi``: a ``.chi``
-    that exists is not replaced (``OverwriteFiles: false``; the curve still goes to the
-    stack); ``write_chi`` false writes none (the stack only)."""
-
-    write_chi: bool = True
-    keep_existing_chi: bool = False
-    write_svg: bool = False
-    write_png: bool = False
-    dataset: str | None = None  # the 3-D dataset of plain HDF5 files
-
-
-@dataclass
-class CurveData:
-    """The per-frame part of a :class:`Curve` (axes and labels stay with the driver's
-    template), float32 like the curve stack."""
-
-    key: str
-    mean: np.ndarray
-    poisson: np.ndarray
-    std: np.ndarray | None
-    integparams: dict[str, float]
-    sums: Any = None  # BinSums (float64: exact re-binning and averaging) or None
-
-    @classmethod
-    def from_curve(cls, c: Curve) -> CurveData:
-        return cls(c.key, np.asarray(c.mean, np.float32), np.asarray(c.poisson, np.float32),
-                   None if c.std is None else np.asarray(c.std, np.float32),
-                   {k: float(v) for k, v in c.integparams.items()}, c.sums)
-
-
-@dataclass
-class FrameResult:
-    """What a task reports per frame. ``status``: ``"ok"``, ``"incomplete"`` (still being
-    written: retry later; ``size`` is how many bytes were there) or ``"error"``.
-    ``fingerprint`` is (size, mtime_ns) of the file as it was read."""
-
-    status: str
-    error: str | None = None
-    size: int | None = None
-    fingerprint: tuple[int, int] | None = None
-    image_time: float | None = None
-    processed_time: float = 0.0
-    chi: list[str] = field(default_factory=list)
-    curves: list[CurveData] | None = None
-    integration_time: float | None = None  # s of integration, the frame's share of its group
-    worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
 
 
 def process_frames(
@@ -112,7 +46,7 @@ def process_frames(
     curves are multiplied by its normalisation (AbsoluteScale / (Monitor * Transmission *
     ExposureTime * Thickness)); a frame whose value cannot be found fails, never gets 1."""
     if integrator is None:
-        from saxs_pipeline.worker import get_integrator, get_normalisation  # on the worker
+        from saxs_pipeline.plugins.worker import get_integrator, get_normalisation  # on the worker
 
         integrator, normalisation = get_integrator(queue_id), get_normalisation(queue_id)
     results = [FrameResult("ok") for _ in frames]
@@ -203,7 +137,7 @@ def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, ba
         else:
             res.chi = [str(p) for p in integ.write_chi(curves, base)]
     if options.write_svg or options.write_png:
-        from saxs_pipeline.plot import write_frame_png, write_frame_svg
+        from saxs_pipeline.curves.plot import write_frame_png, write_frame_svg
 
         if options.write_svg:
             write_frame_svg(curves, base.with_name(base.name + ".svg"), title=base.name)

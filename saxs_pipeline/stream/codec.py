@@ -6,7 +6,7 @@ Decoding (cbor2 with a tag hook) understands what the stream sends:
   arrays (tag 40 row-major, 1040 column-major: ``[dimensions, array]``);
 * DECTRIS tag 56500, a compressed byte string ``[algorithm, elem_size, data]`` with
   algorithm ``"bslz4"`` or ``"lz4"`` (HDF5 framing), decoded by
-  :func:`saxs_pipeline.io.compression.decompress`;
+  :func:`saxs_pipeline.frames.compression.decompress`;
 * tag 0 date/time strings (cbor2 itself) and Rational ``[numerator, denominator]`` times,
   which become float seconds in ``ImageMessage.metadata``.
 
@@ -28,7 +28,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from saxs_pipeline.io.compression import CompressionError, compress_bslz4, decompress
+from saxs_pipeline.frames.compression import CompressionError, compress_bslz4, decompress
 from saxs_pipeline.stream.messages import EndMessage, ImageMessage, Message, StartMessage
 
 __all__ = ["Peek", "StreamDecodeError", "decode_message", "encode_end", "encode_image",

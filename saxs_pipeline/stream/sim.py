@@ -1,8 +1,8 @@
 """``saxs-stream-sim``: replay frames as a DECTRIS Stream V2 series on a ZeroMQ PUSH socket.
 
-Frames come from files (any format :func:`saxs_pipeline.io.frames.open_frames` reads, all
+Frames come from files (any format :func:`saxs_pipeline.frames.registry.open_frames` reads, all
 frames of each file in order) or from the EIGER demo generator
-(:func:`saxs_pipeline.demo_eiger.demo_frames`, in memory). The series is one ``start``
+(:func:`saxs_pipeline.demo.eiger.demo_frames`, in memory). The series is one ``start``
 message, one ``image`` message per frame (bitshuffle-LZ4 or uncompressed) at the given
 rate, and an ``end`` message -- unless told to drop image numbers or to stop after some
 images without ``end``, for testing receivers. Sends time out (``send_timeout``) rather
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from saxs_pipeline.io.frames import frame_count, open_frames
+from saxs_pipeline.frames.registry import frame_count, open_frames
 from saxs_pipeline.stream.codec import encode_end, encode_image, encode_start
 
 __all__ = ["SimReport", "StreamSimulator", "file_frames", "main"]
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.files:
             n, frames = sum(frame_count(p) for p in args.files), file_frames(args.files)
         else:
-            from saxs_pipeline.demo_eiger import demo_frames
+            from saxs_pipeline.demo.eiger import demo_frames
 
             n, frames = args.demo, demo_frames(args.demo, shape=tuple(args.shape))
         with StreamSimulator(args.bind, send_timeout=args.send_timeout) as sim:
