@@ -49,7 +49,7 @@ class RingCheck:
     sigmas_px: np.ndarray
     mean_offset_px: float
     spread_px: float
-    with_data: int  # sectors that have pixels at this ring
+    with_data: int  # sectors whose window at this ring is filled enough to measure
 
     @property
     def found(self) -> int:
@@ -67,8 +67,8 @@ class CalibrationCheck:
     convention of :mod:`geometry`), the rings, the largest offset and largest spread (px),
     the tolerance used and the verdict with a sentence saying why.
 
-    A ring is "not found" when fewer than ``min_found`` of the sectors that have pixels on
-    it show a peak within the window."""
+    A ring is "not found" when fewer than ``min_found`` of the sectors that can measure it
+    (their window on usable pixels) show a peak within the window."""
 
     sectors: int
     rings: tuple[RingCheck, ...]

@@ -120,6 +120,9 @@ def assign_orders(radii_px: Sequence[float], calibrant: Calibrant, wavelength_a:
             if res is not None and all(abs(res.scale_px / o.scale_px - 1) > 0.002 for o in results):
                 results.append(res)
     found = describe(radii)
+    # an assignment that needs more unseen inner reflections than it explains rings is a
+    # coincidence of ratios (any ratio is near some pair of high AgBh orders)
+    results = [a for a in results if len(a.missing) <= sum(j is not None for j in a.reflection)]
     if not results:
         raise OrderError(f"{found} match no {calibrant.name} reflections at {wavelength_a:g} A")
     results.sort(key=lambda a: (-a.score, a.rms_px))

@@ -42,7 +42,7 @@ class SectorPoints:
     width: np.ndarray
     snr: np.ndarray
     npix: np.ndarray
-    sectors: np.ndarray  # per ring: sectors with any pixel (accepted or not)
+    sectors: np.ndarray  # per ring: sectors whose window is filled enough to measure
 
     def __len__(self) -> int:
         return int(self.ring.size)
@@ -205,8 +205,8 @@ def sector_points(
         tot = np.bincount(flat, weights=values[sel].astype(np.float64), minlength=ns * nb).reshape(ns, nb)
         npx = np.bincount(sb, minlength=ns)
         phis = np.bincount(sb, weights=phi[sel], minlength=ns) / np.maximum(npx, 1)
-        n_with_pixels[k] = int((npx > 0).sum())
         rows = np.flatnonzero((npx > 0) & ((cnt > 0).mean(axis=1) >= min_fill))
+        n_with_pixels[k] = int(rows.size)
         if rows.size == 0:
             continue
         cnt, tot = cnt[rows], tot[rows]
