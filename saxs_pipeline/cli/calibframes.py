@@ -31,12 +31,12 @@ class FrameSet:
 
     def summed(self) -> np.ndarray:
         """The sum of all frames, NaN where any frame has an invalid value."""
-        from saxs_pipeline.ops.datamask import _invalid
+        from saxs_pipeline.ops.datamask import invalid_values
 
         total = np.zeros(self.frames[0].shape)
         bad = np.zeros(self.frames[0].shape, dtype=bool)
         for f in self.frames:
-            invalid = _invalid(f)
+            invalid = invalid_values(f)
             bad |= invalid
             total += np.where(invalid, 0.0, f)
         total[bad] = np.nan
