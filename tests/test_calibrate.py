@@ -5,15 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from calibrantframes import (
-    CROP,
-    EIGER2_4M,
-    PILATUS_1M,
-    Scene,
-    expected_counts,
-    make_frame,
-    make_geometry,
-)
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS, calibrant_from_spec
 from saxs_pipeline.ops.calibrate import (
@@ -26,6 +17,15 @@ from saxs_pipeline.ops.calibresult import CalibrationRefused
 from saxs_pipeline.ops.datamask import mask_from_frames
 from saxs_pipeline.ops.ringmodel import Frame, Params, azimuth, radial_scale, two_theta_at
 
+from calibrantframes import (
+    CROP,
+    EIGER2_4M,
+    PILATUS_1M,
+    Scene,
+    expected_counts,
+    make_frame,
+    make_geometry,
+)
 from realdata import require
 
 # (detector, calibrant, distance mm, wavelength A, centre [Y, X], tilt deg, rot deg, scene)

@@ -9,19 +9,20 @@ import sys
 
 import numpy as np
 import pytest
-from calibrantframes import CROP, Scene, make_frame, make_geometry
 
 from saxs_pipeline.config.calibration import load_calibration
 from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.frames.tiff import write_pilatus_tiff
 from saxs_pipeline.ops.calibrants import CALIBRANTS
 
+from calibrantframes import CROP, Scene, make_frame, make_geometry
 from realdata import require
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.calibrate", *args], capture_output=True,
-                          text=True, timeout=300)
+    # through saxsdog's own dispatch, as a user types it
+    return subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.saxsdog", "calibrate", *args],
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from realdata import require
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.check", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.saxsdog", "check", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
-from calibrantframes import PILATUS_1M, make_frame, make_geometry
 
 from saxs_pipeline.config.masks import read_mask
 from saxs_pipeline.frames.tiff import write_pilatus_tiff
 from saxs_pipeline.ops.calibrants import CALIBRANTS
+
+from calibrantframes import PILATUS_1M, make_frame, make_geometry
 
 
 def test_mask_of_a_frame_in_every_format(tmp_path) -> None:
@@ -25,7 +26,7 @@ def test_mask_of_a_frame_in_every_format(tmp_path) -> None:
         args = [str(tmp_path / "f.tif"), "-o", str(tmp_path / f"m.{ext}")]
         if ext == "msk":
             args += ["--plot", str(tmp_path / "mask.png")]
-        done = subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.mask", *args], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.saxsdog", "mask", *args], capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["counts"]["module gap"] == 73_533
@@ -41,6 +42,6 @@ def test_mask_of_a_frame_in_every_format(tmp_path) -> None:
 def test_a_mask_to_an_unknown_format_is_refused(tmp_path) -> None:
     np.save(tmp_path / "f.npy", np.zeros((10, 10)))
     write_pilatus_tiff(tmp_path / "f.tif", np.full((40, 40), 100, np.int32))
-    done = subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.mask", str(tmp_path / "f.tif"), "-o",
+    done = subprocess.run([sys.executable, "-m", "saxs_pipeline.cli.saxsdog", "mask", str(tmp_path / "f.tif"), "-o",
                            str(tmp_path / "m.png")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "a mask is written as .msk, .npy or .tif" in done.stderr

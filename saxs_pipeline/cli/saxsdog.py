@@ -280,7 +280,8 @@ def _cache(argv: Sequence[str]) -> int:
 
 # Subcommands that are tools of their own (also as saxs-average, saxs-absolute, saxs-export).
 _TOOLS = {"average": "saxs_pipeline.cli.average", "calibrate-absolute": "saxs_pipeline.cli.absolute",
-          "export": "saxs_pipeline.cli.export"}
+          "export": "saxs_pipeline.cli.export", "calibrate": "saxs_pipeline.cli.calibrate",
+          "mask": "saxs_pipeline.cli.mask", "check": "saxs_pipeline.cli.check"}
 
 
 def _execute(opts: Options) -> int:

@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saxsdog",
         description="Integrate SAXS detector frames into .chi curves and a zarr curve stack. "
-        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog cache "
-        "list|clear' shows or empties the operator cache.",
+        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog calibrate', "
+        "'saxsdog mask' and 'saxsdog check' set up a new experiment from a calibrant frame; "
+        "'saxsdog cache list|clear' shows or empties the operator cache.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
                         help="directory of frames (searched recursively), or frame files")
