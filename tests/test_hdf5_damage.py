@@ -378,6 +378,24 @@ def test_a_chunk_of_many_frames_is_read_once_per_task(saxs_setup) -> None:
     assert read < 1.5 * stored, f"{read} bytes read for a chunk of {stored}"
 
 
+
+def test_a_slow_layout_is_reported_once(tmp_path: Path, caplog) -> None:
+    """Files whose chunks hold more frames than a task takes: one warning for the run
+    (the first such file), naming the chunk and task sizes; the frames are all offered."""
+    from saxs_pipeline.pipeline.finder import FrameFinder
+    from saxs_pipeline.pipeline.naming import OutputLayout
+
+    for name in ("a.h5", "b.h5"):
+        with h5py.File(tmp_path / name, "w") as fh:
+            fh.create_dataset("/entry/data/data", data=np.zeros((40, 8, 6), np.uint16),
+                              chunks=(40, 8, 6), compression="gzip")
+    finder = FrameFinder(OutputLayout.make(tmp_path), "*.h5", task_frames=8)
+    with caplog.at_level("WARNING", logger="saxs_pipeline.pipeline.finder"):
+        found = [finder.find(str(tmp_path / name)) for name in ("a.h5", "b.h5")]
+    assert [len(f.refs) for f in found] == [40, 40]
+    slow = [r.getMessage() for r in caplog.records if "slow layout" in r.getMessage()]
+    assert len(slow) == 1 and "a.h5" in slow[0] and "40 frames" in slow[0] and "at most 8" in slow[0]
+
 # -- 6. non-finite pixels ------------------------------------------------------------------
 
 
