@@ -123,6 +123,30 @@ def test_truncated_data_file_is_retried_then_taken_when_complete(saxs_setup, sax
     assert sorted(stack["frame_index"]) == [0, 1, 2, 3]
 
 
+
+def test_a_file_completed_while_its_frame_0_is_retried_is_listed_whole(saxs_setup,
+                                                                      saxs_local_cluster) -> None:
+    """Readdir of a plain file still being written (truncated, so its frame count cannot
+    be read): its frame 0 stands in and is retried; once the file is complete, all its
+    frames are listed and integrated, none left behind."""
+    setup = saxs_setup()
+    frames = np.stack(frames_of(setup.shape, 5))
+    whole = setup.root / "whole.h5"
+    with h5py.File(whole, "w") as fh:
+        fh["/entry/data/data"] = frames
+    path = setup.data / "growing.h5"
+    path.write_bytes(whole.read_bytes()[:3000])
+    with ImageQueue(saxs_local_cluster, setup.calibration, setup.data, pattern="*.h5",
+                    retries=5, retry_delay=0.2, write_chi=False) as q:  # 6 s of retries
+        q.readdir()
+        wait_until(lambda: q.dispatcher.counters()["retried"] >= 1, 30, "frame 0 retried")
+        tmp = setup.data / ".growing.tmp"
+        tmp.write_bytes(whole.read_bytes())
+        os.replace(tmp, path)  # the writer is done
+        assert q.join(60)
+    assert q.stats()["images processed"] == 5 and not q.failures()
+    assert sorted(read_stack(q.zarr_path)["frame_index"]) == [0, 1, 2, 3, 4]
+
 # -- 2. one corrupt chunk ------------------------------------------------------------------
 
 

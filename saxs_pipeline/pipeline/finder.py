@@ -12,8 +12,9 @@ A file whose frames cannot be counted is not left out: a file still being writte
 truncated, or a master whose data files are missing, unreadable or linked outside the data
 roots) offers the frames its metadata declare, else its frame 0 for the whole file, and the
 workers' reads say per frame why they fail (incomplete ones are retried while the file
-grows, a bounded number of times otherwise); a file that is no frame source at all is an
-error, recorded for its frame 0. A file whose chunks hold more frames than one task takes
+grows, a bounded number of times otherwise); once a frame 0 that stood in for its file is
+read, the file's frames are listed (:meth:`FrameFinder.stood_in`). A file that is no frame
+source at all is an error, recorded for its frame 0. A file whose chunks hold more frames than one task takes
 is reported once as a slow layout: every task decodes whole chunks.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,8 @@ class FrameFinder:
         self.roots = (str(layout.directory), *roots)
         self.task_frames = task_frames
         self._slow_reported = False
+        self._stand_ins: set[str] = set()  # files offered as their frame 0 alone
+        self._lock = threading.Lock()
 
     def find(self, path: str) -> Found | None:
         """The frames of ``path``; None for a path outside the run or not matching."""
@@ -84,8 +88,20 @@ class FrameFinder:
                 return Found(path, error=str(exc))
             log.debug("%s: frames not readable (%s); %s offered", path, exc,
                       "frame 0" if n is None else f"the {n} frames declared")
-            n = 1 if n is None else n
+            if n is None:
+                with self._lock:
+                    self._stand_ins.add(path)
+                n = 1
         return Found(path, tuple(FrameRef(source, i, True) for i in range(n)))
+
+    def stood_in(self, path: str) -> bool:
+        """Whether frame 0 of ``path`` was offered for a file whose frames could not be
+        counted (and is not any more: it has been read, so they can be)."""
+        with self._lock:
+            if path not in self._stand_ins:
+                return False
+            self._stand_ins.discard(path)
+            return True
 
     def _check_layout(self, path: str, chunk_frames: int) -> None:
         if chunk_frames > self.task_frames and not self._slow_reported:

@@ -359,6 +359,8 @@ class ImageQueue:
                 log.exception("queue %s: %s failed", self.queue_id, type(sink).__name__)
         if self._failures is not None:
             self._failures.clear([j.ref for j, _ in ok])
+        if self.taker is not None:
+            self.taker.relist(ok)
         for job, r in pairs:
             if r.status != "ok":
                 self._on_failed(job, r.error or r.status)

@@ -75,6 +75,12 @@ class Taker:
                          if not self.dispatcher.active(ref) and self.stack.buffered(ref) is None}
         return self._take(refs, Why.EVENT, dict(items))
 
+    def relist(self, done: list[tuple[Job, Any]]) -> int:
+        """Take the frames of files whose frame 0, offered alone while they could not be
+        counted, has been read (``done``: frames read): they can be counted now."""
+        paths = sorted({j.path for j, _ in done if j.ref.container and self.finder.stood_in(j.path)})
+        return self.offer(paths, Why.EVENT) if paths else 0
+
     def _unlisted(self, ref: FrameRef, found: Found, fp: Fingerprint | None) -> None:
         """A file whose frames cannot be listed: failed as its frame 0, in the ledger too
         (taken first: the ledger records failures of frames it has)."""
