@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -255,7 +255,7 @@ class Hdf5Frames:
         """Frames ``[start, stop)`` as an ``(n, rows, cols)`` array of the stored dtype; a
         range within one chunk comes back read-only (a view of the decoded block)."""
         check_range(self.path, start, stop, self.frame_count())
-        pieces: list[np.ndarray] = []
+        out: np.ndarray | None = None
         done = start
         for part in self._parts:
             lo, hi = max(start, part.start), min(stop, part.start + part.count)
@@ -263,25 +263,32 @@ class Hdf5Frames:
                 continue
             if part.dset is None:
                 raise self._why(part, lo)
-            pieces += self._read_part(part, lo - part.start, hi - part.start)
+            for first, frames in self._pieces(part, lo - part.start, hi - part.start):
+                at = part.start + first - start
+                if out is None and at == 0 and len(frames) == stop - start:
+                    return frames  # the whole range in one block
+                if out is None:  # filled block by block: one decoded block alive at a time
+                    out = np.empty((stop - start, *self.shape), dtype=self.dtype)
+                out[at : at + len(frames)] = frames
             done = max(done, hi)
-        if done < stop:
+        if done < stop or out is None:
             raise FrameIncompleteError(
                 self.path, f"frame {done} is beyond the frames written so far ({done})", _size(self.path)
             )
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return out
 
     def _why(self, part: _Part, frame: int | None) -> ImageError:
         """The error for the frames of an unavailable part (``frame``: the first asked)."""
         exc = part.unavailable
         if exc is None:
             return ImageError(f"{self.path}: no frame data")
-        at = "" if frame is None else f"frame {frame}: "
         if isinstance(exc, FrameIncompleteError):
-            return FrameIncompleteError(self.path, f"{at}{exc}", exc.present)
-        return ImageError(f"{self.path}: {at}{exc}")
+            return exc if frame is None else FrameIncompleteError(self.path, f"frame {frame}: {exc}", exc.present)
+        return ImageError(f"{self.path}: {exc}" if frame is None else f"{self.path}: frame {frame}: {exc}")
 
-    def _read_part(self, part: _Part, lo: int, hi: int) -> list[np.ndarray]:
+    def _pieces(self, part: _Part, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``[lo, hi)`` of ``part`` as (first frame, frames) pieces: one read of a
+        dataset without chunks, else a view of each block (the last one kept)."""
         dset = part.dset
         if dset.chunks is None:
             out = np.empty((hi - lo, *self.shape), dtype=self.dtype)
@@ -289,16 +296,16 @@ class Hdf5Frames:
                 dset.read_direct(out, np.s_[lo:hi]) if dset.ndim == 3 else dset.read_direct(out[0])
             except (OSError, RuntimeError, ValueError) as exc:
                 raise ImageError(f"{self._where(part, lo)}: cannot be read ({exc})") from None
-            return [out]
+            yield lo, out
+            return
         k = int(dset.chunks[0]) if dset.ndim == 3 else 1
-        pieces = []
         for first in range(lo - lo % k, hi, k):
             key = (part.name, first)
             if self._block is None or self._block[0] != key:
                 self._block = None  # the block before goes before the next is decoded
                 self._block = (key, read_block(dset, part.codec, first, lambda i: self._where(part, i)))
-            pieces.append(self._block[1][max(lo, first) - first : min(hi, first + k) - first])
-        return pieces
+            a = max(lo, first)
+            yield a, self._block[1][a - first : min(hi, first + k) - first]
 
     def _where(self, part: _Part, local: int) -> str:
         src = self.path if part.file == self.path else f"{self.path} ({part.name}: {part.file})"

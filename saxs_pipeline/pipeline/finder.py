@@ -50,7 +50,8 @@ class Found:
 
 class FrameFinder:
     """See the module doc. ``dataset``: the 3-D dataset of plain HDF5 files; ``roots``:
-    where HDF5 links may lead (:mod:`saxs_pipeline.frames.hdf5links`); ``task_frames``:
+    where HDF5 links may lead besides the run's directory
+    (:mod:`saxs_pipeline.frames.hdf5links`; :attr:`roots` holds both); ``task_frames``:
     the most frames a task takes."""
 
     def __init__(self, layout: OutputLayout, pattern: str, dataset: str | None = None,

@@ -110,13 +110,14 @@ class ImageQueue:
         self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
-        # where HDF5 links may lead: the directory and the roots allowed besides it
-        roots = (str(directory), *(os.path.abspath(os.fspath(r)) for r in data_roots))
-        self.finder = FrameFinder(self.layout, pattern, dataset, roots[1:], task_frames=batch_size)
+        self.finder = FrameFinder(self.layout, pattern, dataset,
+                                  [os.path.abspath(os.fspath(r)) for r in data_roots],
+                                  task_frames=batch_size)
         self.zarr_path = Path(os.path.abspath(zarr_path)) if zarr_path else self.layout.stack()
         self.options = TaskOptions(write_chi=write_chi, keep_existing_chi=not self._cal.overwrite_files,
                                    write_svg=write_svg, write_png=write_png, dataset=dataset,
-                                   data_roots=tuple(self.link.path_map.to_worker(r) for r in roots))
+                                   data_roots=tuple(self.link.path_map.to_worker(r)
+                                                    for r in self.finder.roots))
         self.plugin_name = f"{PLUGIN_NAME}-{self.queue_id}"
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
