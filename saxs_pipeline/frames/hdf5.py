@@ -16,8 +16,8 @@ Pixel data are read a block at a time: the frames of one chunk (all its tiles), 
 chunk read where :mod:`saxs_pipeline.frames.hdf5chunks` decodes the filters (the DECTRIS
 bitshuffle-LZ4 among them: faster than h5py's filter pipeline, see ``benchmarks/readers.py``,
 and safe on corrupt chunks), else through h5py; every chunk's stored size is checked
-before it is read. The last block read is kept while the file is open, so a chunk of many
-frames is decoded once for all the ranges read from it, not once per range.
+before it is read. The block read last is kept (for the whole process), so a chunk of many
+frames is decoded once for all the ranges read from it, not once per range or task.
 
 Links (external links, virtual dataset sources) are followed only into the data roots
 (:mod:`saxs_pipeline.frames.hdf5links`); a part linked elsewhere fails its frames.
@@ -142,7 +142,6 @@ class Hdf5Frames:
             raise ImageError(f"frame {self.path} does not exist") from None
         self._open: dict[str, h5py.File] = {self.path: self._file}
         self._meta: dict[str, np.ndarray] | None = None
-        self._block: tuple[tuple[str, int], np.ndarray] | None = None  # the last block read
         try:
             self._parts = self._layout(dataset)
             first = next((p for p in self._parts if p.dset is not None), None)
@@ -300,12 +299,9 @@ class Hdf5Frames:
             return
         k = int(dset.chunks[0]) if dset.ndim == 3 else 1
         for first in range(lo - lo % k, hi, k):
-            key = (part.name, first)
-            if self._block is None or self._block[0] != key:
-                self._block = None  # the block before goes before the next is decoded
-                self._block = (key, read_block(dset, part.codec, first, lambda i: self._where(part, i)))
+            block = read_block(dset, part.codec, first, lambda i: self._where(part, i))
             a = max(lo, first)
-            yield a, self._block[1][a - first : min(hi, first + k) - first]
+            yield a, block[a - first : min(hi, first + k) - first]
 
     def _where(self, part: _Part, local: int) -> str:
         src = self.path if part.file == self.path else f"{self.path} ({part.name}: {part.file})"
@@ -376,7 +372,6 @@ class Hdf5Frames:
         return [t0 + i * period for i in range(start, stop)]
 
     def close(self) -> None:
-        self._block = None
         for handle in self._open.values():
             handle.close()
         self._open.clear()

@@ -17,11 +17,19 @@ being written: :class:`FrameIncompleteError`) and its stored size is at most
 the size its header declares (bitshuffle, LZ4) is its decoded size, and deflate output
 is cut at that size (more is an error). Chunks of other filters are read through h5py
 (hdf5plugin's filters) after the same stored-size check.
+
+The block decoded last in the process (the frames of one chunk, :func:`read_block`) is
+kept, for all its threads: the tasks reading frames of one chunk of many frames -- one
+after the other, a few frames each -- decode it once per worker, not once per task.
+It is keyed by the file (real path, size, mtime), the dataset, the frame and the chunk's
+address in the file, so a file written since is read anew.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,12 +158,45 @@ def _chunk(dset: h5py.Dataset, codec: ChunkCodec, coord: tuple[int, ...], where:
         raise ImageError(f"{where}: corrupt chunk ({exc})") from None
 
 
+_last_lock = threading.Lock()
+_last: tuple[tuple, np.ndarray] | None = None  # the block decoded last (module doc)
+
+
 def read_block(dset: h5py.Dataset, codec: ChunkCodec | None, first: int,
                where: Callable[[int], str]) -> np.ndarray:
     """The frames of the chunks that hold frame ``first`` of ``dset`` (a multiple of its
     chunks' frame count; a 2-D dataset is one frame, ``first`` 0) as a read-only
     ``(n, rows, cols)`` array; one chunk of whole frames comes back as decoded, no copy.
-    ``where(i)`` names frame ``i`` in messages."""
+    ``where(i)`` names frame ``i`` in messages. The block read last is kept (module doc)."""
+    global _last
+    key = _block_key(dset, first)
+    with _last_lock:
+        if key is not None and _last is not None and _last[0] == key:
+            return _last[1]
+        _last = None  # the block before goes before this one is decoded (if nobody holds it)
+    block = _decode_block(dset, codec, first, where)
+    if key is not None:
+        with _last_lock:
+            _last = (key, block)
+    return block
+
+
+def _block_key(dset: h5py.Dataset, first: int) -> tuple | None:
+    """What identifies the block of frame ``first``; None: not cached (no written chunk
+    there, a file that cannot be looked at)."""
+    coord = ((first,) if dset.ndim == 3 else ()) + (0, 0)
+    try:
+        address = dset.id.get_chunk_info_by_coord(coord).byte_offset
+        st = os.stat(dset.file.filename)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if address is None:
+        return None
+    return (os.path.realpath(dset.file.filename), st.st_size, st.st_mtime_ns, dset.name, first, address)
+
+
+def _decode_block(dset: h5py.Dataset, codec: ChunkCodec | None, first: int,
+                  where: Callable[[int], str]) -> np.ndarray:
     frames = dset.ndim == 3
     k = int(dset.chunks[0]) if frames else 1
     n = min(k, int(dset.shape[0]) - first) if frames else 1

@@ -15,7 +15,7 @@ workers' reads say per frame why they fail (incomplete ones are retried while th
 grows, a bounded number of times otherwise); once a frame 0 that stood in for its file is
 read, the file's frames are listed (:meth:`FrameFinder.stood_in`). A file that is no frame
 source at all is an error, recorded for its frame 0. A file whose chunks hold more frames than one task takes
-is reported once as a slow layout: every task decodes whole chunks.
+is reported once as a slow layout: every worker decodes whole chunks.
 """
 
 from __future__ import annotations
@@ -108,6 +108,6 @@ class FrameFinder:
         if chunk_frames > self.task_frames and not self._slow_reported:
             self._slow_reported = True
             log.warning("%s: a slow layout: each chunk holds %d frames and a task takes at most "
-                        "%d, so every task decodes whole chunks (%.0fx the frames it needs at "
-                        "worst); chunks of one frame read fastest", path, chunk_frames,
+                        "%d, so every worker decodes and holds whole chunks (%.0fx the frames "
+                        "a task needs); chunks of one frame read fastest", path, chunk_frames,
                         self.task_frames, chunk_frames / self.task_frames)
