@@ -43,7 +43,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters with HDF5)
 import numpy as np
 
-from saxs_pipeline.frames.hdf5chunks import ChunkCodec, chunk_codec, read_block
+from saxs_pipeline.frames.hdf5chunks import Chunking, chunking, file_identity, read_block
 from saxs_pipeline.frames.hdf5links import check_dataset, data_roots, link_target, outside_roots
 from saxs_pipeline.frames.pilatusheader import iso_to_timestamp
 from saxs_pipeline.frames.source import (
@@ -124,7 +124,8 @@ class _Part:
     # outside the data roots)
     unavailable: ImageError | None = None
     image_nr_low: int | None = None
-    codec: ChunkCodec | None = None  # chunks decoded here (hdf5chunks), else by h5py
+    chunking: Chunking | None = None  # None: not chunked
+    source: tuple = ()  # the file as opened and the dataset: what its blocks are kept by
 
 
 class Hdf5Frames:
@@ -181,7 +182,7 @@ class Hdf5Frames:
             )
         check_dataset(obj, self.roots, f"{self.path}: {name}")
         count = 1 if obj.ndim == 2 else int(obj.shape[0])
-        return _Part(name, self.path, name, 0, count, obj, codec=chunk_codec(obj))
+        return self._found(_Part(name, self.path, name, 0, count), obj)
 
     def _linked(self, name: str) -> _Part:
         link = self._file[_DATA_GROUP].get(name, getlink=True)
@@ -215,8 +216,16 @@ class Hdf5Frames:
             part.unavailable = exc
             return part
         low = dset.attrs.get("image_nr_low")
-        part.dset, part.count, part.codec = dset, int(dset.shape[0]), chunk_codec(dset)
-        part.image_nr_low = int(low) if low is not None else None
+        part.count, part.image_nr_low = int(dset.shape[0]), int(low) if low is not None else None
+        return self._found(part, dset)
+
+    @staticmethod
+    def _found(part: _Part, dset: h5py.Dataset) -> _Part:
+        try:
+            identity = file_identity(dset.file.filename)
+        except OSError as exc:
+            raise ImageError(f"{part.file}: cannot be looked at ({exc})") from None
+        part.dset, part.chunking, part.source = dset, chunking(dset), (*identity, dset.name)
         return part
 
     def _check_part(self, part: _Part, expected: tuple[int, int] | None) -> None:
@@ -289,7 +298,7 @@ class Hdf5Frames:
         """Frames ``[lo, hi)`` of ``part`` as (first frame, frames) pieces: one read of a
         dataset without chunks, else a view of each block (the last one kept)."""
         dset = part.dset
-        if dset.chunks is None:
+        if part.chunking is None:
             out = np.empty((hi - lo, *self.shape), dtype=self.dtype)
             try:
                 dset.read_direct(out, np.s_[lo:hi]) if dset.ndim == 3 else dset.read_direct(out[0])
@@ -297,9 +306,9 @@ class Hdf5Frames:
                 raise ImageError(f"{self._where(part, lo)}: cannot be read ({exc})") from None
             yield lo, out
             return
-        k = int(dset.chunks[0]) if dset.ndim == 3 else 1
+        k = part.chunking.chunks[0] if len(part.chunking.shape) == 3 else 1
         for first in range(lo - lo % k, hi, k):
-            block = read_block(dset, part.codec, first, lambda i: self._where(part, i))
+            block = read_block(dset, part.chunking, first, lambda i: self._where(part, i), part.source)
             a = max(lo, first)
             yield a, block[a - first : min(hi, first + k) - first]
 

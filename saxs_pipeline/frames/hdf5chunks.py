@@ -21,13 +21,14 @@ is cut at that size (more is an error). Chunks of other filters are read through
 The block decoded last in the process (the frames of one chunk, :func:`read_block`) is
 kept, for all its threads: the tasks reading frames of one chunk of many frames -- one
 after the other, a few frames each -- decode it once per worker, not once per task.
-It is keyed by the file (real path, size, mtime), the dataset, the frame and the chunk's
-address in the file, so a file written since is read anew.
+It is keyed by the file as it was when opened (real path, size, mtime), the dataset, the
+frame and the chunk's address in the file, so a file written since is read anew.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import zlib
@@ -40,7 +41,7 @@ import numpy as np
 from saxs_pipeline.frames.compression import CompressionError, decompress
 from saxs_pipeline.frames.source import FrameIncompleteError, ImageError
 
-__all__ = ["ChunkCodec", "chunk_codec", "read_block", "stored_limit"]
+__all__ = ["Chunking", "chunking", "file_identity", "read_block", "stored_limit"]
 
 _DEFLATE, _SHUFFLE, _LZ4, _BSHUF = 1, 2, 32004, 32008
 _BSHUF_LZ4 = 2  # the bitshuffle filter's compression option for LZ4
@@ -50,26 +51,46 @@ _DIRECT = {("bslz4",), ("lz4",), ("deflate",), ("shuffle", "deflate")}
 
 
 @dataclass(frozen=True)
-class ChunkCodec:
-    """How a dataset's stored chunks are decoded here: its filters in HDF5's order."""
+class Chunking:
+    """A chunked 2-D or 3-D dataset as read here: its shape, chunk shape and dtype, and
+    the filters decoded here in HDF5's order (None: h5py decodes its chunks)."""
 
-    filters: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: np.dtype
+    filters: tuple[str, ...] | None
+
+    @property
+    def direct(self) -> bool:
+        return self.filters is not None
+
+    @property
+    def nbytes(self) -> int:
+        """The decoded size of one chunk."""
+        return math.prod(self.chunks) * self.dtype.itemsize
 
 
-def chunk_codec(dset: h5py.Dataset) -> ChunkCodec | None:
-    """The codec for ``dset``'s chunks, or None when h5py must read them (not chunked,
-    a byte order other than the machine's, filters not decoded here)."""
-    if dset.chunks is None or not dset.dtype.isnative or dset.dtype.kind not in "iuf":
+def chunking(dset: h5py.Dataset) -> Chunking | None:
+    """How ``dset``'s chunks are read (None: not chunked). h5py decodes them where this
+    module does not: a byte order other than the machine's, filters not decoded here."""
+    if dset.chunks is None:
         return None
+    dtype = dset.dtype
     plist = dset.id.get_create_plist()
-    names = []
+    names: tuple[str, ...] | None = ()
     for i in range(plist.get_nfilters()):
         code, _flags, options, _name = plist.get_filter(i)
-        if code == _BSHUF and not (len(options) >= 5 and options[4] == _BSHUF_LZ4
-                                   and options[2] == dset.dtype.itemsize):
-            return None  # bitshuffle alone, or with zstd
-        names.append(_NAMES.get(code, ""))
-    return ChunkCodec(tuple(names)) if tuple(names) in _DIRECT else None
+        lz4 = len(options) >= 5 and options[4] == _BSHUF_LZ4 and options[2] == dtype.itemsize
+        names = names + (_NAMES.get(code, "") if code != _BSHUF or lz4 else "",)
+    if names not in _DIRECT or not dtype.isnative or dtype.kind not in "iuf":
+        names = None
+    return Chunking(tuple(dset.shape), tuple(dset.chunks), dtype, names)
+
+
+def file_identity(path: str) -> tuple[str, int, int]:
+    """The file at ``path`` as it is now: real path, size, mtime (ns)."""
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
 
 
 def stored_limit(nbytes: int) -> int:
@@ -81,20 +102,18 @@ def stored_limit(nbytes: int) -> int:
     return 2 * nbytes + 4096
 
 
-def _chunk_bytes(dset: h5py.Dataset) -> int:
-    return int(np.prod(dset.chunks, dtype=np.int64)) * dset.dtype.itemsize
-
-
-def _stored(dset: h5py.Dataset, coord: tuple[int, ...], where: str) -> int:
-    """The stored size of the chunk at ``coord``, checked (module doc)."""
+def _stored(dset: h5py.Dataset, layout: Chunking, coord: tuple[int, ...],
+            where: Callable[[], str]) -> int:
+    """The address of the chunk at ``coord``, its stored size checked (module doc);
+    ``where()`` names the frame in messages."""
     info = dset.id.get_chunk_info_by_coord(coord)
     if info.byte_offset is None:
-        raise FrameIncompleteError(where, "its chunk is not written yet", _file_size(dset))
-    limit = stored_limit(_chunk_bytes(dset))
+        raise FrameIncompleteError(where(), "its chunk is not written yet", _file_size(dset))
+    limit = stored_limit(layout.nbytes)
     if info.size > limit:
-        raise ImageError(f"{where}: its chunk stores {info.size} bytes, more than the "
-                         f"{limit} a chunk of {_chunk_bytes(dset)} bytes may hold; not read")
-    return int(info.size)
+        raise ImageError(f"{where()}: its chunk stores {info.size} bytes, more than the "
+                         f"{limit} a chunk of {layout.nbytes} bytes may hold; not read")
+    return int(info.byte_offset)
 
 
 def _file_size(dset: h5py.Dataset) -> int:
@@ -104,16 +123,15 @@ def _file_size(dset: h5py.Dataset) -> int:
         return 0
 
 
-def _decode(raw: bytes, mask: int, codec: ChunkCodec, dtype: np.dtype,
-            shape: tuple[int, ...]) -> np.ndarray:
-    """One stored chunk decoded into a read-only array of ``shape``; ``mask`` has bit i
-    set where HDF5 skipped filter i for this chunk."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+def _decode(raw: bytes, mask: int, layout: Chunking) -> np.ndarray:
+    """One stored chunk decoded into a read-only array of the chunk's shape; ``mask`` has
+    bit i set where HDF5 skipped filter i for this chunk."""
+    dtype, shape, nbytes = layout.dtype, layout.chunks, layout.nbytes
     data: bytes | np.ndarray = raw
-    for i in reversed(range(len(codec.filters))):
+    for i in reversed(range(len(layout.filters))):
         if mask & (1 << i):
             continue
-        name = codec.filters[i]
+        name = layout.filters[i]
         if name in ("bslz4", "lz4"):
             data = decompress(data, name, dtype, shape)  # checks the declared size first
         elif name == "deflate":
@@ -146,79 +164,68 @@ def _inflate(data: bytes, nbytes: int) -> bytes:
     return out
 
 
-def _chunk(dset: h5py.Dataset, codec: ChunkCodec, coord: tuple[int, ...], where: str) -> np.ndarray:
-    _stored(dset, coord, where)
+def _chunk(dset: h5py.Dataset, layout: Chunking, coord: tuple[int, ...],
+           where: Callable[[], str]) -> np.ndarray:
+    _stored(dset, layout, coord, where)
     try:
         mask, raw = dset.id.read_direct_chunk(coord)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise ImageError(f"{where}: chunk cannot be read ({exc})") from None
+        raise ImageError(f"{where()}: chunk cannot be read ({exc})") from None
     try:
-        return _decode(raw, mask, codec, dset.dtype, tuple(dset.chunks))
+        return _decode(raw, mask, layout)
     except CompressionError as exc:
-        raise ImageError(f"{where}: corrupt chunk ({exc})") from None
+        raise ImageError(f"{where()}: corrupt chunk ({exc})") from None
 
 
 _last_lock = threading.Lock()
 _last: tuple[tuple, np.ndarray] | None = None  # the block decoded last (module doc)
 
 
-def read_block(dset: h5py.Dataset, codec: ChunkCodec | None, first: int,
-               where: Callable[[int], str]) -> np.ndarray:
+def read_block(dset: h5py.Dataset, layout: Chunking, first: int, where: Callable[[int], str],
+               source: tuple) -> np.ndarray:
     """The frames of the chunks that hold frame ``first`` of ``dset`` (a multiple of its
     chunks' frame count; a 2-D dataset is one frame, ``first`` 0) as a read-only
     ``(n, rows, cols)`` array; one chunk of whole frames comes back as decoded, no copy.
-    ``where(i)`` names frame ``i`` in messages. The block read last is kept (module doc)."""
+    ``where(i)`` names frame ``i`` in messages; ``source`` identifies the dataset (its
+    :func:`file_identity` when opened and its path) for the block kept (module doc)."""
     global _last
-    key = _block_key(dset, first)
+    lead = (first,) if len(layout.shape) == 3 else ()
+    at = lambda: where(first)  # noqa: E731  (messages only)
+    key = (*source, first, _stored(dset, layout, (*lead, 0, 0), at))
     with _last_lock:
-        if key is not None and _last is not None and _last[0] == key:
+        if _last is not None and _last[0] == key:
             return _last[1]
         _last = None  # the block before goes before this one is decoded (if nobody holds it)
-    block = _decode_block(dset, codec, first, where)
-    if key is not None:
-        with _last_lock:
-            _last = (key, block)
+    block = _decode_block(dset, layout, first, at)
+    with _last_lock:
+        _last = (key, block)
     return block
 
 
-def _block_key(dset: h5py.Dataset, first: int) -> tuple | None:
-    """What identifies the block of frame ``first``; None: not cached (no written chunk
-    there, a file that cannot be looked at)."""
-    coord = ((first,) if dset.ndim == 3 else ()) + (0, 0)
-    try:
-        address = dset.id.get_chunk_info_by_coord(coord).byte_offset
-        st = os.stat(dset.file.filename)
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if address is None:
-        return None
-    return (os.path.realpath(dset.file.filename), st.st_size, st.st_mtime_ns, dset.name, first, address)
-
-
-def _decode_block(dset: h5py.Dataset, codec: ChunkCodec | None, first: int,
-                  where: Callable[[int], str]) -> np.ndarray:
-    frames = dset.ndim == 3
-    k = int(dset.chunks[0]) if frames else 1
-    n = min(k, int(dset.shape[0]) - first) if frames else 1
-    rows, cols = (int(s) for s in dset.shape[-2:])
-    crows, ccols = (int(c) for c in dset.chunks[-2:])
+def _decode_block(dset: h5py.Dataset, layout: Chunking, first: int,
+                  where: Callable[[], str]) -> np.ndarray:
+    frames = len(layout.shape) == 3
+    k = layout.chunks[0] if frames else 1
+    n = min(k, layout.shape[0] - first) if frames else 1
+    rows, cols = layout.shape[-2:]
+    crows, ccols = layout.chunks[-2:]
     lead = (first,) if frames else ()
     grid = list(itertools.product(range(0, rows, crows), range(0, cols, ccols)))
-    if codec is None:
+    if not layout.direct:
         for r, c in grid:
-            _stored(dset, (*lead, r, c), where(first))
-        out = np.empty((n, rows, cols), dset.dtype)
+            _stored(dset, layout, (*lead, r, c), where)
+        out = np.empty((n, rows, cols), layout.dtype)
         try:
             dset.read_direct(out if frames else out[0], np.s_[first : first + n] if frames else None)
         except (OSError, RuntimeError, ValueError) as exc:
-            raise ImageError(f"{where(first)}: cannot be read ({exc})") from None
+            raise ImageError(f"{where()}: cannot be read ({exc})") from None
         out.flags.writeable = False
         return out
     if grid == [(0, 0)] and (crows, ccols) == (rows, cols):
-        return _chunk(dset, codec, (*lead, 0, 0), where(first)).reshape(k, rows, cols)[:n]
-    out = np.empty((n, rows, cols), dset.dtype)
+        return _chunk(dset, layout, (*lead, 0, 0), where).reshape(k, rows, cols)[:n]
+    out = np.empty((n, rows, cols), layout.dtype)
     for r, c in grid:
-        tile = _chunk(dset, codec, (*lead, r, c), where(first)).reshape(k, crows, ccols)
+        tile = _chunk(dset, layout, (*lead, r, c), where).reshape(k, crows, ccols)
         h, w = min(crows, rows - r), min(ccols, cols - c)
         out[:, r : r + h, c : c + w] = tile[:n, :h, :w]
     out.flags.writeable = False
