@@ -14,8 +14,8 @@ roots) offers the frames its metadata declare, else its frame 0 for the whole fi
 workers' reads say per frame why they fail (incomplete ones are retried while the file
 grows, a bounded number of times otherwise); once a frame 0 that stood in for its file is
 read, the file's frames are listed (:meth:`FrameFinder.stood_in`). A file that is no frame
-source at all is an error, recorded for its frame 0. A file whose chunks hold more frames than one task takes
-is reported once as a slow layout: every worker decodes whole chunks.
+source at all is an error, recorded for its frame 0. A file whose chunks hold more frames
+than one task takes is reported once as a slow layout: every worker decodes whole chunks.
 """
 
 from __future__ import annotations

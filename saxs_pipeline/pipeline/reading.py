@@ -55,8 +55,8 @@ def ranges(frames: Sequence[FrameTask]) -> list[list[FrameTask]]:
 def read_run(run: list[FrameTask], integ: Integrator, options: TaskOptions,
              results: list[FrameResult], size: int) -> Iterator[Loaded]:
     """The frames of one run (consecutive frames of one file), ``size`` at a time, through
-    one open source: a chunk of many frames is decoded once for the run, not once per
-    group. A frame that cannot be read has its result say why (incomplete: retried by the
+    one open source (a chunk of many frames is decoded once, not once per group: the
+    reader keeps the block it read last). A frame that cannot be read has its result say why (incomplete: retried by the
     driver; error: reported) and is left out; a chunk that cannot be read fails only its
     own frames."""
     from saxs_pipeline.frames.registry import open_frames
