@@ -137,6 +137,7 @@ def _make_queue(opts: Options, link: Any) -> Any:
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
             stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
+            data_roots=opts.allow_data_root,
         )
         queue.start()
     except (CalibrationError, MaskError, StackLockedError) as exc:
