@@ -1,4 +1,5 @@
-"""The directory watcher: close-write and move events, the stability rule, polling."""
+"""The directory watcher: close-write and move events in batches, the stability rule,
+polling."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def watched(tmp_path: Path):
         out: queue.Queue = queue.Queue()
         kw.setdefault("stable_time", 0.3)
         kw.setdefault("check_interval", 0.1)
-        w = FrameWatcher(tmp_path / "data", out, **kw)
+        w = FrameWatcher(tmp_path / "data", lambda paths: [out.put(p) for p in paths], **kw)
         w.start()
         watchers.append(w)
         return w, out
@@ -79,7 +80,7 @@ def test_pattern_any_case_and_hidden_files() -> None:
 
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        FrameWatcher(tmp_path / "nope", queue.Queue())
+        FrameWatcher(tmp_path / "nope", print)
 
 
 def test_inotify_reports_each_frame_once_when_complete(watched, tmp_path: Path) -> None:
@@ -103,12 +104,64 @@ def test_inotify_files_renamed_in_and_new_directories(watched, tmp_path: Path) -
     os.utime(outside, (old, old))
     _, out = watched()
     data = tmp_path / "data"
-    os.replace(outside, data / "moved_in.tif")  # inotify: created only, no closed event
+    os.replace(outside, data / "moved_in.tif")  # a rename: complete on arrival
     (data / "run2").mkdir()
     write_in_parts(data / "run2" / "c.tif", parts=2, pause=0.05)
     got = wait_for(out, 2)
     assert sorted(os.path.relpath(p, data) for p in got) == ["moved_in.tif", "run2/c.tif"]
     assert collect(out, 0.8) == []
+
+
+def test_a_file_moved_in_is_reported_at_once_and_a_burst_in_few_batches(tmp_path: Path) -> None:
+    """A rename from outside the tree is complete when it arrives: no stability wait, also
+    for a file whose mtime is new; a burst of them comes in batches, not one call each."""
+    stage, data = tmp_path / "stage", tmp_path / "data"
+    stage.mkdir()
+    data.mkdir()
+    for i in range(200):
+        (stage / f"f{i:03d}.tif").write_bytes(b"x")
+    batches: queue.Queue = queue.Queue()
+    w = FrameWatcher(data, batches.put, stable_time=30.0)
+    w.start()
+    try:
+        t0 = time.monotonic()
+        for i in range(200):
+            os.rename(stage / f"f{i:03d}.tif", data / f"f{i:03d}.tif")
+        calls, paths = 0, []
+        while len(paths) < 200 and time.monotonic() - t0 < 10:
+            try:
+                paths += batches.get(timeout=0.5)
+                calls += 1
+            except queue.Empty:
+                pass
+        assert sorted(os.path.basename(p) for p in paths) == [f"f{i:03d}.tif" for i in range(200)]
+        assert time.monotonic() - t0 < 10  # far below the 30 s stability time
+        assert calls < 200
+    finally:
+        w.stop()
+
+
+def test_an_overflowed_event_queue_looks_at_the_tree_again(watched, tmp_path: Path) -> None:
+    """Events the kernel dropped (queue overflow) are not frames lost: the tree is looked
+    at again through the stability rule."""
+    from saxs_pipeline.pipeline import inotify
+
+    w, out = watched()
+    data = tmp_path / "data"
+    (data / "sub").mkdir()
+    (data / "sub" / "lost.tif").write_bytes(PAYLOAD)
+    assert [os.path.basename(p) for p in wait_for(out, 1)] == ["lost.tif"]
+    old = time.time() - 60
+    (data / "unseen.tif").write_bytes(PAYLOAD)
+    os.utime(data / "unseen.tif", (old, old))
+    w._reported.pop(str(data / "unseen.tif"), None)  # as if its event had been dropped
+    time.sleep(0.3)
+    collect(out, 0.3)
+    overflow = inotify.Event(-1, inotify.flags.Q_OVERFLOW, 0, "")
+    w._handle([overflow])  # the reader thread is idle: the tracked set is ours now
+    got = wait_for(out, 1, timeout=5)
+    assert [os.path.basename(p) for p in got] == ["unseen.tif"]
+    assert collect(out, 0.6) == []  # lost.tif was reported and is unchanged
 
 
 def test_a_directory_moved_in_is_scanned(watched, tmp_path: Path) -> None:

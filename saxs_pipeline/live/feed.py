@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.live import PUSH_HANDLER
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 
 __all__ = ["LiveFeed", "calibration_summary"]
 
@@ -49,6 +50,8 @@ class LiveFeed:
     """Sink for ``(job, result)`` pairs and failure records; see the module doc.
     ``client()`` gives the current Dask client or raises; ``counts()`` the queue's
     ``backlog`` and ``retried``."""
+
+    cpu_part = "live feed"  # its CPU in the driver (saxs_pipeline.pipeline.cpuparts)
 
     def __init__(self, queue_id: str, client: Callable[[], Any], templates: Sequence[Any],
                  calibration: dict[str, Any], counts: Callable[[], dict[str, int]],
@@ -118,8 +121,9 @@ class LiveFeed:
             self.push(closed=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.push()
+        with DRIVER.owned(self.cpu_part):
+            while not self._stop.wait(self.interval):
+                self.push()
 
     def message(self, closed: bool = False) -> dict[str, Any]:
         """Take what gathered since the last push (the counters are totals)."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saxs_pipeline.pipeline.cluster import ClusterLink
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.line import WorkLine, take_size
@@ -198,6 +199,10 @@ class Dispatcher:
         return self.max_in_flight or max(8, 4 * self._c.nthreads)
 
     def _submit_loop(self) -> None:
+        with DRIVER.owned("batching"):
+            self._submitting()
+
+    def _submitting(self) -> None:
         while not self._stop.is_set():
             due = self.line.next_due()
             self._wake.wait(0.5 if due is None else min(0.5, due))
@@ -272,14 +277,15 @@ class Dispatcher:
             if batch is None or ac is None:
                 return
             payloads = None
-            if batch.jobs[0].payload is not None:
-                # Stream frames: their messages go straight to a worker, not through the
-                # scheduler inside the task's arguments.
-                payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
             tasks = [self.link.path_map.task(j.task()) for j in batch.jobs]  # as workers see them
-            future = client.submit(process_frames, self.queue_id, tasks,
-                                   self.options, payloads=payloads, key=batch.key, pure=False,
-                                   retries=1)
+            with DRIVER.charge("submit"):
+                if batch.jobs[0].payload is not None:
+                    # Stream frames: their messages go straight to a worker, not through
+                    # the scheduler inside the task's arguments.
+                    payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
+                future = client.submit(process_frames, self.queue_id, tasks,
+                                       self.options, payloads=payloads, key=batch.key,
+                                       pure=False, retries=1)
             with self._lock:
                 if batch.key not in self._out:  # cancelled meanwhile
                     future.cancel()
@@ -291,6 +297,10 @@ class Dispatcher:
     # -- collecting ------------------------------------------------------------------------------
 
     def _collect_loop(self) -> None:
+        with DRIVER.owned("result"):
+            self._collecting()
+
+    def _collecting(self) -> None:
         while not self._stop.is_set():
             ac = self._ac
             if ac is None:

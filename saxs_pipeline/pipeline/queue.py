@@ -25,6 +25,7 @@ from saxs_pipeline.live.feed import LiveFeed, calibration_summary
 from saxs_pipeline.live.plugin import SaxsLive
 from saxs_pipeline.pipeline import heap
 from saxs_pipeline.pipeline.cluster import ClusterLink
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.jobs import Job
@@ -217,6 +218,7 @@ class ImageQueue:
                  self.layout.root, self.zarr_path)
 
     def _register_plugins(self, client: Any) -> None:
+        client.loop.add_callback(DRIVER.adopt, "scheduler")  # the driver's CPU by part
         client.register_plugin(SaxsStats())
         client.register_plugin(SaxsLive())
         client.register_plugin(IntegratorPlugin(self._calibration, self._attachments,
@@ -355,7 +357,8 @@ class ImageQueue:
         ok = [(j, r) for j, r in pairs if r.status == "ok"]
         for sink in self._sinks:
             try:
-                sink.add(ok)
+                with DRIVER.charge(getattr(sink, "cpu_part", "result")):
+                    sink.add(ok)
             except Exception:
                 log.exception("queue %s: %s failed", self.queue_id, type(sink).__name__)
         if self._failures is not None:

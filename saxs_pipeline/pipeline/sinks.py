@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.integrator import Curve
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
@@ -48,6 +49,8 @@ def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Cur
 class StackSink:
     """Curves into the stack; every flush commits its rows to the ledger (the commit
     protocol of :mod:`saxs_pipeline.pipeline.ledger`)."""
+
+    cpu_part = "stack row"  # its CPU in the driver (saxs_pipeline.pipeline.cpuparts)
 
     def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve]) -> None:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
@@ -95,11 +98,12 @@ class StackSink:
             self._flusher.join(5)
 
     def _flush_loop(self, every: float) -> None:
-        while not self._stop.wait(every):
-            try:
-                self.writer.maybe_flush()
-            except Exception:
-                log.exception("flushing the curve stack failed")
+        with DRIVER.owned(self.cpu_part):
+            while not self._stop.wait(every):
+                try:
+                    self.writer.maybe_flush()
+                except Exception:
+                    log.exception("flushing the curve stack failed")
 
 
 class FileListSink:

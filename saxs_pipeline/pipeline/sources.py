@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue as queue_mod
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import matches
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.streamsource import StreamSource
@@ -72,6 +72,10 @@ class WalkSource:
             return False
 
     def run(self) -> None:
+        with DRIVER.owned("file event"):
+            self._walk()
+
+    def _walk(self) -> None:
         try:
             chunk: list[str] = []
             for root, dirs, files in os.walk(self.directory):
@@ -107,47 +111,31 @@ class WalkSource:
         if self.stop_event.is_set():
             return False
         self.found += len(chunk)
-        self.offer(chunk, self.why)
+        with DRIVER.charge("ledger"):
+            self.offer(chunk, self.why)
         return True
 
 
 class WatchSource:
-    """Offer every file the watcher reports (complete, new or rewritten) as an event."""
+    """Offer the files the watcher reports (complete, new or rewritten) as events, a
+    batch at a time on the watcher's own thread."""
 
     def __init__(self, directory: Path, pattern: str, offer: Offer, *, poll: bool = False,
                  stable_time: float = 1.0) -> None:
         self.offer = offer
-        self._events: queue_mod.Queue[str] = queue_mod.Queue()
-        self.watcher = FrameWatcher(directory, self._events, pattern=pattern, poll=poll,
+        self.watcher = FrameWatcher(directory, self._offer, pattern=pattern, poll=poll,
                                     stable_time=stable_time)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="saxs-watch-offer", daemon=True)
 
     def start(self) -> WatchSource:
         self.watcher.start()
-        self._thread.start()
         return self
 
     def stop(self) -> None:
         self.watcher.stop()
-        self._stop.set()
-        self._thread.join(5)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                paths = [self._events.get(timeout=0.25)]
-            except queue_mod.Empty:
-                continue
-            while True:
-                try:
-                    paths.append(self._events.get_nowait())
-                except queue_mod.Empty:
-                    break
-            try:
-                self.offer(paths, Why.EVENT)
-            except Exception:
-                log.exception("offering %d watched file(s) failed", len(paths))
+    def _offer(self, paths: list[str]) -> None:
+        with DRIVER.charge("ledger"):
+            self.offer(paths, Why.EVENT)
 
 
 class SourceSet:

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.stream.codec import StreamDecodeError, decode_message, peek
 from saxs_pipeline.stream.messages import SeriesTracker, StartMessage
@@ -66,6 +67,10 @@ class StreamSource:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        with DRIVER.owned("file event"):
+            self._receive()
+
+    def _receive(self) -> None:
         try:
             while not self.receiver.stopped:
                 self._one_series()
@@ -130,7 +135,8 @@ class StreamSource:
 
     def _offer(self, pending: list[tuple[FrameRef, bytes]]) -> None:
         if pending:
-            self.offer(pending)
+            with DRIVER.charge("ledger"):
+                self.offer(pending)
 
     def _report(self, tracker: SeriesTracker, source: str, *, ended: bool) -> None:
         missing = tracker.missing()
