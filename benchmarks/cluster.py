@@ -19,10 +19,9 @@ def embedded(workers: int) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    from saxs_pipeline.pipeline.cluster import embedded_cluster_options
-    from saxs_pipeline.plugins.workerconfig import worker_config
+    from saxs_pipeline.pipeline.cluster import embedded_cluster_config, embedded_cluster_options
 
-    with dask.config.set(worker_config()):
+    with dask.config.set(embedded_cluster_config()):
         cluster = LocalCluster(**embedded_cluster_options(workers))
     with cluster, Client(cluster) as client:
         yield client

@@ -64,3 +64,17 @@ def test_the_embedded_clusters_workers_run_without_the_profiler() -> None:
     assert list(profiling.values()) == [False]
     assert list(environ.values()) == [WORKER_ENVIRON]
     assert dask.config.get(PROFILE_KEY) == before  # this process's config is left as it was
+
+
+def test_the_embedded_cluster_ticks_less_often_unless_the_user_says(tmp_path, monkeypatch) -> None:
+    """The driver's idle CPU (saxs_pipeline.pipeline.cluster says why); a user's value of
+    one of these keys wins."""
+    from saxs_pipeline.pipeline.cluster import embedded_cluster_config
+
+    settings = embedded_cluster_config()
+    assert settings["distributed.admin.tick.interval"] == "200ms"
+    assert settings["distributed.admin.system-monitor.interval"] == "2s"
+    assert settings[PROFILE_KEY] is False
+    (tmp_path / "dask.yaml").write_text("distributed:\n  admin:\n    tick:\n      interval: 20ms\n")
+    monkeypatch.setattr(dask.config, "paths", [str(tmp_path)])
+    assert "distributed.admin.tick.interval" not in embedded_cluster_config()

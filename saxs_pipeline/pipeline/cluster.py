@@ -34,7 +34,8 @@ from typing import Any
 from saxs_pipeline.pipeline.pathmap import PathMap
 from saxs_pipeline.pipeline.workers import WorkerWatch
 
-__all__ = ["ClusterGoneError", "ClusterLink", "LinkStatus", "embedded_cluster_options"]
+__all__ = ["ClusterGoneError", "ClusterLink", "LinkStatus", "embedded_cluster_config",
+           "embedded_cluster_options"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,35 @@ def embedded_cluster_options(n_workers: int) -> dict[str, Any]:
         "host": "127.0.0.1", "dashboard_address": None,
         "scheduler_kwargs": {"dashboard": dashboard, "dashboard_address": "127.0.0.1:0"},
     }
+
+
+# The embedded cluster's scheduler and nannies run on the driver's event loop, where their
+# periodic work costs the driver CPU whether frames come or not: idle, 35-44 ms of CPU per
+# second with Dask's defaults, 13-14 ms with these (measured on the 2-core machine of the
+# benchmarks). Each is a watchdog or a dashboard graph, not the scheduling: the event
+# loop's blocked-time probe (every 20 ms in each of the three servers), the scheduler's
+# system monitor for the dashboard's graphs (500 ms) and the nannies' memory check of
+# their worker process (100 ms; a runaway worker is still stopped within half a second).
+_EMBEDDED_CONFIG = {
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
+def embedded_cluster_config() -> dict[str, Any]:
+    """``dask.config.set`` settings around the start of the embedded cluster: our
+    workers' (:func:`~saxs_pipeline.plugins.workerconfig.worker_config`) and the
+    driver's cheaper periodic work (see ``_EMBEDDED_CONFIG``); a user's own dask config
+    for these keys wins."""
+    import dask
+
+    from saxs_pipeline.plugins.workerconfig import worker_config
+
+    own = dask.config.collect(dask.config.paths)
+    cheaper = {k: v for k, v in _EMBEDDED_CONFIG.items()
+               if dask.config.get(k, None, config=own) is None}
+    return worker_config() | cheaper
 
 
 class ClusterLink:
@@ -254,13 +284,11 @@ class ClusterLink:
         else:
             import dask
 
-            from saxs_pipeline.plugins.workerconfig import worker_config
-
             options = embedded_cluster_options(self.threads)
             options.update(self.cluster_options)
             # the nannies copy the config (allocator environment, profiler off) into
             # every worker process they spawn, now and at restarts
-            with dask.config.set(worker_config()):
+            with dask.config.set(embedded_cluster_config()):
                 self._cluster = LocalCluster(**options)
             client = Client(self._cluster)
             log.info("started a local Dask cluster with %d worker process(es)", self.threads)
