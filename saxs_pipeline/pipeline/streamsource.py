@@ -36,16 +36,18 @@ def series_source(series_id: int, unique: str | None) -> str:
 
 class StreamSource:
     """See the module doc. ``offer`` takes (frame, message) pairs; ``missing`` reports an
-    image that never came; ``batch`` images are offered together (or fewer after
-    ``flush_after`` s, so a slow stream is not held back). ``series_limit``: stop after
+    image that never came; the images waiting are offered together, up to ``batch`` at a
+    time, as soon as no other is waiting: a backlog makes large offers, a slow stream
+    one image each, never held back (a wait of 50 ms for more had added up to 50 ms to
+    a frame's latency, and at 50 images/s an offer waited for ``batch`` images).
+    ``series_limit``: stop after
     that many series (``saxsdog --stream`` without ``-w`` takes one)."""
 
     def __init__(self, endpoint: str, offer: OfferStream, missing: Missing, *,
-                 idle_timeout: float = 5.0, batch: int = 16, flush_after: float = 0.05,
-                 series_limit: int | None = None) -> None:
+                 idle_timeout: float = 5.0, batch: int = 16, series_limit: int | None = None) -> None:
         self.endpoint, self.offer, self.missing = endpoint, offer, missing
         self.series_limit = series_limit  # stop after this many series (None: keep going)
-        self.idle_timeout, self.batch, self.flush_after = idle_timeout, batch, flush_after
+        self.idle_timeout, self.batch = idle_timeout, batch
         self.receiver = StreamReceiver(endpoint)
         self.series = 0
         self.images = 0
@@ -88,7 +90,7 @@ class StreamSource:
         wait = 1.0  # between series: short waits so stop() is seen at once
         while True:
             frame = self.receiver.receive_raw(wait if tracker is None else
-                                              (self.flush_after if pending else self.idle_timeout))
+                                              (0.0 if pending else self.idle_timeout))
             if frame is None:
                 if pending:
                     self._offer(pending)
