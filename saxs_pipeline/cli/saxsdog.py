@@ -11,8 +11,9 @@ The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--sc
 ``--poll`` and ``--no-chi``. Exit status: 0 done, 1 some frames failed (see ``failures``
 in the ledger and ``failures.log``), 2 bad start-up input (calibration, directory,
 options, a curve stack another run writes), 3 scheduler unreachable, 4 the cluster was
-lost and did not come back (rerun with ``--resume``), 130 interrupted (``--resume``
-completes the run).
+lost and did not come back (rerun with ``--resume``), 5 the stream receiver stopped by
+itself (``--stream``; the log says why), 130 interrupted (``--resume`` completes the
+run).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from saxs_pipeline.cli.saxsdog_options import (
     EXIT_LOST,
     EXIT_OK,
     EXIT_SCHEDULER,
+    EXIT_STREAM,
     Options,
     StartupError,
     build_parser,
@@ -136,7 +138,8 @@ def _make_queue(opts: Options, link: Any) -> Any:
             retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
-            stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
+            stream_idle=opts.stream_idle, stream_max_images=opts.stream_max_images,
+            nxcansas=opts.nxcansas,
         )
         queue.start()
     except (CalibrationError, MaskError, StackLockedError) as exc:
@@ -166,7 +169,7 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
             log.info("watching %s (Ctrl-C to stop)", opts.directory)
             status = None if opts.silent else WatchStatus(queue)
             try:
-                while not gone():
+                while not gone() and queue.stream_failure is None:
                     if live is not None:
                         live.update(queue.latest())
                     if status is not None:
@@ -226,6 +229,10 @@ def run(opts: Options) -> int:
               f"was done is committed in {queue.zarr_path}): rerun with --resume",
               file=sys.stderr)
         return EXIT_LOST
+    if queue.stream_failure is not None:
+        print(f"saxsdog: {queue.stream_failure}; no more frames were received from "
+              f"{opts.stream} (what came is committed in {queue.zarr_path})", file=sys.stderr)
+        return EXIT_STREAM
     if not finished:
         return EXIT_INTERRUPTED
     if stats["failed"]:

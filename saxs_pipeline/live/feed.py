@@ -97,7 +97,7 @@ class LiveFeed:
 
     def fail(self, record: dict[str, Any]) -> None:
         with self._lock:
-            self.failed += 1
+            self.failed += record.get("count", 1)  # a range of stream images: all of them
             self._failures.append({k: record.get(k) for k in ("file", "frame", "error", "time")})
 
     # -- pushing -------------------------------------------------------------------------

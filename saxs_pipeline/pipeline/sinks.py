@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan, stream_series
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.naming import filelist_entry
@@ -128,36 +128,71 @@ class FileListSink:
 class FailureSink:
     """Failed frames: the ledger (state and reason), ``failures.log`` (JSON lines beside
     the outputs), an event for the scheduler's statistics, and the run's current
-    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared)."""
+    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared).
+    A stream frame's record names its series (``series``); a range of stream images that
+    never arrived is one record with its first frame, ``stop`` and ``count``."""
 
     def __init__(self, ledger: Ledger, log_path: Path, queue_id: str, event: Any = None) -> None:
         self.ledger, self.log_path, self.queue_id = ledger, log_path, queue_id
         self.event = event  # callable(record) or None
         self._lock = threading.Lock()
         self._failed: dict[FrameRef, dict[str, Any]] = {}
+        self._spans: dict[tuple[str, int], dict[str, Any]] = {}  # (source, start) -> record
+        self._span_frames = 0
 
     @property
     def count(self) -> int:
+        """Frames failed, a range's frames each counted."""
         with self._lock:
-            return len(self._failed)
+            return len(self._failed) + self._span_frames
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._failed.values())
+            return [*self._failed.values(), *self._spans.values()]
 
     def clear(self, refs: Sequence[FrameRef]) -> None:
         with self._lock:
             for ref in refs:
                 self._failed.pop(ref, None)
+                if self._spans:
+                    self._cut(ref)
+
+    def _cut(self, ref: FrameRef) -> None:
+        """Take a frame that came after all out of its range (a series sent again)."""
+        for (source, start), rec in self._spans.items():
+            if source == ref.source and start <= ref.index < rec["stop"]:
+                del self._spans[(source, start)]
+                self._span_frames -= 1
+                for lo, hi in ((start, ref.index), (ref.index + 1, rec["stop"])):
+                    if lo < hi:
+                        self._spans[(source, lo)] = dict(rec, frame=lo, stop=hi, count=hi - lo)
+                return
 
     def fail(self, ref: FrameRef, error: str, attempts: int, path: str = "") -> None:
-        record = {"file": path or ref.source, "frame": ref.index, "error": error,
-                  "attempts": attempts, "time": time.time()}
+        record = _failure(ref, error, attempts, path)
         with self._lock:
             self._failed[ref] = record
         self.ledger.fail([(ref, error, attempts)])
         log.warning("queue %s: %s failed after %d attempt(s): %s", self.queue_id,
                     path or ref, attempts, error)
+        self._publish(record)
+
+    def fail_span(self, span: FrameSpan, error: str) -> int:
+        """Frames that never arrived, as ranges (in the ledger too); returns how many
+        frames were recorded (those the ledger knew already are not)."""
+        recorded = self.ledger.fail_span(span, error)
+        for s in recorded:
+            record = dict(_failure(FrameRef(s.source, s.start, True), error, 0), stop=s.stop,
+                          count=s.count)
+            with self._lock:
+                self._spans[(s.source, s.start)] = record
+                self._span_frames += s.count
+            log.warning("queue %s: %s frames %d..%d (%d) failed: %s", self.queue_id, s.source,
+                        s.start, s.stop - 1, s.count, error)
+            self._publish(record)
+        return sum(s.count for s in recorded)
+
+    def _publish(self, record: dict[str, Any]) -> None:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as fh:
@@ -169,6 +204,16 @@ class FailureSink:
                 self.event(record)
             except Exception as exc:  # the stats are informative; the ledger is the record
                 log.debug("stats event failed: %s", exc)
+
+
+def _failure(ref: FrameRef, error: str, attempts: int, path: str = "") -> dict[str, Any]:
+    """A failure record: a stream frame is named by its series, not the stream's URL."""
+    series = stream_series(ref.source)
+    record = {"file": ref.source if series is not None else path or ref.source,
+              "frame": ref.index, "error": error, "attempts": attempts, "time": time.time()}
+    if series is not None:
+        record["series"] = series
+    return record
 
 
 class HistorySink:
