@@ -16,23 +16,13 @@ import numpy as np
 import pytest
 import zmq
 
-from saxs_pipeline.demo.eiger import demo_frames, eiger_calibration_dict
+from saxs_pipeline.demo.eiger import demo_frames
 from saxs_pipeline.stack.read import read_stack
 
 from procs import BIN, free_port, saxsdog, spawn, stop
+from streamcases import SHAPE, calibration
 
 pytestmark = pytest.mark.timeout(240)
-
-SHAPE = (96, 80)
-
-
-def calibration(tmp: Path) -> Path:
-    cal = eiger_calibration_dict(SHAPE)
-    cal["Masks"][0]["Oversampling"] = 1
-    np.save(tmp / "mask.npy", np.zeros(SHAPE, bool))
-    path = tmp / "cal.json"
-    path.write_text(json.dumps(cal))
-    return path
 
 
 def run(tmp: Path, sim_args: list[str], n: int, *dog_args: str):

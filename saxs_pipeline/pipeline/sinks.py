@@ -174,7 +174,7 @@ class FailureSink:
             self._failed[ref] = record
         self.ledger.fail([(ref, error, attempts)])
         log.warning("queue %s: %s failed after %d attempt(s): %s", self.queue_id,
-                    path or ref, attempts, error)
+                    ref if "series" in record else path or ref, attempts, error)
         self._publish(record)
 
     def fail_span(self, span: FrameSpan, error: str) -> int:

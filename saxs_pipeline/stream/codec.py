@@ -123,7 +123,7 @@ def _tag_hook(*args: Any) -> Any:
 def error_text(exc: BaseException) -> str:
     """What went wrong, also for exceptions without a message (a bare MemoryError)."""
     if isinstance(exc, MemoryError):
-        return f"ran out of memory ({exc or 'MemoryError'})"
+        return f"ran out of memory ({str(exc) or 'MemoryError'})"
     return str(exc) or type(exc).__name__
 
 

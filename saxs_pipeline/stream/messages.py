@@ -83,7 +83,7 @@ class SeriesTracker:
         self.size = max_images if declared is None else min(declared, max_images)
         self.received = Spans()
         self.duplicates = 0
-        self.duplicate_numbers: list[int] = []  # the first few, for the report
+        self.duplicate_numbers: list[int] = []  # the first few repeated, for the report
         self.errors: list[str] = []
         self.ended = False  # an end message arrived
         self.timed_out = False  # the stream went quiet before the end message
@@ -102,7 +102,7 @@ class SeriesTracker:
         top = self.received.stop
         if not self.received.add(n):
             self.duplicates += 1
-            if len(self.duplicate_numbers) < 10:
+            if len(self.duplicate_numbers) < 10 and n not in self.duplicate_numbers:
                 self.duplicate_numbers.append(n)
             return Added(True)
         low = self.first if top is None else top
