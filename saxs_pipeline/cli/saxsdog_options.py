@@ -117,7 +117,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="seconds of silence after which a series without its end message is over (5)")
     a("--stream-max-images", type=int, default=DEFAULT_MAX_IMAGES, metavar="N",
       help="the most images one series may hold: image numbers beyond it (or beyond the "
-      f"series' announced count) fail ({DEFAULT_MAX_IMAGES:.0e})")
+      f"series' announced count) fail ({DEFAULT_MAX_IMAGES:,})")
     a("--linger", type=float, default=0.0, metavar="SECONDS",
       help="keep the cluster (and its live SAXS page) up this long after the run, for a "
       "person to look (default: 0)")
