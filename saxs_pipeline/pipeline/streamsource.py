@@ -124,7 +124,7 @@ class StreamSource:
                 self._one_series()
                 if self.series_limit is not None and self.series >= self.series_limit:
                     break
-        except BaseException as exc:  # noqa: BLE001 - whatever it was, the run must know
+        except BaseException as exc:  # whatever it was, the run must know
             self.failure = f"the stream receiver stopped: {error_text(exc)}"
             log.critical("stream %s: %s; no more images are taken from it", self.endpoint,
                          self.failure, exc_info=True)
