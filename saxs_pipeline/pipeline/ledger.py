@@ -4,13 +4,8 @@ One SQLite file beside each curve stack (``<stack>.ledger`` next to ``<stack>.za
 one row per frame: its state (``pending`` = taken, not yet committed; ``done``; ``failed``
 with the reason), the fingerprint of the file it was integrated from, its row in the
 stack and its output base name. ``--resume``, a restarted server and the watcher's "is
-this new?" all go by it, never by whether a ``.chi`` file exists.
-
-Stream images that never arrived are failed *ranges* (table ``gaps``, one row per range
-``[start, stop)`` of one source, with the reason): a series armed for 10⁶ images and
-ended after 10 costs one row. Ranges never overlap each other or a frame's row: a range
-is recorded without the frames the ledger knows, and taking a frame cuts it out of its
-range. :meth:`Ledger.counts` counts a range's frames as failed.
+this new?" all go by it, never by whether a ``.chi`` file exists. Stream images that never
+arrived are failed ranges, one row each (:mod:`saxs_pipeline.pipeline.gaps`).
 
 **Commit protocol** (a crash at any instant leaves ledger and stack consistent): the curve
 stack writes a block of rows beyond its committed length first; then one ledger
@@ -39,8 +34,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from saxs_pipeline.pipeline import gaps
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan
-from saxs_pipeline.stream.spans import holes
 
 __all__ = ["Entry", "Ledger", "LedgerError", "Refusal", "State", "Take", "Why", "read_manifest",
            "wanted"]
@@ -68,14 +63,6 @@ CREATE TABLE IF NOT EXISTS frames (
     PRIMARY KEY (source, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS frames_state ON frames (state);
-CREATE TABLE IF NOT EXISTS gaps (
-    source TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    stop INTEGER NOT NULL,
-    error TEXT NOT NULL,
-    time REAL,
-    PRIMARY KEY (source, start)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, host TEXT, pid INTEGER, started REAL, ended REAL, status TEXT,
     command TEXT);
@@ -175,11 +162,10 @@ class Ledger:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + gaps.SCHEMA)
             self._db = db
             self._init_meta(calibration_id, manifest)
-            # most runs never record a range: then taking a frame looks for none
-            self._gapped = db.execute("SELECT 1 FROM gaps LIMIT 1").fetchone() is not None
+            self._gapped = gaps.any_gaps(db)  # most runs have none: taking a frame skips them
         except sqlite3.OperationalError as exc:
             db.close()
             raise LedgerError(f"ledger {self.path} cannot be opened: {exc}") from None
@@ -291,16 +277,14 @@ class Ledger:
             rows = self._db.execute("SELECT state, count(*) AS n FROM frames GROUP BY state")
             out = {s.value: 0 for s in State}
             out.update({r["state"]: r["n"] for r in rows})
-            gaps = self._db.execute("SELECT sum(stop - start) FROM gaps").fetchone()[0]
-            out[State.FAILED.value] += gaps or 0
+            out[State.FAILED.value] += gaps.failed_frames(self._db)
             return out
 
     def gaps(self) -> list[tuple[FrameSpan, str]]:
         """The failed ranges (frames that never arrived) and their reasons, ordered by
-        source and start; expand a range's frames only where they are needed."""
+        source and start; a range's frames are expanded only where they are needed."""
         with self._lock:
-            return [(FrameSpan(r["source"], r["start"], r["stop"]), r["error"]) for r in
-                    self._db.execute("SELECT * FROM gaps ORDER BY source, start")]
+            return gaps.listed(self._db)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -313,7 +297,7 @@ class Ledger:
         with self._lock, self._txn():
             for t in items:
                 if self._gapped:
-                    self._cut_gap(t.ref)
+                    gaps.cut(self._db, t.ref)
                 fp = t.fingerprint
                 try:
                     self._db.execute(
@@ -340,35 +324,11 @@ class Ledger:
                          fp.size if fp else None, fp.mtime_ns if fp else None, reason, now))
         return refused
 
-    def _cut_gap(self, ref: FrameRef) -> None:
-        """Take ``ref`` out of the failed range holding it (a series sent again)."""
-        row = self._db.execute("SELECT * FROM gaps WHERE source = ? AND start <= ? "
-                               "ORDER BY start DESC LIMIT 1", (ref.source, ref.index)).fetchone()
-        if row is None or ref.index >= row["stop"]:
-            return
-        self._db.execute("DELETE FROM gaps WHERE source = ? AND start = ?", (ref.source, row["start"]))
-        self._db.executemany(
-            "INSERT INTO gaps (source, start, stop, error, time) VALUES (?, ?, ?, ?, ?)",
-            [(ref.source, lo, hi, row["error"], row["time"]) for lo, hi in
-             ((row["start"], ref.index), (ref.index + 1, row["stop"])) if lo < hi])
-
     def fail_span(self, span: FrameSpan, error: str) -> list[FrameSpan]:
-        """Record frames that never arrived as failed ranges, without the frames of
-        ``span`` the ledger knows already (as frames or in ranges); returns the ranges
-        recorded. Costs one row per range, however many frames it holds."""
+        """Record frames that never arrived as failed ranges (one row per range), without
+        those the ledger knows already; returns the ranges recorded."""
         with self._lock, self._txn():
-            known = [(r["idx"], r["idx"] + 1) for r in self._db.execute(
-                "SELECT idx FROM frames WHERE source = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                (span.source, span.start, span.stop))]
-            known += [(r["start"], r["stop"]) for r in self._db.execute(
-                "SELECT start, stop FROM gaps WHERE source = ? AND start < ? AND stop > ?",
-                (span.source, span.stop, span.start))]
-            new = [FrameSpan(span.source, lo, hi)
-                   for lo, hi in holes(sorted(known), span.start, span.stop)]
-            now = time.time()
-            self._db.executemany(
-                "INSERT INTO gaps (source, start, stop, error, time) VALUES (?, ?, ?, ?, ?)",
-                [(g.source, g.start, g.stop, error, now) for g in new])
+            new = gaps.record(self._db, span, error, time.time())
             self._gapped = self._gapped or bool(new)
         return new
 
