@@ -138,3 +138,26 @@ def test_frames_that_never_arrived_are_ranges(tmp_path: Path) -> None:
     again.take([Take(FrameRef(s, 10, True), None, "stream/abc_000010")])  # at a range's start
     assert [g for g, _ in again.gaps()][0] == FrameSpan(s, 11, 500)
     again.close()
+
+
+def test_failures_of_ranges_report_their_count(tmp_path: Path) -> None:
+    """``stat``'s failures and ``failures.log`` see a range as one record with its count;
+    a frame of it that succeeds later (the series sent again) leaves it."""
+    import json
+
+    from saxs_pipeline.pipeline.sinks import FailureSink
+
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    sink = FailureSink(led, tmp_path / "failures.log", "q")
+    assert sink.fail_span(FrameSpan("stream/a", 10, 100), "never arrived") == 90
+    assert sink.fail_span(FrameSpan("stream/a", 50, 120), "never arrived") == 20  # 100..119
+    assert sink.count == 110 == led.counts()["failed"]
+    sink.clear([FrameRef("stream/a", 50, True), FrameRef("stream/a", 5, True),
+                FrameRef("stream/b", 60, True)])
+    assert sink.count == 109
+    assert sorted((r["frame"], r["stop"], r["count"]) for r in sink.records()) == \
+        [(10, 50, 40), (51, 100, 49), (100, 120, 20)]
+    lines = [json.loads(line) for line in (tmp_path / "failures.log").read_text().splitlines()]
+    assert [(r["file"], r["series"], r["frame"], r["count"]) for r in lines] == \
+        [("stream/a", "a", 10, 90), ("stream/a", "a", 100, 20)]
+    led.close()

@@ -8,6 +8,7 @@ workers, in parallel.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import logging
@@ -137,7 +138,8 @@ class FailureSink:
         self.event = event  # callable(record) or None
         self._lock = threading.Lock()
         self._failed: dict[FrameRef, dict[str, Any]] = {}
-        self._spans: dict[tuple[str, int], dict[str, Any]] = {}  # (source, start) -> record
+        self._spans: dict[str, dict[int, dict[str, Any]]] = {}  # source -> start -> record
+        self._span_starts: dict[str, list[int]] = {}  # source -> its ranges' starts, sorted
         self._span_frames = 0
 
     @property
@@ -148,25 +150,29 @@ class FailureSink:
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [*self._failed.values(), *self._spans.values()]
+            return [*self._failed.values(), *(r for by_start in self._spans.values()
+                                              for r in by_start.values())]
 
     def clear(self, refs: Sequence[FrameRef]) -> None:
         with self._lock:
             for ref in refs:
                 self._failed.pop(ref, None)
-                if self._spans:
+                if ref.source in self._spans:
                     self._cut(ref)
 
     def _cut(self, ref: FrameRef) -> None:
         """Take a frame that came after all out of its range (a series sent again)."""
-        for (source, start), rec in self._spans.items():
-            if source == ref.source and start <= ref.index < rec["stop"]:
-                del self._spans[(source, start)]
-                self._span_frames -= 1
-                for lo, hi in ((start, ref.index), (ref.index + 1, rec["stop"])):
-                    if lo < hi:
-                        self._spans[(source, lo)] = dict(rec, frame=lo, stop=hi, count=hi - lo)
-                return
+        by_start, starts = self._spans[ref.source], self._span_starts[ref.source]
+        k = bisect.bisect_right(starts, ref.index) - 1
+        rec = by_start[starts[k]] if k >= 0 else None
+        if rec is None or ref.index >= rec["stop"]:
+            return
+        del by_start[starts.pop(k)]
+        self._span_frames -= 1
+        for lo, hi in ((rec["frame"], ref.index), (ref.index + 1, rec["stop"])):
+            if lo < hi:
+                by_start[lo] = dict(rec, frame=lo, stop=hi, count=hi - lo)
+                bisect.insort(starts, lo)
 
     def fail(self, ref: FrameRef, error: str, attempts: int, path: str = "") -> None:
         record = _failure(ref, error, attempts, path)
@@ -185,7 +191,8 @@ class FailureSink:
             record = dict(_failure(FrameRef(s.source, s.start, True), error, 0), stop=s.stop,
                           count=s.count)
             with self._lock:
-                self._spans[(s.source, s.start)] = record
+                self._spans.setdefault(s.source, {})[s.start] = record
+                bisect.insort(self._span_starts.setdefault(s.source, []), s.start)
                 self._span_frames += s.count
             log.warning("queue %s: %s frames %d..%d (%d) failed: %s", self.queue_id, s.source,
                         s.start, s.stop - 1, s.count, error)
