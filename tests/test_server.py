@@ -717,6 +717,8 @@ def test_cli_server_options(netfile, tmp_path):
     assert cfg.outdir == (tmp_path / "out").resolve() and cfg.outdir.is_dir()
     cfg = _args("--max-request-size", "100", "--max-message-size", "1000", str(tmp_path))
     assert (cfg.limits.max_request_bytes, cfg.limits.max_total_bytes) == (100, 1000)
+    cfg = _args("--allow-data-root", "/a", "--allow-data-root", "/b", str(tmp_path))
+    assert cfg.queue_options["data_roots"] == ("/a", "/b")  # every queue's ImageQueue gets them
 
 
 def test_cli_server_refuses_bad_setups(netfile, tmp_path, capsys):

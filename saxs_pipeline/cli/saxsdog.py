@@ -139,7 +139,7 @@ def _make_queue(opts: Options, link: Any) -> Any:
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
             stream_idle=opts.stream_idle, stream_max_images=opts.stream_max_images,
-            nxcansas=opts.nxcansas,
+            nxcansas=opts.nxcansas, data_roots=opts.allow_data_root,
         )
         queue.start()
     except (CalibrationError, MaskError, StackLockedError) as exc:
@@ -287,7 +287,8 @@ def _cache(argv: Sequence[str]) -> int:
 
 # Subcommands that are tools of their own (also as saxs-average, saxs-absolute, saxs-export).
 _TOOLS = {"average": "saxs_pipeline.cli.average", "calibrate-absolute": "saxs_pipeline.cli.absolute",
-          "export": "saxs_pipeline.cli.export"}
+          "export": "saxs_pipeline.cli.export", "calibrate": "saxs_pipeline.cli.calibrate",
+          "mask": "saxs_pipeline.cli.mask", "check": "saxs_pipeline.cli.check"}
 
 
 def _execute(opts: Options) -> int:

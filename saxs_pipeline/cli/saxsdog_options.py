@@ -57,6 +57,7 @@ class Options:
     verbose: int = 0
     linger: float = 0.0  # seconds the cluster stays up after the run
     path_map: tuple[str, ...] = ()
+    allow_data_root: tuple[Path, ...] = ()  # where HDF5 links may lead besides the directory
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +106,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--h5-path", default=None, metavar="DATASET",
       help="the 3-D dataset of plain HDF5 files (default: the EIGER master layout, else "
       "/entry/data/data); use with --pattern '*.h5'")
+    a("--allow-data-root", action="append", type=Path, default=[], metavar="DIR",
+      help="HDF5 external links and virtual datasets may lead into DIR besides the run's "
+      "directory (repeatable); links elsewhere fail their frames")
     a("--stream", default=None, metavar="URL",
       help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
       "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
@@ -127,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saxsdog",
         description="Integrate SAXS detector frames into .chi curves and a zarr curve stack. "
-        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog cache "
-        "list|clear' shows or empties the operator cache.",
+        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog calibrate', "
+        "'saxsdog mask' and 'saxsdog check' set up a new experiment from a calibrant frame; "
+        "'saxsdog cache list|clear' shows or empties the operator cache.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
                         help="directory of frames (searched recursively), or frame files")
@@ -184,6 +189,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         stream=ns.stream, stream_idle=ns.stream_idle, stream_max_images=ns.stream_max_images,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
+        allow_data_root=tuple(ns.allow_data_root),
     )
 
 

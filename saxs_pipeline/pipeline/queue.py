@@ -30,7 +30,13 @@ from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
-from saxs_pipeline.pipeline.sinks import FailureSink, FileListSink, HistorySink, StackSink
+from saxs_pipeline.pipeline.sinks import (
+    FailureSink,
+    FileListSink,
+    HistorySink,
+    NonfiniteSink,
+    StackSink,
+)
 from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
 from saxs_pipeline.pipeline.status import RunStatus
 from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
@@ -87,6 +93,7 @@ class ImageQueue:
         stream_idle: float = 5.0,
         stream_max_images: int = DEFAULT_MAX_IMAGES,
         nxcansas: str | None = None,
+        data_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         directory = Path(os.path.abspath(os.fspath(directory)))
         if not directory.is_dir():
@@ -105,10 +112,14 @@ class ImageQueue:
         self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
-        self.finder = FrameFinder(self.layout, pattern, dataset)
+        self.finder = FrameFinder(self.layout, pattern, dataset,
+                                  [os.path.abspath(os.fspath(r)) for r in data_roots],
+                                  task_frames=batch_size)
         self.zarr_path = Path(os.path.abspath(zarr_path)) if zarr_path else self.layout.stack()
         self.options = TaskOptions(write_chi=write_chi, keep_existing_chi=not self._cal.overwrite_files,
-                                   write_svg=write_svg, write_png=write_png, dataset=dataset)
+                                   write_svg=write_svg, write_png=write_png, dataset=dataset,
+                                   data_roots=tuple(self.link.path_map.to_worker(r)
+                                                    for r in self.finder.roots))
         self.plugin_name = f"{PLUGIN_NAME}-{self.queue_id}"
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
@@ -193,7 +204,7 @@ class ImageQueue:
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
                            self._stack, self._failures, overwrite=self._cal.overwrite_files,
                            stream=self.stream)
-        self._sinks = [self._stack, self.history_sink, self.live]
+        self._sinks = [self._stack, self.history_sink, self.live, NonfiniteSink(self.queue_id)]
         if self._cal.live_filelisting:
             self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
                                             self.directory, truncate=not self.resume))
@@ -362,6 +373,8 @@ class ImageQueue:
                 log.exception("queue %s: %s failed", self.queue_id, type(sink).__name__)
         if self._failures is not None:
             self._failures.clear([j.ref for j, _ in ok])
+        if self.taker is not None:
+            self.taker.relist(ok)
         for job, r in pairs:
             if r.status != "ok":
                 self._on_failed(job, r.error or r.status)

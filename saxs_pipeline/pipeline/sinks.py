@@ -1,5 +1,6 @@
 """Where results go in the driver: the curve stack and its ledger commit, the live file
-list, the failures record, and the recent history that ``plot`` shows.
+list, the failures record, the recent history that ``plot`` shows, and the report of
+frames with non-finite pixels.
 
 Each sink consumes ``(job, result)`` pairs of frames a task finished; the run decides
 which sinks it has. The ``.chi`` files are written by the tasks themselves, on the
@@ -26,7 +27,7 @@ from saxs_pipeline.pipeline.naming import filelist_entry
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
 from saxs_pipeline.stack.writer import CurveStackWriter
 
-__all__ = ["FailureSink", "FileListSink", "HistorySink", "StackSink", "curves_of"]
+__all__ = ["FailureSink", "FileListSink", "HistorySink", "NonfiniteSink", "StackSink", "curves_of"]
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,26 @@ def _failure(ref: FrameRef, error: str, attempts: int, path: str = "") -> dict[s
     if series is not None:
         record["series"] = series
     return record
+
+
+class NonfiniteSink:
+    """Frames with non-finite pixels (+inf, -inf, NaN; excluded like invalid ones): the
+    run's first is a warning, the others are counted (``frames``) and logged at debug
+    level."""
+
+    def __init__(self, queue_id: str) -> None:
+        self.queue_id = queue_id
+        self.frames = 0
+
+    def add(self, pairs: Sequence[tuple[Job, FrameResult]]) -> None:
+        for job, r in pairs:
+            if not r.nonfinite_pixels:
+                continue
+            self.frames += 1
+            log.log(logging.WARNING if self.frames == 1 else logging.DEBUG,
+                    "queue %s: %s has %d non-finite pixels (inf, NaN), excluded like invalid "
+                    "ones (later frames with them are logged at debug level)", self.queue_id,
+                    job.ref, r.nonfinite_pixels)
 
 
 class HistorySink:

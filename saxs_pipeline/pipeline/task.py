@@ -4,9 +4,10 @@ The driver sends :class:`FrameTask` values (frame path as the worker sees it and
 the file, output base name decided by the driver, so two frames never share one) and
 :class:`TaskOptions`; the task returns one :class:`FrameResult` per frame, in the same
 order. Frames are read by :mod:`saxs_pipeline.pipeline.reading` (consecutive frames of
-one file as one range; stream frames from their messages in ``payloads``) and integrated
-a group at a time (``kernels.BATCH`` frames, also across files: one pass over the operator
-for the group), excluding the file's invalid pixels. ``.chi``
+one file through one open source; stream frames from their messages in ``payloads``) and
+integrated a group at a time (``kernels.BATCH`` frames, also across files: one pass over
+the operator for the group), excluding the file's invalid and non-finite pixels. A frame
+that cannot be read fails alone (with the other frames of its chunk), never its task. ``.chi``
 writes are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
 harmless. Incomplete frames are *reported*, not waited for: the driver retries them
 later, so a worker thread never sleeps on a slow detector.
@@ -24,7 +25,7 @@ import numpy as np
 from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.pipeline.naming import chi_paths
-from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_range
+from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_run
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult, FrameTask, TaskOptions
 from saxs_pipeline.plugins.stats import PROGRESS_TOPIC
 
@@ -58,26 +59,32 @@ def process_frames(
 
         k = 0
         pending: Loaded | None = None
-        # ranges of at most BATCH frames: a task holds one kernel group of decoded frames,
+        # groups of at most BATCH frames: a task holds one kernel group of decoded frames,
         # not its whole range (32 EIGER 4M frames are 570 MB)
-        for group in (g[i : i + BATCH] for g in ranges(frames) for i in range(0, len(g), BATCH)):
-            part = results[k : k + len(group)]
-            k += len(group)
-            loaded = read_range(group, integrator, options.dataset, part)
-            if loaded is None:
-                continue
-            if pending is not None and pending.invalid != loaded.invalid:
-                _integrate_loaded(integrator, pending, options, normalisation)
-                pending = None
-            # One-frame files (TIFF) are gathered into groups the kernel takes at once.
-            pending = loaded if pending is None else pending.joined(loaded)
-            if len(pending.images) >= BATCH:
-                _integrate_loaded(integrator, pending, options, normalisation)
-                pending = None
+        for run in ranges(frames):
+            k += len(run)
+            for loaded in read_run(run, integrator, options, results[k - len(run) : k], BATCH):
+                pending = _gather(integrator, pending, loaded, options, normalisation)
         if pending is not None:
             _integrate_loaded(integrator, pending, options, normalisation)
     _log_progress(queue_id, results)
     return results
+
+
+def _gather(integ: Integrator, pending: Loaded | None, loaded: Loaded, options: TaskOptions,
+            normalisation: NormalisationResolver | None) -> Loaded | None:
+    """``loaded`` added to the frames waiting for integration; a full group is integrated."""
+    from saxs_pipeline.ops.kernels import BATCH
+
+    if pending is not None and pending.invalid != loaded.invalid:
+        _integrate_loaded(integ, pending, options, normalisation)
+        pending = None
+    # One-frame files (TIFF) are gathered into groups the kernel takes at once.
+    pending = loaded if pending is None else pending.joined(loaded)
+    if len(pending.images) >= BATCH:
+        _integrate_loaded(integ, pending, options, normalisation)
+        return None
+    return pending
 
 
 def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Loaded:

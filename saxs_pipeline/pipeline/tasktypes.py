@@ -37,6 +37,9 @@ class TaskOptions:
     write_svg: bool = False
     write_png: bool = False
     dataset: str | None = None  # the 3-D dataset of plain HDF5 files
+    # where HDF5 links may lead, as the workers see them (frames.hdf5links); empty: the
+    # frame file's own directory
+    data_roots: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,4 +76,5 @@ class FrameResult:
     chi: list[str] = field(default_factory=list)
     curves: list[CurveData] | None = None
     integration_time: float | None = None  # s of integration, the frame's share of its group
+    nonfinite_pixels: int = 0  # +inf, -inf and NaN pixels of a float frame (excluded)
     worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
