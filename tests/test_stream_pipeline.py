@@ -36,15 +36,14 @@ def run(tmp: Path, sim_args: list[str], n: int, *dog_args: str):
                  *map(str, SHAPE), *sim_args], tmp / "sim.log")
     try:
         assert sim.wait(120) == 0, (tmp / "sim.log").read_text()
-        # bounded, and generous: two loaded cores integrate ~17 frames/s (2000 in 120 s)
-        assert dog.wait(300) in (0, 1), (tmp / "saxsdog.log").read_text()
+        assert dog.wait(120) in (0, 1), (tmp / "saxsdog.log").read_text()
     finally:
         stop([sim, dog])
     return dog.returncode, (tmp / "saxsdog.log").read_text(), tmp / "work" / "out.zarr"
 
 
-@pytest.mark.timeout(420)
 def test_2000_frames_at_200_per_second_each_once(tmp_path) -> None:
+    t = time.monotonic()
     code, log, stack = run(tmp_path, ["--rate", "250"], 2000)
     assert code == 0, log
     st = read_stack(stack)
@@ -60,6 +59,7 @@ def test_2000_frames_at_200_per_second_each_once(tmp_path) -> None:
         want = engine.integrate(frame, invalid=2**32 - 1)[0].mean
         np.testing.assert_allclose(st["curves"]["R0"]["I"][rows[i]], want, rtol=1e-6,
                                    equal_nan=True)
+    assert time.monotonic() - t < 120
 
 
 def test_a_dropped_image_is_reported(tmp_path) -> None:
