@@ -60,6 +60,44 @@ def test_startup_errors(saxs_setup, tmp_path: Path, capsys) -> None:
     assert time.monotonic() - t < 20
 
 
+def test_cheap_checks_come_before_any_cluster(saxs_setup, tmp_path: Path, capsys) -> None:
+    import h5py
+    import numpy as np
+
+    from saxs_pipeline.pipeline.lock import StackLock
+
+    setup = saxs_setup(n_frames=1)
+    # An unreachable scheduler: a check made after the cluster would end in exit status 3
+    # ("cannot reach") after the connect timeout; made before, it is status 2 and its reason.
+    nowhere = ["--scheduler", f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "5"]
+
+    def refused(*args: str, cal: dict | None = None) -> str:
+        path = setup.calibration
+        if cal is not None:
+            path = tmp_path / "cal-variant.json"
+            path.write_text(json.dumps(cal))
+        assert main(["-c", str(path), *nowhere, *args]) == 2
+        return capsys.readouterr().err
+
+    cal = json.loads(setup.calibration.read_text())
+    gone = dict(cal, Masks=[dict(cal["Masks"][0], MaskFile="gone.npy")])
+    assert "gone.npy" in refused(str(setup.data), cal=gone)
+    np.save(tmp_path / "small.npy", np.zeros((10, 10), bool))
+    small = dict(cal, Masks=[dict(cal["Masks"][0], MaskFile=str(tmp_path / "small.npy"))])
+    err = refused(str(setup.data), cal=small)
+    assert "small.npy" in err and "(10, 10)" in err
+    (tmp_path / "a-file").write_text("")
+    err = refused("-o", str(tmp_path / "a-file" / "out"), str(setup.data))
+    assert f"the outputs folder {tmp_path / 'a-file' / 'out'} cannot be written" in err
+    with StackLock(setup.root / "exp" / "work" / "data.zarr"):  # another run writes it
+        err = refused(str(setup.data))
+    assert "data.zarr is being written by pid" in err
+    with h5py.File(setup.data / "plain.h5", "w") as f:
+        f["entry/data/data"] = np.zeros((2, 64, 48), np.int32)
+    err = refused("--pattern", "*.h5", "--h5-path", "/entry/nothing", str(setup.data))
+    assert f"{setup.data / 'plain.h5'}: dataset /entry/nothing does not exist" in err
+
+
 def saxsdog(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([SAXSDOG, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, **kw)
@@ -156,6 +194,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
     assert killed
     assert dog.returncode == 1, err  # a frame failed
     assert f"{n} frames in" in err and "1 failed" in err
+    assert "1 frame(s) failed (first: " in err  # the reason on the console, not only the log
     record = json.loads(failures.read_text())
     assert record["file"].endswith("never_00000.tif") and record["attempts"] == 4
     setup.check_stack(zarr_path, range(n), chi_dir=work)
