@@ -110,11 +110,12 @@ def test_batch_run_with_pictures_live_plot_profile_and_resume(saxs_setup, tmp_pa
     assert r.returncode == 0, r.stderr
     assert "24/24" in r.stderr and "100%" in r.stderr  # the progress bar
     assert "24 frames in" in r.stderr
-    work = setup.root / "exp" / "work"
+    stack = setup.root / "exp" / "work" / "data.zarr"
+    work = setup.root / "exp" / "work" / "data"  # the run's own folder beside its stack
     assert len(list(work.glob("*.chi"))) == 24 and len(list(work.glob("*.svg"))) == 24
     assert (work / "live.png").stat().st_size > 0  # -m without a display
     assert (tmp_path / "prof").stat().st_size > 0  # -P
-    setup.check_stack(work / "data.zarr", range(24), chi_dir=work)
+    setup.check_stack(stack, range(24), chi_dir=work)
     mtime = (work / "frame_00005.chi").stat().st_mtime_ns
     r = saxsdog(["-c", str(setup.calibration), "-t", "1", "-r", "-S", str(setup.data)], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -168,7 +169,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
             time.sleep(0.1)
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(staged), str(setup.data), "4",
                                    "0.03"])
-        work = setup.root / "exp" / "work"
+        work = setup.root / "exp" / "work" / "data"
         killed = False
         while len(list(work.glob("frame_*.chi"))) < n:
             if not killed and len(list(work.glob("frame_*.chi"))) >= n // 3:
@@ -179,7 +180,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
             assert dog.poll() is None and time.monotonic() < deadline + 60
             time.sleep(0.05)
         assert writer.wait(30) == 0
-        failures = work / "failures.log"
+        failures = work.parent / "failures.log"
         while not failures.exists():
             assert time.monotonic() < deadline + 90
             time.sleep(0.1)
@@ -205,7 +206,7 @@ def test_demo_subcommand(tmp_path: Path, saxs_operator_cache: Path) -> None:
     r = saxsdog(["demo", str(tmp_path / "d"), "-N", "3", "-t", "1"], tmp_path)
     assert r.returncode == 0, r.stderr
     work = tmp_path / "d" / "demo" / "work"
-    assert sorted(p.name for p in work.glob("*.chi")) == [
+    assert sorted(p.name for p in (work / "data").glob("*.chi")) == [
         "sample_00000.chi", "sample_00001.chi", "sample_00002.chi"]
     assert read_stack(work / "data.zarr")["n_valid"] == 3
 

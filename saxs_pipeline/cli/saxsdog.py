@@ -170,7 +170,7 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
 
     gone = lambda: link.status.state == "gone"  # noqa: E731
-    live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
+    live = LivePlot(queue.layout.run_file("live.png")) if opts.plot else None
     try:
         walk = not (opts.no_walk or opts.stream or opts.files)
         if opts.files:

@@ -160,6 +160,7 @@ class ImageQueue:
         specs = CurveSpec.from_curves(self._templates)
         self.store = RunStore.open(self.zarr_path, specs, self.calibration_id, self.manifest())
         self.zarr_path = self.store.stack
+        self.layout = self.layout.for_run(self.store.suffix)  # outputs named after the run
 
     def start(self) -> None:
         """Open the outputs, register the plugins, start the dispatcher and the watcher;
