@@ -32,6 +32,14 @@ class RateLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
+        # One filter sits on every root handler: a record reaching the second handler is
+        # the same record, not a repeat, and gets the first handler's answer.
+        mark = f"_rate_limit_{id(self)}"
+        if mark not in record.__dict__:
+            record.__dict__[mark] = self._first(record)
+        return record.__dict__[mark]
+
+    def _first(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, str(record.msg))
         now = time.monotonic()
         with self._lock:

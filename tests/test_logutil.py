@@ -38,3 +38,33 @@ def test_repeats_are_counted_not_printed(caplog) -> None:
         caplog.handler.removeFilter(limit)
     assert [r.getMessage() for r in caplog.records] == [
         "bad file x", "2 more message(s) like this one, the last: bad file z"]
+
+
+def test_a_record_passes_every_handler_the_filter_sits_on() -> None:
+    # install_rate_limit puts one filter on every root handler (a console and a file, or
+    # pytest's): the first message must reach all of them, not only the first handler.
+    log = logging.getLogger("test.ratelimit.handlers")
+    log.propagate = False
+    limit = RateLimit(interval=60)
+    got: list[list[str]] = [[], []]
+
+    class Keep(logging.Handler):
+        def __init__(self, into: list[str]) -> None:
+            super().__init__()
+            self.into = into
+            self.addFilter(limit)
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.into.append(record.getMessage())
+
+    handlers = [Keep(got[0]), Keep(got[1])]
+    for h in handlers:
+        log.addHandler(h)
+    try:
+        log.warning("once %s", 1)
+        log.warning("once %s", 2)  # a repeat: held in both
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+        log.propagate = True
+    assert got == [["once 1"], ["once 1"]]
