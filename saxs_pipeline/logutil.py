@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["RateLimit", "flush_repeats", "install_rate_limit"]
 
-_filters: list[RateLimit] = []
+_filters: list[tuple[RateLimit, list[logging.Handler]]] = []
 
 
 class RateLimit(logging.Filter):
@@ -67,12 +67,19 @@ class RateLimit(logging.Filter):
 def install_rate_limit(interval: float = 10.0) -> RateLimit:
     """Put a :class:`RateLimit` on every handler of the root logger."""
     limit = RateLimit(interval)
-    for handler in logging.getLogger().handlers:
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
         handler.addFilter(limit)
-    _filters.append(limit)
+    _filters.append((limit, handlers))
     return limit
 
 
 def flush_repeats() -> None:
-    for limit in _filters:
+    """At exit: print the counts still held, then take the filters off their handlers (a
+    command run inside another program, a test or a notebook, leaves its logging as it
+    found it)."""
+    while _filters:
+        limit, handlers = _filters.pop()
         limit.flush(logging.getLogger())
+        for handler in handlers:
+            handler.removeFilter(limit)
