@@ -198,7 +198,7 @@ def test_sigkill_of_the_server_then_restart_resumes_from_the_ledger(env) -> None
         assert proc.stop() == 0, proc.text()
     st = read_stack(stack)
     assert len(set(st["filename"])) == 60 == st["n_valid"]
-    assert len(list((env.base / "kill" / "work").glob("*.chi"))) == 60
+    assert len(list((env.base / "kill" / "work" / "data").glob("*.chi"))) == 60
     state = json.loads((env.base / ".saxsdogserver" / "Queue1.json").read_text())
     assert state["state"] == "closed"
     time.sleep(0)  # the state file says the queue ended: a next start takes nothing up

@@ -17,13 +17,14 @@ completes the run).
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import logging
 import pstats
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,29 +63,35 @@ def _setup_logging(opts: Options) -> None:
         logging.getLogger(name).setLevel(quiet)
 
 
-def _link(opts: Options, threads: int) -> Any:
-    """The cluster link, connected: ``--scheduler``/``--scheduler-file`` or an embedded
-    local cluster whose worker processes ignore Ctrl-C (the terminal signals the whole
-    process group; the driver alone stops them, in order, without tracebacks)."""
-    from saxs_pipeline.pipeline.cluster import ClusterGoneError, ClusterLink
+def _new_link(opts: Options, threads: int) -> Any:
+    """The cluster link, not started yet: ``--scheduler``/``--scheduler-file`` or an
+    embedded local cluster of ``threads`` worker processes."""
+    from saxs_pipeline.pipeline.cluster import ClusterLink
     from saxs_pipeline.pipeline.pathmap import PathMap, PathMapError
 
     try:
         path_map = PathMap.parse(opts.path_map)
     except PathMapError as exc:
         raise StartupError(str(exc)) from None
-    external = bool(opts.scheduler or opts.scheduler_file)
-    link = ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
+    return ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
                        opts.scheduler_file else None, threads=threads,
                        connect_timeout=opts.connect_timeout,
                        reconnect_timeout=opts.reconnect_timeout, path_map=path_map)
+
+
+def _start_link(opts: Options, link: Any) -> None:
+    """Connect, or start the embedded cluster, whose worker processes ignore Ctrl-C (the
+    terminal signals the whole process group; the driver alone stops them, in order,
+    without tracebacks)."""
+    from saxs_pipeline.pipeline.cluster import ClusterGoneError
+
+    external = bool(opts.scheduler or opts.scheduler_file)
     previous = signal.getsignal(signal.SIGINT)
     if not external:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the spawned workers
     try:
         link.start(wait=True)  # an embedded cluster gets our worker settings there
     except ClusterGoneError as exc:
-        link.close()
         where = opts.scheduler or f"the scheduler of {opts.scheduler_file}"
         if external:
             raise StartupError(f"cannot reach {where} within {opts.connect_timeout:g} s: "
@@ -93,7 +100,6 @@ def _link(opts: Options, threads: int) -> Any:
     finally:
         if not external:
             signal.signal(signal.SIGINT, previous)
-    return link
 
 
 def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -> None:
@@ -122,13 +128,30 @@ def _sigterm_as_interrupt() -> None:
         pass  # not the main thread (e.g. called from a test runner thread)
 
 
-def _make_queue(opts: Options, link: Any) -> Any:
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """Start-up failures as StartupError: the reason on the console, exit status 2."""
     from saxs_pipeline.config.calibration import CalibrationError
     from saxs_pipeline.config.masks import MaskError
+    from saxs_pipeline.frames.source import ImageError
     from saxs_pipeline.pipeline.lock import StackLockedError
-    from saxs_pipeline.pipeline.queue import ImageQueue
 
     try:
+        yield
+    except (CalibrationError, MaskError, StackLockedError, ImageError) as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise StartupError(f"cannot start: {exc.strerror or exc}{where}") from None
+
+
+def _make_queue(opts: Options, link: Any) -> Any:
+    """The run's queue, prepared (calibration, masks, outputs folder, the dataset of
+    plain HDF5 files, the stack's lock: :meth:`ImageQueue.prepare`) before any cluster
+    starts, so these mistakes are told at once."""
+    from saxs_pipeline.pipeline.queue import ImageQueue
+
+    with _starting():
         queue = ImageQueue(
             link, opts.calibration, opts.directory, out_dir=opts.out_dir,
             relpath=opts.relpath, pattern=opts.pattern, watch=opts.watch, poll=opts.poll,
@@ -139,12 +162,7 @@ def _make_queue(opts: Options, link: Any) -> Any:
             stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
             data_roots=opts.allow_data_root,
         )
-        queue.start()
-    except (CalibrationError, MaskError, StackLockedError) as exc:
-        raise StartupError(f"cannot start: {exc}") from None
-    except OSError as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise StartupError(f"cannot start: {exc.strerror or exc}{where}") from None
+        queue.prepare()
     return queue
 
 
@@ -153,7 +171,7 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
 
     gone = lambda: link.status.state == "gone"  # noqa: E731
-    live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
+    live = LivePlot(queue.layout.run_file("live.png")) if opts.plot else None
     try:
         walk = not (opts.no_walk or opts.stream or opts.files)
         if opts.files:
@@ -203,9 +221,16 @@ def run(opts: Options) -> int:
     if opts.batch_size < 1 or threads < 1:
         raise StartupError("--batch-size and --threads must be at least 1")
     t0 = time.perf_counter()
-    link = _link(opts, threads)
+    link = _new_link(opts, threads)
     try:
         queue = _make_queue(opts, link)
+        try:
+            _start_link(opts, link)
+        except BaseException:
+            queue.close()  # prepared, never started: releases the stack's lock
+            raise
+        with _starting():
+            queue.start()
         url = queue.live.url() if queue.live is not None else None
         if url:
             log.info("live SAXS page: %s", url)
@@ -230,7 +255,9 @@ def run(opts: Options) -> int:
     if not finished:
         return EXIT_INTERRUPTED
     if stats["failed"]:
-        log.warning("%d frame(s) failed; see %s", stats["failed"], queue.failures_log)
+        first = (queue.failures() or [{}])[0]
+        reason = f" (first: {first['file']}: {first['error']})" if first else ""
+        log.warning("%d frame(s) failed%s; see %s", stats["failed"], reason, queue.failures_log)
         return EXIT_FAILED
     return EXIT_OK
 

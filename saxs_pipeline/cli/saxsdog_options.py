@@ -64,7 +64,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("-t", "--threads", type=int, default=None,
       help="worker processes of the embedded cluster (default: the calibration's Threads)")
     a("-m", "--plot", action="store_true",
-      help="live plot of the latest frame (a window, or live.png beside the outputs without a display)")
+      help="live plot of the latest frame (a window, or live.png beside the run's .chi files "
+      "without a display)")
     a("-w", "--watch", action="store_true", help="keep watching the directory for new frames")
     a("-r", "--resume", action="store_true",
       help="take only frames the run's ledger does not have as done (also after a crash)")

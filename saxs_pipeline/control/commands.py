@@ -29,6 +29,7 @@ from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_b
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
 from saxs_pipeline.control.paths import confine, confined_relpath
+from saxs_pipeline.ops.budget import check_budget
 
 __all__ = ["QueueHost"]
 
@@ -186,6 +187,7 @@ class QueueHost:
         masks = [proto.parse_attachment(f, i) for i, f in enumerate(attachments)]
         try:
             cal = load_calibration(calibration)
+            check_budget(cal)  # before any mask is decoded or operator built
         except CalibrationError as exc:
             raise proto.RequestError("ValueError", str(exc)) from None
         if len(masks) < len(cal.masks):

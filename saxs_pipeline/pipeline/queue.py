@@ -30,6 +30,7 @@ from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
+from saxs_pipeline.pipeline.preflight import check_run
 from saxs_pipeline.pipeline.sinks import (
     FailureSink,
     FileListSink,
@@ -161,13 +162,16 @@ class ImageQueue:
     # -- life cycle ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Take the stack's writer lock and open its ledger (StackLockedError names the
-        run holding it). :meth:`start` does this when it was not done."""
+        """Check what needs no cluster (:func:`.preflight.check_run`), take the stack's
+        writer lock and open its ledger (StackLockedError names the run holding it).
+        :meth:`start` does this when it was not done."""
         if self.store is not None:
             return
+        check_run(self.layout, self.pattern, self.options.dataset)
         specs = CurveSpec.from_curves(self._templates)
         self.store = RunStore.open(self.zarr_path, specs, self.calibration_id, self.manifest())
         self.zarr_path = self.store.stack
+        self.layout = self.layout.for_run(self.store.suffix)  # outputs named after the run
 
     def start(self) -> None:
         """Open the outputs, register the plugins, start the dispatcher and the watcher;
@@ -243,6 +247,8 @@ class ImageQueue:
                 self._state = "closing"
             elif self._state == "new":
                 self._state = "closed"
+                if self.store is not None:  # prepared, never started: the lock goes
+                    self.store.close("closed")
         if start:
             self.sources.stop()
             finisher = threading.Thread(target=self._finish, args=(timeout,),
