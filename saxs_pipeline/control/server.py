@@ -167,9 +167,9 @@ class SaxsdogServer:
         self._wake()
 
     def _wake(self) -> None:
-        if self._wake_tx is None:
-            return
-        with self._wake_lock:
+        with self._wake_lock:  # the loop closes the socket under it: never mid-send
+            if self._wake_tx is None:
+                return
             try:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -312,9 +312,11 @@ class SaxsdogServer:
         self.host.close_queue(self.queue, self.config.shutdown_timeout)  # a "new" finished meanwhile
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._send_done()
-        for s in (self._sock, self._wake_rx, self._wake_tx):
-            if s is not None:
-                s.close()
+        with self._wake_lock:
+            for s in (self._sock, self._wake_rx, self._wake_tx):
+                if s is not None:
+                    s.close()
+            self._wake_tx = None
         self.verifier.cache.close()
         self._stopped.set()
 
