@@ -181,7 +181,8 @@ class ImageQueue:
         self.live = LiveFeed(self.queue_id, lambda: self.link.get(timeout=1), self._templates,
                              calibration_summary(self._calibration, self.calibration_id),
                              lambda: {"backlog": self.dispatcher.queue_length(),
-                                      "retried": self.dispatcher.counters()["retried"]})
+                                      "retried": self.dispatcher.counters()["retried"]},
+                             roots=[self.directory, self.layout.root])
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
