@@ -167,12 +167,16 @@ def test_what_counts_as_a_full_disk(tmp_path) -> None:
     assert is_no_space(info.value)
     db.close()
     stops = []
-    guard = DiskGuard(tmp_path, lambda: stops.append(1), "q")
+    guard = DiskGuard(tmp_path / "out", tmp_path / "out" / "x.zarr", lambda: stops.append(1), "q")
     assert not guard.check(ValueError("x")) and guard.message is None
     assert guard.check(full) and guard.check(full)
     guard.join(10)
     assert stops == [1]  # once
     assert guard.message.startswith("no space left on /") and "No space left" in guard.message
+    # the disk named is the one of the file that failed (here /proc, a mount of its own)
+    guard = DiskGuard(tmp_path, tmp_path, lambda: None, "q")
+    guard.check(OSError(errno.ENOSPC, "No space left on device", "/proc/self/x"), stop=False)
+    assert guard.message.startswith("no space left on /proc (")
 
 
 @needs_tmpfs

@@ -30,7 +30,7 @@ from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
-from saxs_pipeline.pipeline.nospace import DiskGuard, is_no_space
+from saxs_pipeline.pipeline.nospace import DiskGuard
 from saxs_pipeline.pipeline.sinks import FailureSink, FileListSink, HistorySink, StackSink
 from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
 from saxs_pipeline.pipeline.status import RunStatus
@@ -119,7 +119,7 @@ class ImageQueue:
         self._lock = threading.RLock()
         self._state = "new"  # new -> running -> closing -> closed (or aborted)
         self._aborted = False
-        self.disk = DiskGuard(self.layout.root, self.abort, self.queue_id)
+        self.disk = DiskGuard(self.layout.root, self.zarr_path, self.abort, self.queue_id)
         self.sources = SourceSet()
         self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
         self.taker: Taker | None = None
@@ -288,11 +288,10 @@ class ImageQueue:
                 if self.nxcansas and self.status.processed:
                     self.store.export_nxcansas(self._templates, self.nxcansas)
         except Exception as exc:
-            if not is_no_space(exc):
-                raise
-            # The last flush found the disk full; the ledger is closed and the lock
+            # The last flush found the disk full: the ledger is closed and the lock
             # released all the same (RunStore.close), those frames stay pending.
-            self.disk.full(str(exc), stop=False)
+            if not self.disk.check(exc, stop=False):
+                raise
         finally:
             self.link.remove_hook(self.plugin_name)
             if self.link.status.connected:
