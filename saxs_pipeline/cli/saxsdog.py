@@ -11,8 +11,8 @@ The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--sc
 ``--poll`` and ``--no-chi``. Exit status: 0 done, 1 some frames failed (see ``failures``
 in the ledger and ``failures.log``), 2 bad start-up input (calibration, directory,
 options, a curve stack another run writes), 3 scheduler unreachable, 4 the cluster was
-lost and did not come back (rerun with ``--resume``), 130 interrupted (``--resume``
-completes the run).
+lost and did not come back (rerun with ``--resume``), 5 the output disk is full (free
+space, then rerun with ``--resume``), 130 interrupted (``--resume`` completes the run).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import cProfile
 import logging
 import pstats
+import shlex
 import signal
 import sys
 import time
@@ -32,6 +33,7 @@ from saxs_pipeline.cli.saxsdog_options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_LOST,
+    EXIT_NO_SPACE,
     EXIT_OK,
     EXIT_SCHEDULER,
     Options,
@@ -170,7 +172,8 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     """Feed the queue and wait for it; False when interrupted (batch mode)."""
     from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
 
-    gone = lambda: link.status.state == "gone"  # noqa: E731
+    # the cluster gone for good, or the run stopped by itself (a full disk)
+    ended = lambda: link.status.state == "gone" or queue.stopped is not None  # noqa: E731
     live = LivePlot(queue.layout.run_file("live.png")) if opts.plot else None
     try:
         walk = not (opts.no_walk or opts.stream or opts.files)
@@ -180,12 +183,12 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
             queue.readdir(wait=False)
         if not opts.watch or not opts.walk_thread:
             if opts.files or walk or (opts.stream and not opts.watch):
-                show_progress(queue, silent=opts.silent, stop=gone)
+                show_progress(queue, silent=opts.silent, stop=ended)
         if opts.watch:
             log.info("watching %s (Ctrl-C to stop)", opts.directory)
             status = None if opts.silent else WatchStatus(queue)
             try:
-                while not gone():
+                while not ended():
                     if live is not None:
                         live.update(queue.latest())
                     if status is not None:
@@ -237,12 +240,13 @@ def run(opts: Options) -> int:
         startup = time.perf_counter() - t0
         t1 = time.perf_counter()
         finished = _wait(opts, queue, link)
-        gone = link.status.state == "gone"
-        stats = queue.close(timeout=None if finished and not gone else 5.0)
+        lost = link.status.state == "gone"
+        ended = lost or queue.stopped is not None
+        stats = queue.close(timeout=None if finished and not ended else 5.0)
         elapsed = time.perf_counter() - t1
-        if opts.linger > 0 and finished and not gone:
+        if opts.linger > 0 and finished and not ended:
             _linger(queue, opts.linger)
-        lost = gone or link.status.state == "gone"
+        lost = lost or link.status.state == "gone"
         cluster = link.status.describe()
     finally:
         link.close()
@@ -252,6 +256,11 @@ def run(opts: Options) -> int:
               f"was done is committed in {queue.zarr_path}): rerun with --resume",
               file=sys.stderr)
         return EXIT_LOST
+    if queue.stopped is not None:
+        print(f"saxsdog: {queue.stopped}: the run stopped (what was done is committed in "
+              f"{queue.zarr_path}) — free space, then run `{_resume_command(opts)}`",
+              file=sys.stderr)
+        return EXIT_NO_SPACE
     if not finished:
         return EXIT_INTERRUPTED
     if stats["failed"]:
@@ -260,6 +269,14 @@ def run(opts: Options) -> int:
         log.warning("%d frame(s) failed%s; see %s", stats["failed"], reason, queue.failures_log)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _resume_command(opts: Options) -> str:
+    """The command line that completes this run."""
+    if not opts.argv:  # saxsdog demo
+        return "saxsdog --resume ..."
+    resume = [] if {"-r", "--resume"} & set(opts.argv) else ["--resume"]
+    return shlex.join(["saxsdog", *resume, *opts.argv])
 
 
 def _linger(queue: Any, seconds: float) -> None:
