@@ -204,3 +204,60 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env=env, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+async def _handshake(ws_url: str, origin: str) -> str | None:
+    """Open the page's websocket as a browser on a page of ``origin`` would (with a
+    session token, as the page's own script sends it); Bokeh's first message, its ACK."""
+    from bokeh.util.token import generate_jwt_token, generate_session_id
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    token = generate_jwt_token(generate_session_id())
+    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Origin": origin}),
+                                   subprotocols=["bokeh", token])
+    try:
+        return await conn.read_message()
+    finally:
+        conn.close()
+
+
+def test_page_takes_its_own_origin_only_and_shows_paths_relative_to_the_data_root(
+        client: Client, saxs_setup) -> None:
+    """A page of another site (Origin evil.example) cannot open the page's websocket, a
+    page of the dashboard's own host can; what the page shows of a failed frame in a
+    sub-folder names it relative to the data root, never with the machine's full path."""
+    import asyncio
+
+    from bokeh.client import pull_session
+    from tornado.httpclient import HTTPClientError
+
+    setup = saxs_setup(0)
+    (setup.data / "s1").mkdir()
+    broken = setup.data / "s1" / "broken.tif"
+    broken.write_bytes(b"not a frame at all")
+    with ImageQueue(client, setup.calibration, setup.data, retries=0) as q:
+        q.submit_paths([setup.write(0), broken])
+        assert q.join(30)
+        url = dashboard_url(client)
+        host = url.split("/")[2]  # 127.0.0.1:<port>
+        deadline = time.monotonic() + 15  # the driver pushes every 0.5 s
+        info = lambda: client.sync(client.scheduler.saxs_live_info)["queues"]  # noqa: E731
+        while info().get(q.queue_id, {}).get("failed", 0) < 1:
+            assert time.monotonic() < deadline, "the failure never reached the scheduler"
+            time.sleep(0.1)
+
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        with pytest.raises(HTTPClientError) as refused:
+            asyncio.run(_handshake(ws_url, "http://evil.example:8000"))
+        assert refused.value.code == 403
+        for own in (f"http://{host}", f"http://localhost:{host.split(':')[1]}"):
+            assert asyncio.run(_handshake(ws_url, own)) is not None  # Bokeh's ACK
+
+        session = pull_session(url=url)  # no Origin: not a browser, let in by design
+        try:
+            shown = "\n".join(str(m.properties_with_values()) for m in session.document.models)
+        finally:
+            session.close()
+        assert "s1/broken.tif" in shown, shown[:2000]
+        assert str(setup.data) not in shown and str(setup.root) not in shown

@@ -181,11 +181,11 @@ def test_an_aborted_series_of_a_million_costs_one_range(tmp_path: Path, inproces
     assert len(lines) == 1 and lines[0]["count"] == 10**6 - 10
 
 
-def test_a_receiver_that_dies_ends_the_watch_with_status_5(tmp_path: Path, inprocess_client,
+def test_a_receiver_that_dies_ends_the_watch_with_status_6(tmp_path: Path, inprocess_client,
                                                            monkeypatch, capsys) -> None:
     """Item 1: no message can end the receiving thread any more, so a socket failing under
     it stands in (its receive raises as a closed socket does). ``saxsdog -w --stream`` then
-    stops watching within seconds, says why, and exits with status 5 (it kept printing
+    stops watching within seconds, says why, and exits with status 6 (it kept printing
     ``watching:``)."""
     from saxs_pipeline.cli.saxsdog import run
     from saxs_pipeline.cli.saxsdog_options import parse_args

@@ -5,22 +5,26 @@ The results path only appends to a buffer (under a lock, O(frames)); a thread of
 sends the buffer every ``interval`` seconds (``saxs_live_push`` RPC), so a slow or lost
 scheduler never slows the integration. Curves come from the results the driver already
 has: nothing is read again from files. Counters are cumulative, so a lost push loses
-only the curves in it, never the counts.
+only the curves in it, never the counts. Paths go out relative to the run's data root
+(:func:`relative_paths`): the page is for whoever reaches the dashboard, and the machine's
+directory layout is not theirs to read.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from saxs_pipeline.live import PUSH_HANDLER
 
-__all__ = ["LiveFeed", "calibration_summary"]
+__all__ = ["LiveFeed", "calibration_summary", "relative_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,19 @@ MAX_CURVES_PER_PUSH = 32  # the map shows a few hundred; more per push would onl
 
 def _f32(a: Any) -> bytes:
     return np.ascontiguousarray(a, dtype=np.float32).tobytes()
+
+
+def relative_paths(text: str, root: str | os.PathLike[str],
+                   others: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """``text`` (a file name, an error message) with every path under ``root`` or one of
+    ``others`` (the outputs) written relative to ``root``."""
+    root = os.path.abspath(root)
+    bases = {os.path.abspath(b) for b in (root, *others)}
+    for base in sorted(bases, key=len, reverse=True):  # the innermost first
+        rel = os.path.relpath(base, root)
+        if base != os.sep:
+            text = text.replace(base + os.sep, "" if rel == os.curdir else rel + os.sep)
+    return text
 
 
 def calibration_summary(calibration: dict[str, Any], calibration_id: str) -> dict[str, Any]:
@@ -48,12 +65,14 @@ def calibration_summary(calibration: dict[str, Any], calibration_id: str) -> dic
 class LiveFeed:
     """Sink for ``(job, result)`` pairs and failure records; see the module doc.
     ``client()`` gives the current Dask client or raises; ``counts()`` the queue's
-    ``backlog`` and ``retried``."""
+    ``backlog`` and ``retried``; ``roots``: the run's data root, then its outputs, the
+    paths shown relative to the first."""
 
     def __init__(self, queue_id: str, client: Callable[[], Any], templates: Sequence[Any],
                  calibration: dict[str, Any], counts: Callable[[], dict[str, int]],
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, roots: Sequence[Path] = ()) -> None:
         self.queue_id, self._client, self._counts = queue_id, client, counts
+        self._roots = list(roots)
         self.interval = float(interval)
         first = templates[0] if templates else None
         self.curve_key = first.key if first is not None else ""
@@ -96,9 +115,14 @@ class LiveFeed:
             self._curves = (self._curves + curves)[-MAX_CURVES_PER_PUSH:]
 
     def fail(self, record: dict[str, Any]) -> None:
+        shown = {k: record.get(k) for k in ("file", "frame", "error", "time")}
+        if self._roots:
+            for k in ("file", "error"):
+                if isinstance(shown[k], str):
+                    shown[k] = relative_paths(shown[k], self._roots[0], self._roots[1:])
         with self._lock:
             self.failed += record.get("count", 1)  # a range of stream images: all of them
-            self._failures.append({k: record.get(k) for k in ("file", "frame", "error", "time")})
+            self._failures.append(shown)
 
     # -- pushing -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan, stre
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.naming import filelist_entry
+from saxs_pipeline.pipeline.nospace import is_no_space
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
 from saxs_pipeline.stack.writer import CurveStackWriter
 
@@ -48,10 +49,13 @@ def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Cur
 
 class StackSink:
     """Curves into the stack; every flush commits its rows to the ledger (the commit
-    protocol of :mod:`saxs_pipeline.pipeline.ledger`)."""
+    protocol of :mod:`saxs_pipeline.pipeline.ledger`). ``stops(exc)`` is asked about a
+    timed flush's error: True (a full disk) ends the timed flushes."""
 
-    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve]) -> None:
+    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve],
+                 stops: Callable[[Exception], bool] | None = None) -> None:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
+        self.stops = stops
         writer.on_commit = self._commit
         self._lock = threading.Lock()
         # frames whose rows are given out but not committed: (row, fingerprint, when)
@@ -99,7 +103,9 @@ class StackSink:
         while not self._stop.wait(every):
             try:
                 self.writer.maybe_flush()
-            except Exception:
+            except Exception as exc:
+                if self.stops is not None and self.stops(exc):
+                    return  # the run stops: no flushing into a full disk every 0.25 s
                 log.exception("flushing the curve stack failed")
 
 
@@ -206,6 +212,8 @@ class FailureSink:
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(dict(record, queue=self.queue_id)) + "\n")
         except OSError as exc:
+            if is_no_space(exc):
+                raise  # not one frame's trouble: the run stops (pipeline.nospace)
             log.error("cannot write %s: %s", self.log_path, exc)
         if self.event is not None:
             try:

@@ -25,6 +25,7 @@ import numpy as np
 from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.pipeline.naming import chi_paths
+from saxs_pipeline.pipeline.nospace import is_no_space
 from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_run
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult, FrameTask, TaskOptions
 from saxs_pipeline.plugins.stats import PROGRESS_TOPIC
@@ -125,8 +126,10 @@ def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
                 continue
             try:
                 _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
-            except Exception as exc:  # a full disk or a permission problem: report, go on
-                res.status, res.error = "error", f"writing outputs failed: {exc}"
+            except Exception as exc:  # a permission problem: report, go on
+                # A full disk is not this frame's failure: the driver stops the run.
+                res.status = "nospace" if is_no_space(exc) else "error"
+                res.error = f"writing outputs failed: {exc}"
                 continue
             res.curves = [CurveData.from_curve(c) for c in curves]
             res.processed_time = time.time()
@@ -178,7 +181,7 @@ def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
         worker = get_worker()
     except ValueError:
         return  # called outside a Dask worker (tests, a local loop)
-    counts = {"ok": 0, "incomplete": 0, "error": 0}
+    counts = {"ok": 0, "incomplete": 0, "error": 0, "nospace": 0}
     name = str(worker.name)
     for r in results:
         counts[r.status] += 1

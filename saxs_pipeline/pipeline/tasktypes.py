@@ -64,7 +64,8 @@ class CurveData:
 @dataclass
 class FrameResult:
     """What a task reports per frame. ``status``: ``"ok"``, ``"incomplete"`` (still being
-    written: retry later; ``size`` is how many bytes were there) or ``"error"``.
+    written: retry later; ``size`` is how many bytes were there), ``"error"`` or
+    ``"nospace"`` (its outputs found the disk full: the run stops, the frame stays pending).
     ``fingerprint`` is (size, mtime_ns) of the file as it was read."""
 
     status: str
