@@ -219,10 +219,14 @@ def test_a_series_id_cannot_place_outputs_outside_the_outputs_root(tmp_path: Pat
     from saxs_pipeline.pipeline.streamsource import series_source
 
     layout = OutputLayout.make(tmp_path / "data")
-    for unique in ("../../../etc/x", "/abs/path", "a\\b:c", ".hidden", "x" * 500, {"no": "str"}, ""):
+    names = set()
+    for unique in ("../../../etc/x", "/abs/path", "a\\b:c", ".hidden", "x" * 500, {"no": "str"},
+                   "", "run.1", "run.2"):
         source = series_source(7, unique)
-        base = layout.basename(FrameRef(source, 3, True)).resolve()
-        assert base.is_relative_to(layout.root / "stream"), (unique, base)
+        base = layout.basename(FrameRef(source, 3, True))
+        assert base.resolve().is_relative_to(layout.root) and base.parent.name == "stream", base
         assert len(source) <= len("stream/") + 100
-    assert series_source(7, "f3a9-2c_1.0") == "stream/f3a9-2c_1.0"
-    assert series_source(7, None) == series_source(7, "...") == "stream/7"
+        names.add(base.name)
+    assert len(names) == 8  # "run.1" and "run.2" stay apart (a dot was cut as a suffix)
+    assert series_source(7, "f3a9-2c_1") == "stream/f3a9-2c_1"
+    assert series_source(7, None) == series_source(7, "") == "stream/7"

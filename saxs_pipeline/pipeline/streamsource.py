@@ -39,14 +39,15 @@ OfferStream = Callable[[list[tuple[FrameRef, bytes]]], int]
 FailImage = Callable[[FrameRef, str], None]
 Missing = Callable[[FrameSpan, str], None]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def series_source(series_id: int, unique: object) -> str:
     """``stream/<unique id>`` (``stream/<series id>`` without one). The unique id comes
-    from the sender and becomes part of output names: only letters, digits, ``_.-`` are
-    kept (others become ``_``), no leading dot, at most 100 characters."""
-    name = _UNSAFE.sub("_", unique)[:100].lstrip(".") if isinstance(unique, str) else ""
+    from the sender and becomes part of output names: only letters, digits, ``_`` and
+    ``-`` are kept (others become ``_``; a dot would be taken for a file suffix), at most
+    100 characters."""
+    name = _UNSAFE.sub("_", unique)[:100] if isinstance(unique, str) else ""
     return f"{STREAM_PREFIX}{name or series_id}"
 
 
