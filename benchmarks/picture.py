@@ -2,8 +2,8 @@
 (:func:`saxs_pipeline.ops.picture.frame_picture`) and its bytes, worker -> driver
 (pickled, as Dask sends a task's result) and driver -> scheduler (the push's msgpack),
 on the real Pilatus 1M buffer frame with its calibration's mask and on an EIGER2 X 4M
-demo frame; and one task of 32 real frames with and without a picture (a task that was
-not asked keeps no frame and makes none).
+demo frame. A task makes at most one (of its last frame, when the driver asked: at most
+every 0.5 s per queue); a task that was not asked keeps no frame and makes none.
 
 ``python -m benchmarks.picture [--rounds R]``; times are the best and the median over
 rounds, on whatever else the machine runs.
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +27,6 @@ from saxs_pipeline.integrator import Integrator
 from saxs_pipeline.live.picture import to_message
 from saxs_pipeline.ops.picture import frame_picture
 from saxs_pipeline.pipeline.picture import saturation_of
-from saxs_pipeline.pipeline.task import process_frames
-from saxs_pipeline.pipeline.tasktypes import FrameTask, TaskOptions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pilatus1m"
 
@@ -67,16 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:28} {'x'.join(map(str, image.shape)):>12} "
               f"{'x'.join(map(str, p.levels.shape)):>9} {best * 1e3:8.1f} {median * 1e3:9.1f} "
               f"{pickled:9d} {pushed:9d}")
-    with tempfile.TemporaryDirectory(prefix=".picture-bench-", dir=".") as tmp:
-        paths = [shutil.copy(frame, Path(tmp) / f"buf_{i:05d}.tif") for i in range(32)]
-        tasks = [FrameTask(p, str(Path(tmp) / Path(p).stem)) for p in paths]
-        options = TaskOptions(write_chi=False)
-        rounds = max(3, args.rounds // 10)
-        for picture in (False, True, False, True):
-            best, median = _times(lambda picture=picture: process_frames(
-                "bench", tasks, options, integrator=integ, picture=picture), rounds)
-            print(f"task of 32 Pilatus frames, picture={picture!s:5}: best {best * 1e3:7.1f} ms,"
-                  f" median {median * 1e3:7.1f} ms")
     return 0
 
 
