@@ -55,19 +55,27 @@ def test_block_means_levels_and_marks_match_the_closed_form() -> None:
     np.testing.assert_array_equal(p.mask, shown)
 
 
+def widened(low: float, high: float) -> tuple[float, float]:
+    """(low, high) widened to the next tenth of a decade."""
+    return (10 ** (np.floor(10 * np.log10(low)) / 10), 10 ** (np.ceil(10 * np.log10(high)) / 10))
+
+
 def test_default_range_is_the_percentiles_of_the_positive_means() -> None:
     means = np.geomspace(1.0, 1e4, 64).reshape(8, 8)
     means[0, 0] = 0.0  # dead block: the lowest level, left out of the range
     p = frame_picture(np.kron(means, np.ones((2, 2))), long_side=8)
-    low, high = np.percentile(means.ravel()[1:], [0.5, 99.9])
+    low, high = widened(*np.percentile(means.ravel()[1:], [0.5, 99.9]))
     assert (p.low, p.high) == pytest.approx((low, high))
     np.testing.assert_array_equal(p.levels.ravel()[1:], levels_of(means.ravel()[1:], low, high))
     assert p.levels[0, 0] == LOWEST and p.mask is None and p.saturated == 0
     mask = np.zeros((16, 16), bool)
     mask[:, 8:] = True  # the range from the left half only
     left = frame_picture(np.kron(means, np.ones((2, 2))), mask=mask, long_side=8)
-    assert (left.low, left.high) == pytest.approx(np.percentile(means[:, :4].ravel()[1:],
-                                                                [0.5, 99.9]))
+    assert (left.low, left.high) == pytest.approx(widened(*np.percentile(
+        means[:, :4].ravel()[1:], [0.5, 99.9])))
+    flat = frame_picture(np.full((4, 4), 50.0), long_side=4)  # one tenth of a decade wide
+    assert (flat.low, flat.high) == pytest.approx((10 ** 1.6, 10 ** 1.7))
+    assert (flat.levels > LOWEST).all() and (flat.levels < HIGHEST).all()
 
 
 def test_picture_sizes_of_real_detectors() -> None:

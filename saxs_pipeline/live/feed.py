@@ -104,7 +104,7 @@ class LiveFeed:
         for job, r in pairs:
             if r.status != "ok" or r.curves is None:
                 continue
-            if getattr(r, "picture", None) is not None:
+            if r.picture is not None:
                 picture = (str(job.output).rsplit("/", 1)[-1], r.picture)
             c = next((c for c in r.curves if c.key == self.curve_key), None)
             params = c.integparams if c is not None else {}

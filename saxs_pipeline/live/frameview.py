@@ -75,7 +75,8 @@ class FrameView:
         beam_data = {"x": [beam[0]], "y": [beam[1]]} if beam else {"x": [], "y": []}
         if self.beam.data != beam_data:  # it changes with the calibration only
             self.beam.data = beam_data
-        self.scale.update(low=p.low, high=p.high)
+        if (self.scale.low, self.scale.high) != (p.low, p.high):  # frames alike share one
+            self.scale.update(low=p.low, high=p.high)
         saturated = (f" · <b style='color:{SATURATED_COLOUR}'>{p.saturated} saturated "
                      "pixel(s)</b>" if p.saturated else " · none saturated")
         self.caption.text = (

@@ -88,7 +88,7 @@ class QueueView:
         self.mapper = LinearColorMapper(palette="Viridis256")
         waterfall = figure(title="log10 I: frame x q (last curves)", width=PLOT_WIDTH,
                            height=330, x_axis_label=x_label,
-                           y_axis_label="curves back (newest on top)", tools="pan,wheel_zoom,reset")
+                           y_axis_label="curve (count, newest on top)", tools="pan,wheel_zoom,reset")
         waterfall.image("image", "x", "y", "dw", "dh", source=self.map,
                         color_mapper=self.mapper)
         waterfall.add_layout(ColorBar(color_mapper=self.mapper, width=10,

@@ -11,10 +11,11 @@ Levels ``LOWEST``..``HIGHEST`` (1..254) stand for the block mean ``m`` on a log 
 between ``low`` and ``high`` (counts per pixel): ``1 + round(253 log(m/low) / log(high/low))``,
 clipped; a mean at or below zero is ``LOWEST``. Without a given range, ``low`` and ``high``
 are the 0.5th and 99.9th percentiles of the positive means of the blocks the mask leaves
-(of all blocks without a mask, or where it leaves none): the scale spans what is
-integrated, a few hot blocks do not darken the rest, and the beam stop's shadow (0.4
-counts/pixel beside 30-270 on the real Pilatus buffer frame) does not squeeze it into a
-few levels. Row 0 of the picture is the frame's row 0 (the top of the image as
+(of all blocks without a mask, or where it leaves none), widened to the next tenth of a
+decade: the scale spans what is integrated, a few hot blocks do not darken the rest, the
+beam stop's shadow (0.4 counts/pixel beside 30-270 on the real Pilatus buffer frame) does
+not squeeze it into a few levels, and frames alike share one scale (their colours do not
+flicker, nor does the page redraw its colour bar). Row 0 of the picture is the frame's row 0 (the top of the image as
 the detector writes it).
 """
 
@@ -31,6 +32,7 @@ __all__ = ["HIGHEST", "LONG_SIDE", "LOWEST", "NO_DATA", "SATURATED", "FramePictu
 LONG_SIDE = 256
 NO_DATA, LOWEST, HIGHEST, SATURATED = 0, 1, 254, 255
 PERCENTILES = (0.5, 99.9)
+STEPS_PER_DECADE = 10  # the default range's ends are multiples of 10**(1/10)
 
 
 @dataclass(frozen=True)
@@ -132,5 +134,6 @@ def _range(means: np.ndarray, scale: tuple[float, float] | None) -> tuple[float,
         return low, high
     if not means.size:
         return 1.0, 10.0  # nothing positive to show: any range draws every block LOWEST
-    low, high = (float(v) for v in np.percentile(means, PERCENTILES))
-    return (low, high) if high > low else (low, low * 10.0)  # a flat frame: every block LOWEST
+    low, high = (math.log10(v) * STEPS_PER_DECADE for v in np.percentile(means, PERCENTILES))
+    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)  # a flat frame too
+    return 10.0 ** (low / STEPS_PER_DECADE), 10.0 ** (high / STEPS_PER_DECADE)
