@@ -7,7 +7,9 @@ scheduler never slows the integration. Curves come from the results the driver a
 has: nothing is read again from files. Counters are cumulative, so a lost push loses
 only the curves in it, never the counts. Paths go out relative to the run's data root
 (:func:`relative_paths`): the page is for whoever reaches the dashboard, and the machine's
-directory layout is not theirs to read.
+directory layout is not theirs to read. The frame's picture is made by the worker that
+integrated it, when :meth:`LiveFeed.picture_due` said so as the task was submitted: at
+most one every ``PICTURE_INTERVAL`` seconds per queue, however many workers run.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.live import PUSH_HANDLER
+from saxs_pipeline.live.picture import to_message
+from saxs_pipeline.ops.picture import FramePicture
+from saxs_pipeline.stack.layout import INTENSITY_UNITS, CurveSpec
 
-__all__ = ["LiveFeed", "calibration_summary", "relative_paths"]
+__all__ = ["LiveFeed", "calibration_summary", "intensity_unit", "relative_paths"]
 
 log = logging.getLogger(__name__)
 
 MAX_CURVES_PER_PUSH = 32  # the map shows a few hundred; more per push would only cost
+PICTURE_INTERVAL = 0.5  # s between pictures asked of the workers: the page's push interval
 
 
 def _f32(a: Any) -> bytes:
@@ -48,10 +54,16 @@ def relative_paths(text: str, root: str | os.PathLike[str],
     return text
 
 
+def intensity_unit(calibration: dict[str, Any]) -> str:
+    """The unit of the curves' I: 1/cm on the absolute scale, else the stack's."""
+    normalisation = calibration.get("Normalisation", {}) or {}
+    return "1/cm" if normalisation.get("AbsoluteScale") is not None else INTENSITY_UNITS
+
+
 def calibration_summary(calibration: dict[str, Any], calibration_id: str) -> dict[str, Any]:
     """What the page says about the calibration in use (small: it goes with every push)."""
     geometry = calibration.get("Geometry", {}) or {}
-    out: dict[str, Any] = {"id": calibration_id}
+    out: dict[str, Any] = {"id": calibration_id, "I_unit": intensity_unit(calibration)}
     for key, value in (("distance_mm", geometry.get("DedectorDistanceMM")),
                        ("beam_center", geometry.get("BeamCenter")),
                        ("wavelength", calibration.get("Wavelength")),
@@ -77,11 +89,15 @@ class LiveFeed:
         first = templates[0] if templates else None
         self.curve_key = first.key if first is not None else ""
         self._q = _f32(first.radial) if first is not None else b""
+        spec = CurveSpec.from_curve(first) if first is not None else None
+        self._axis = [spec.axis_name, spec.axis_units] if spec is not None else ["q", "1/nm"]
         self._calibration = calibration
         self._lock = threading.Lock()
         self._frames: list[dict[str, Any]] = []
         self._curves: list[dict[str, Any]] = []
         self._failures: list[dict[str, Any]] = []
+        self._picture: tuple[str, FramePicture] | None = None  # the latest, not yet pushed
+        self._picture_asked = -PICTURE_INTERVAL  # time.monotonic() of the last ask
         self.processed = self.failed = 0
         self._sent_q = False
         self._stop = threading.Event()
@@ -91,11 +107,24 @@ class LiveFeed:
 
     # -- sink ----------------------------------------------------------------------------
 
+    def picture_due(self) -> bool:
+        """Whether the task submitted now should bring its last frame's picture (True at
+        most once per ``PICTURE_INTERVAL``; called by the dispatcher per task)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._picture_asked < PICTURE_INTERVAL:
+                return False
+            self._picture_asked = now
+            return True
+
     def add(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         frames, curves = [], []
+        picture = None
         for job, r in pairs:
             if r.status != "ok" or r.curves is None:
                 continue
+            if r.picture is not None:
+                picture = (str(job.output).rsplit("/", 1)[-1], r.picture)
             c = next((c for c in r.curves if c.key == self.curve_key), None)
             params = c.integparams if c is not None else {}
             # "file closed" is the file's mtime as the task read it; a stream frame has
@@ -113,6 +142,8 @@ class LiveFeed:
             self.processed += len(frames)
             self._frames += frames
             self._curves = (self._curves + curves)[-MAX_CURVES_PER_PUSH:]
+            if picture is not None:
+                self._picture = picture
 
     def fail(self, record: dict[str, Any]) -> None:
         shown = {k: record.get(k) for k in ("file", "frame", "error", "time")}
@@ -150,18 +181,21 @@ class LiveFeed:
         with self._lock:
             frames, curves, failures = self._frames, self._curves, self._failures
             self._frames, self._curves, self._failures = [], [], []
+            picture, self._picture = self._picture, None
             processed, failed = self.processed, self.failed
         counts = self._counts()
         msg: dict[str, Any] = {
             "queue": self.queue_id, "processed": processed, "failed": failed,
             "retried": int(counts.get("retried", 0)), "backlog": int(counts.get("backlog", 0)),
-            "calibration": self._calibration, "curve_key": self.curve_key,
+            "calibration": self._calibration, "curve_key": self.curve_key, "axis": self._axis,
             "frames": frames, "failures": failures, "closed": closed,
             "curves": [{"name": c["name"], "I": _f32(c["I"]), "err": _f32(c["err"])}
                        for c in curves],
         }
         if not self._sent_q:
             msg["q"] = self._q
+        if picture is not None:
+            msg["picture"] = to_message(*picture)
         return msg
 
     def push(self, closed: bool = False) -> bool:

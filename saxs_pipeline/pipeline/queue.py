@@ -128,7 +128,7 @@ class ImageQueue:
         self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
                                      self._on_failed, batch_size=batch_size,
                                      max_in_flight=max_in_flight, retries=retries,
-                                     retry_delay=retry_delay)
+                                     retry_delay=retry_delay, want_picture=self._picture_due)
         self.history_sink = HistorySink([c.key for c in self._templates], history_limit)
         self._lock = threading.RLock()
         self._state = "new"  # new -> running -> closing -> closed (or aborted)
@@ -171,6 +171,11 @@ class ImageQueue:
         return {"calibration": self._calibration, "attachments": self._attachments,
                 "directory": str(self.directory), "queue_id": self.queue_id,
                 "start_time": self.start_time}
+
+    def _picture_due(self) -> bool:
+        """The live page's frame picture: asked of a task now and then (the feed decides)."""
+        live = self.live
+        return live is not None and live.picture_due()
 
     # -- life cycle ------------------------------------------------------------------------
 

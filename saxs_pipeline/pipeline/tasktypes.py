@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.integrator import Curve
+from saxs_pipeline.ops.picture import FramePicture
 
 __all__ = ["CurveData", "FrameResult", "FrameTask", "TaskOptions"]
 
@@ -79,3 +80,4 @@ class FrameResult:
     integration_time: float | None = None  # s of integration, the frame's share of its group
     nonfinite_pixels: int = 0  # +inf, -inf and NaN pixels of a float frame (excluded)
     worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
+    picture: FramePicture | None = None  # the frame as the live page shows it, when asked
