@@ -68,4 +68,4 @@ def test_a_series_armed_for_a_billion_images_costs_its_messages_only() -> None:
     assert tracker.add(10**8 - 1) == Added(False, (10, 10**8 - 1))
     assert tracker.missing() == [(10, 10**8 - 1), (10**8, 10**9)]
     assert len(tracker.received) == 2
-    assert time.perf_counter() - t0 < 0.5  # measured: ~50 us; bound generous for a loaded CI
+    assert time.perf_counter() - t0 < 0.5  # measured: ~60 us; bound generous for a loaded CI
