@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH
+from saxs_pipeline.stream.messages import DEFAULT_MAX_IMAGES
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_SCHEDULER",
-           "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",
-           "parse_args"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_NO_SPACE", "EXIT_OK",
+           "EXIT_SCHEDULER", "EXIT_STREAM", "EXIT_USAGE", "Options", "StartupError", "build_parser",
+           "demo_parser", "options_from", "parse_args"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
+EXIT_NO_SPACE = 5  # the output disk is full: the run stopped, --resume completes it
+EXIT_STREAM = 6  # the stream receiver stopped by itself
 EXIT_INTERRUPTED = 130
 
 
@@ -50,11 +53,13 @@ class Options:
     h5_path: str | None = None
     stream: str | None = None
     stream_idle: float = 5.0
+    stream_max_images: int = DEFAULT_MAX_IMAGES
     nxcansas: str | None = None
     verbose: int = 0
     linger: float = 0.0  # seconds the cluster stays up after the run
     path_map: tuple[str, ...] = ()
     allow_data_root: tuple[Path, ...] = ()  # where HDF5 links may lead besides the directory
+    argv: tuple[str, ...] = ()  # as given: the command a message tells to run again
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +69,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("-t", "--threads", type=int, default=None,
       help="worker processes of the embedded cluster (default: the calibration's Threads)")
     a("-m", "--plot", action="store_true",
-      help="live plot of the latest frame (a window, or live.png beside the outputs without a display)")
+      help="live plot of the latest frame (a window, or live.png beside the run's .chi files "
+      "without a display)")
     a("-w", "--watch", action="store_true", help="keep watching the directory for new frames")
     a("-r", "--resume", action="store_true",
       help="take only frames the run's ledger does not have as done (also after a crash)")
@@ -116,6 +122,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
     a("--stream-idle", type=float, default=5.0,
       help="seconds of silence after which a series without its end message is over (5)")
+    a("--stream-max-images", type=int, default=DEFAULT_MAX_IMAGES, metavar="N",
+      help="the most images one series may hold: image numbers beyond it (or beyond the "
+      f"series' announced count) fail ({DEFAULT_MAX_IMAGES:,})")
     a("--linger", type=float, default=0.0, metavar="SECONDS",
       help="keep the cluster (and its live SAXS page) up this long after the run, for a "
       "person to look (default: 0)")
@@ -128,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog calibrate', "
         "'saxsdog mask' and 'saxsdog check' set up a new experiment from a calibrant frame; "
         "'saxsdog cache list|clear' shows or empties the operator cache.",
+        epilog="exit status: 0 done, 1 some frames failed (failures.log), 2 bad start-up "
+        "input, 3 scheduler unreachable, 4 the cluster was lost, 5 the output disk is full "
+        "(free space, then rerun with --resume), 130 interrupted (--resume completes the run)",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
                         help="directory of frames (searched recursively), or frame files")
@@ -180,7 +192,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
         zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
-        stream=ns.stream, stream_idle=ns.stream_idle,
+        stream=ns.stream, stream_idle=ns.stream_idle, stream_max_images=ns.stream_max_images,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
         allow_data_root=tuple(ns.allow_data_root),
@@ -190,6 +202,8 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
 def parse_args(argv: Sequence[str]) -> Options:
     ns = build_parser().parse_args(argv)
     if len(ns.paths) == 1 and not ns.paths[0].exists():
-        return options_from(ns, ns.paths[0], ns.calibration)  # reported by run()
-    directory, files = _targets(ns.paths)
-    return options_from(ns, directory, ns.calibration, files)
+        opts = options_from(ns, ns.paths[0], ns.calibration)  # reported by run()
+    else:
+        directory, files = _targets(ns.paths)
+        opts = options_from(ns, directory, ns.calibration, files)
+    return replace(opts, argv=tuple(argv))

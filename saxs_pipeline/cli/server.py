@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                              reconnect_timeout=None, path_map=PathMap.parse(args.path_map))
     except ValueError as exc:
         print(f"saxsdogserver: {exc}", file=sys.stderr)
+        flush_repeats()
         return 1
     try:
         config = config_from_args(args)
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = server.bind()
     except (NetConfError, OSError, ValueError, zmq.ZMQError) as exc:
         print(f"saxsdogserver: {exc}", file=sys.stderr)
+        flush_repeats()  # also takes the rate limit off: callers in this process log as before
         return 1
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -9,21 +9,23 @@ workers, in parallel.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.integrator import Curve
 from saxs_pipeline.pipeline.cpuparts import DRIVER
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan, stream_series
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.naming import filelist_entry
+from saxs_pipeline.pipeline.nospace import is_no_space
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
 from saxs_pipeline.stack.writer import CurveStackWriter
 
@@ -48,12 +50,15 @@ def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Cur
 
 class StackSink:
     """Curves into the stack; every flush commits its rows to the ledger (the commit
-    protocol of :mod:`saxs_pipeline.pipeline.ledger`)."""
+    protocol of :mod:`saxs_pipeline.pipeline.ledger`). ``stops(exc)`` is asked about a
+    timed flush's error: True (a full disk) ends the timed flushes."""
 
     cpu_part = "stack row"  # its CPU in the driver (saxs_pipeline.pipeline.cpuparts)
 
-    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve]) -> None:
+    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve],
+                 stops: Callable[[Exception], bool] | None = None) -> None:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
+        self.stops = stops
         writer.on_commit = self._commit
         self._lock = threading.Lock()
         # frames whose rows are given out but not committed: (row, fingerprint, when)
@@ -102,7 +107,9 @@ class StackSink:
             while not self._stop.wait(every):
                 try:
                     self.writer.maybe_flush()
-                except Exception:
+                except Exception as exc:
+                    if self.stops is not None and self.stops(exc):
+                        return  # the run stops: no flushing into a full disk every 0.25 s
                     log.exception("flushing the curve stack failed")
 
 
@@ -133,47 +140,100 @@ class FileListSink:
 class FailureSink:
     """Failed frames: the ledger (state and reason), ``failures.log`` (JSON lines beside
     the outputs), an event for the scheduler's statistics, and the run's current
-    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared)."""
+    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared).
+    A stream frame's record names its series (``series``); a range of stream images that
+    never arrived is one record with its first frame, ``stop`` and ``count``."""
 
     def __init__(self, ledger: Ledger, log_path: Path, queue_id: str, event: Any = None) -> None:
         self.ledger, self.log_path, self.queue_id = ledger, log_path, queue_id
         self.event = event  # callable(record) or None
         self._lock = threading.Lock()
         self._failed: dict[FrameRef, dict[str, Any]] = {}
+        self._spans: dict[str, dict[int, dict[str, Any]]] = {}  # source -> start -> record
+        self._span_starts: dict[str, list[int]] = {}  # source -> its ranges' starts, sorted
+        self._span_frames = 0
 
     @property
     def count(self) -> int:
+        """Frames failed, a range's frames each counted."""
         with self._lock:
-            return len(self._failed)
+            return len(self._failed) + self._span_frames
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._failed.values())
+            return [*self._failed.values(), *(r for by_start in self._spans.values()
+                                              for r in by_start.values())]
 
     def clear(self, refs: Sequence[FrameRef]) -> None:
         with self._lock:
             for ref in refs:
                 self._failed.pop(ref, None)
+                if ref.source in self._spans:
+                    self._cut(ref)
+
+    def _cut(self, ref: FrameRef) -> None:
+        """Take a frame that came after all out of its range (a series sent again)."""
+        by_start, starts = self._spans[ref.source], self._span_starts[ref.source]
+        k = bisect.bisect_right(starts, ref.index) - 1
+        rec = by_start[starts[k]] if k >= 0 else None
+        if rec is None or ref.index >= rec["stop"]:
+            return
+        del by_start[starts.pop(k)]
+        self._span_frames -= 1
+        for lo, hi in ((rec["frame"], ref.index), (ref.index + 1, rec["stop"])):
+            if lo < hi:
+                by_start[lo] = dict(rec, frame=lo, stop=hi, count=hi - lo)
+                bisect.insort(starts, lo)
 
     def fail(self, ref: FrameRef, error: str, attempts: int, path: str = "") -> None:
-        record = {"file": path or ref.source, "frame": ref.index, "error": error,
-                  "attempts": attempts, "time": time.time()}
+        record = _failure(ref, error, attempts, path)
         with self._lock:
             self._failed[ref] = record
         self.ledger.fail([(ref, error, attempts)])
         log.warning("queue %s: %s failed after %d attempt(s): %s", self.queue_id,
-                    path or ref, attempts, error)
+                    ref if "series" in record else path or ref, attempts, error)
+        self._publish(record)
+
+    def fail_span(self, span: FrameSpan, error: str) -> int:
+        """Frames that never arrived, as ranges (in the ledger too); returns how many
+        frames were recorded (those the ledger knew already are not)."""
+        recorded = self.ledger.fail_span(span, error)
+        for s in recorded:
+            record = dict(_failure(FrameRef(s.source, s.start, True), error, 0), stop=s.stop,
+                          count=s.count)
+            with self._lock:
+                self._spans.setdefault(s.source, {})[s.start] = record
+                bisect.insort(self._span_starts.setdefault(s.source, []), s.start)
+                self._span_frames += s.count
+            log.warning("queue %s: %s frames %d..%d (%d) failed: %s", self.queue_id, s.source,
+                        s.start, s.stop - 1, s.count, error)
+            self._publish(record)
+        return sum(s.count for s in recorded)
+
+    def _publish(self, record: dict[str, Any]) -> None:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(dict(record, queue=self.queue_id)) + "\n")
         except OSError as exc:
+            if is_no_space(exc):
+                raise  # not one frame's trouble: the run stops (pipeline.nospace)
             log.error("cannot write %s: %s", self.log_path, exc)
         if self.event is not None:
             try:
                 self.event(record)
             except Exception as exc:  # the stats are informative; the ledger is the record
                 log.debug("stats event failed: %s", exc)
+
+
+def _failure(ref: FrameRef, error: str, attempts: int, path: str = "") -> dict[str, Any]:
+    """A failure record: a stream frame is named by its series, not the stream's URL."""
+    series = stream_series(ref.source)
+    record = {"file": ref.source if series is not None else path or ref.source,
+              "frame": ref.index, "error": error, "attempts": attempts, "time": time.time()}
+    if series is not None:
+        record["series"] = series
+    return record
 
 
 class NonfiniteSink:

@@ -25,6 +25,8 @@ import numpy as np
 from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.pipeline.naming import chi_paths
+from saxs_pipeline.pipeline.nospace import is_no_space
+from saxs_pipeline.pipeline.picture import LastFrame
 from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_run
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult, FrameTask, TaskOptions
 from saxs_pipeline.plugins.stats import PROGRESS_TOPIC
@@ -41,6 +43,7 @@ def process_frames(
     integrator: Integrator | None = None,
     payloads: Sequence[bytes] | None = None,
     normalisation: NormalisationResolver | None = None,
+    picture: bool = False,
 ) -> list[FrameResult]:
     """Integrate a batch of frames and write their outputs (the Dask task). With
     ``payloads`` (stream frames), frame ``i`` is decoded from ``payloads[i]``. Each frame's
@@ -51,9 +54,10 @@ def process_frames(
 
         integrator, normalisation = get_integrator(queue_id), get_normalisation(queue_id)
     results = [FrameResult("ok") for _ in frames]
+    last = LastFrame() if picture else None
     if payloads is not None:
         _integrate_loaded(integrator, decode_stream(frames, payloads, integrator, results),
-                          options, normalisation)
+                          options, normalisation, last)
     else:
         from saxs_pipeline.ops.kernels import BATCH
 
@@ -64,25 +68,27 @@ def process_frames(
         for run in ranges(frames):
             k += len(run)
             for loaded in read_run(run, integrator, options, results[k - len(run) : k], BATCH):
-                pending = _gather(integrator, pending, loaded, options, normalisation)
+                pending = _gather(integrator, pending, loaded, options, normalisation, last)
         if pending is not None:
-            _integrate_loaded(integrator, pending, options, normalisation)
+            _integrate_loaded(integrator, pending, options, normalisation, last)
+    if last is not None:
+        last.attach(integrator)
     _log_progress(queue_id, results)
     return results
 
 
 def _gather(integ: Integrator, pending: Loaded | None, loaded: Loaded, options: TaskOptions,
-            normalisation: NormalisationResolver | None) -> Loaded | None:
+            normalisation: NormalisationResolver | None, last: LastFrame | None) -> Loaded | None:
     """``loaded`` added to the frames waiting for integration; a full group is integrated."""
     from saxs_pipeline.ops.kernels import BATCH
 
     if pending is not None and pending.invalid != loaded.invalid:
-        _integrate_loaded(integ, pending, options, normalisation)
+        _integrate_loaded(integ, pending, options, normalisation, last)
         pending = None
     # One-frame files (TIFF) are gathered into groups the kernel takes at once.
     pending = loaded if pending is None else pending.joined(loaded)
     if len(pending.images) >= BATCH:
-        _integrate_loaded(integ, pending, options, normalisation)
+        _integrate_loaded(integ, pending, options, normalisation, last)
         return None
     return pending
 
@@ -106,7 +112,8 @@ def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Load
 
 
 def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
-                      normalisation: NormalisationResolver | None = None) -> None:
+                      normalisation: NormalisationResolver | None = None,
+                      last: LastFrame | None = None) -> None:
     from saxs_pipeline.ops.kernels import BATCH as step
 
     loaded = _scales(loaded, normalisation)
@@ -117,19 +124,25 @@ def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
         t0 = time.perf_counter()
         integrated = _integrate(integ, images, loaded.invalid, scales)
         share = (time.perf_counter() - t0) / max(len(images), 1)  # frames go as one product
-        for task, res, image, curves in zip(loaded.tasks[k : k + step], loaded.results[k : k + step],
-                                            images, integrated, strict=True):
+        for task, res, image, curves, meta in zip(loaded.tasks[k : k + step],
+                                                  loaded.results[k : k + step], images,
+                                                  integrated, loaded.meta[k : k + step],
+                                                  strict=True):
             res.integration_time = share
             if isinstance(curves, Exception):
                 res.status, res.error = "error", f"integration failed: {curves}"
                 continue
             try:
                 _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
-            except Exception as exc:  # a full disk or a permission problem: report, go on
-                res.status, res.error = "error", f"writing outputs failed: {exc}"
+            except Exception as exc:  # a permission problem: report, go on
+                # A full disk is not this frame's failure: the driver stops the run.
+                res.status = "nospace" if is_no_space(exc) else "error"
+                res.error = f"writing outputs failed: {exc}"
                 continue
             res.curves = [CurveData.from_curve(c) for c in curves]
             res.processed_time = time.time()
+            if last is not None:
+                last.offer(res, image, loaded.invalid, meta)
 
 
 def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, base: Path,
@@ -178,7 +191,7 @@ def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
         worker = get_worker()
     except ValueError:
         return  # called outside a Dask worker (tests, a local loop)
-    counts = {"ok": 0, "incomplete": 0, "error": 0}
+    counts = {"ok": 0, "incomplete": 0, "error": 0, "nospace": 0}
     name = str(worker.name)
     for r in results:
         counts[r.status] += 1

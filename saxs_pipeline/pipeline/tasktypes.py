@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.integrator import Curve
+from saxs_pipeline.ops.picture import FramePicture
 
 __all__ = ["CurveData", "FrameResult", "FrameTask", "TaskOptions"]
 
@@ -64,7 +65,8 @@ class CurveData:
 @dataclass
 class FrameResult:
     """What a task reports per frame. ``status``: ``"ok"``, ``"incomplete"`` (still being
-    written: retry later; ``size`` is how many bytes were there) or ``"error"``.
+    written: retry later; ``size`` is how many bytes were there), ``"error"`` or
+    ``"nospace"`` (its outputs found the disk full: the run stops, the frame stays pending).
     ``fingerprint`` is (size, mtime_ns) of the file as it was read."""
 
     status: str
@@ -78,3 +80,4 @@ class FrameResult:
     integration_time: float | None = None  # s of integration, the frame's share of its group
     nonfinite_pixels: int = 0  # +inf, -inf and NaN pixels of a float frame (excluded)
     worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
+    picture: FramePicture | None = None  # the frame as the live page shows it, when asked
