@@ -358,7 +358,7 @@ def driver_idle(client, source: Source, root: Path, seconds: float = 4.0) -> Row
         with Background(lambda: {os.getpid()}) as bg, DriverParts() as parts:
             time.sleep(seconds)
     return Row("idle: a queue watching, no frames (per s)", 0, None, background=bg.cores,
-               cpu=cpu_per_frame(bg, parts, seconds, 1))
+               cpu=cpu_per_frame(bg, parts, seconds, seconds))
 
 
 def pilatus_hdf5(frame: Path, path: Path, n: int) -> Path:

@@ -67,6 +67,7 @@ class _Counts:
     seq: int = 0
     nthreads: int = 1
     nthreads_checked: float = 0.0
+    local: bool = False  # every worker on this host's loopback (see _submit_ready)
     by_worker: dict[str, int] = field(default_factory=dict)  # frames integrated per worker
 
 
@@ -250,7 +251,10 @@ class Dispatcher:
             return
         self._c.nthreads_checked = now
         try:
-            self._c.nthreads = max(1, sum(client.nthreads().values()))
+            workers = client.nthreads()
+            self._c.nthreads = max(1, sum(workers.values()))
+            self._c.local = bool(workers) and all(
+                str(a).startswith(("tcp://127.", "inproc://")) for a in workers)
         except Exception as exc:  # a scheduler hiccup: keep the last value
             log.debug("nthreads unavailable: %s", exc)
 
@@ -286,8 +290,13 @@ class Dispatcher:
             with DRIVER.charge("submit"):
                 if batch.jobs[0].payload is not None:
                     # Stream frames: their messages go straight to a worker, not through
-                    # the scheduler inside the task's arguments.
-                    payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
+                    # the scheduler inside the task's arguments -- nor through it at all
+                    # when the workers are on this host's loopback (the embedded cluster,
+                    # whose scheduler runs in this process: a relay of every message
+                    # through it took this process's CPU twice more); remote workers
+                    # may not be reachable from here.
+                    payloads = client.scatter([j.payload for j in batch.jobs], hash=False,
+                                              direct=self._c.local)
                 future = client.submit(process_frames, self.queue_id, tasks,
                                        self.options, payloads=payloads, picture=picture,
                                        key=batch.key, pure=False, retries=1)
