@@ -24,6 +24,7 @@ again. Unchanged repeats are suppressed by a bounded memory of what was reported
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -219,6 +220,8 @@ class FrameWatcher:
             try:
                 self._dirs[self._ino.add(root, _MASK)] = root
             except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    continue  # gone again (or replaced by a file) before it was watched
                 if not self._warned_watches:  # e.g. fs.inotify.max_user_watches reached
                     log.error("cannot watch %s (%s): frames written there are not seen; "
                               "use --poll or raise fs.inotify.max_user_watches", root, exc)
