@@ -114,6 +114,11 @@ def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
     nbins = op.nbins
     s1 = np.empty(nbins)
     s2 = np.empty(nbins) if variance else None
+    if op.plan(x.dtype).single == "bins":  # the same bits, faster on this CPU
+        bins = op.bins(x.dtype)
+        bad = _buffer("badbins", (bins.pixels.size,), np.dtype(np.int64))
+        n = kernels.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2, bad, *limits)
+        return s1, s2, np.unique(bad[:n])  # once per pixel, in image order as pass1's
     layout = op.compact(x.dtype)
     if layout is not None:
         bad = _buffer("bad", (layout.start.size,), np.dtype(np.int64))
@@ -269,7 +274,8 @@ def integrate_batch(
     ``corrections`` :func:`integrate_corrected`, per frame. Without corrections, frames of
     one dtype go through the compact layout up to ``BATCH`` at a time
     (:func:`~saxs_pipeline.ops.kernels.pass1_batch`: the operator is read once per group;
-    the same bits as one by one), others one by one."""
+    the same bits as one by one), others one by one; how many at a time was measured
+    fastest on this CPU (:meth:`IntegrationOperator.plan`)."""
     from saxs_pipeline.ops.kernels import BATCH
 
     _check_model(error_model)
@@ -296,8 +302,12 @@ def integrate_batch(
 
 
 def _batchable(op: IntegrationOperator, xs: list[np.ndarray]) -> int:
-    """How many of the leading frames share the first one's dtype and a compact layout."""
+    """How many of the leading frames share the first one's dtype and a compact layout,
+    up to the plan's group."""
     if len(xs) < 2 or op.compact(xs[0].dtype) is None:
+        return 0
+    xs = xs[: op.plan(xs[0].dtype).batch]
+    if len(xs) < 2:
         return 0
     k = 1
     while k < len(xs) and xs[k].dtype == xs[0].dtype and xs[k].flags.c_contiguous:
@@ -321,7 +331,8 @@ def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, varian
     s1 = np.empty((k, op.nbins))
     s2 = np.empty((k, op.nbins)) if variance else None
     bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
-    frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (kernels.BATCH - k)
+    group = op.plan(xs[0].dtype).batch  # a compile-time length: one kernel per group size
+    frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (group - k)
     nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
                                s1, s2, bad, *limits)
     overflow = nbad > bad.shape[0]  # more excluded pixels than the buffer holds

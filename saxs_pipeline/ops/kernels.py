@@ -15,9 +15,19 @@ then wait on the store of the previous pixel. Each accumulator is therefore spli
 Pixels excluded per frame (negative values, NaN, or ``invalid``) are skipped and their flat
 indices written to ``bad``; the caller corrects the per-bin constants for them (rare).
 
-``pass1_batch`` is ``pass1`` for up to ``BATCH`` frames at once: each pixel's bin and
-weights are loaded once for all of them, and the frames' accumulators side by side take
-vector instructions (the frames are the lanes).
+``pass1_batch`` is ``pass1`` for a tuple of frames at once (its length, at most
+``BATCH``, is a compile-time constant): each pixel's bin and weights are loaded once for
+all of them, and the frames' accumulators side by side take vector instructions (the
+frames are the lanes).
+
+``pass1_bins`` gives ``pass1``'s sums from the other side: bin by bin, gathering the
+pixels of a :class:`~saxs_pipeline.ops.binlayout.BinLayout`, with the lanes' sums in
+registers. Each (bin, lane) sum adds the same products in the same order (used pixels in
+image order), so both give the same bits; which is faster depends on the CPU
+(:mod:`saxs_pipeline.ops.tuning` times them).
+
+Indices are unsigned: numba then drops the wrap-around test of negative indices, which
+measured 25-30 % of ``pass1``'s time.
 
 ``pass1`` gives ``S1 = sum W x`` and ``S2 = sum W^2 x`` (mean and Poisson variance) in one
 pass; ``pass2`` fuses the back-projection of the bin means onto each pixel and the squared
@@ -36,12 +46,15 @@ import logging
 import numba
 import numpy as np
 
-__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc"]
+__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_bins", "pass1_csc", "pass2",
+           "pass2_csc"]
 
 log = logging.getLogger(__name__)
 
 LANES = 4
-BATCH = 8
+BATCH = 8  # the most frames a batched pass takes (a task's group of decoded frames)
+_U = np.uint64
+_LANE = _U(LANES - 1)
 
 
 def _jit(fn):
@@ -80,26 +93,27 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
     width = len(weights)
     acc1 = np.zeros((nbins + width, LANES))
     acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES))
-    j = 0
+    j = _U(0)
     nbad = 0
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
-            v = x[first + i]
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
+            p = first + i
+            v = x[p]
             if _excluded(v, lower, invalid):
-                bad[nbad] = first + i
+                bad[nbad] = p
                 nbad += 1
             else:
                 fv = np.float64(v)
-                b = np.int64(start[j])
-                lane = j & (LANES - 1)
+                b = _U(start[j])
+                lane = j & _LANE
                 for t in range(width):
                     w = np.float64(weights[t][j])
                     wx = w * fv
-                    acc1[b + t, lane] += wx
+                    acc1[b + _U(t), lane] += wx
                     if s2 is not None:
-                        acc2[b + t, lane] += w * wx
-            j += 1
+                        acc2[b + _U(t), lane] += w * wx
+            j += _U(1)
     _reduce_lanes(acc1, s1)
     if s2 is not None:
         _reduce_lanes(acc2, s2)
@@ -108,34 +122,34 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
 
 @_jit
 def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
-    """:func:`pass1` of the first ``k`` frames of ``xs``, a tuple of ``BATCH`` flat frames
-    of one dtype (entries past ``k`` repeat a real frame; their sums are computed and
-    dropped: fixed-length inner loops measured ~1.5x faster than loops over ``k``; the
-    group measured 1.3 ms per Pilatus 1M frame against 1.6 ms for ``pass1``).
+    """:func:`pass1` of the first ``k`` frames of ``xs``, a tuple of flat frames of one
+    dtype (entries past ``k`` repeat a real frame; their sums are computed and dropped:
+    fixed-length inner loops measured ~1.5x faster than loops over ``k``).
     ``s1``/``s2`` are ``(k, nbins)``; excluded pixels go to ``bad`` as (frame, flat index)
     pairs, as many as it holds; their number is returned (more than ``bad`` holds: the
     caller redoes the frames one by one)."""
     nbins = s1.shape[1]
     width = len(weights)
+    n = len(xs)
     # pixel j adds into lane j % LANES as in pass1, so each frame's sums are added in
     # pass1's order: the same bits whichever frames share a group
-    acc1 = np.zeros((nbins + width, LANES, BATCH))
-    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES, BATCH))
-    v = np.empty(BATCH)
-    j = 0
+    acc1 = np.zeros((nbins + width, LANES, n))
+    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES, n))
+    v = np.empty(n)
+    j = _U(0)
     nbad = 0
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
             p = first + i
             anybad = False
-            for f in range(BATCH):
+            for f in range(n):
                 x = np.float64(xs[f][p])
                 v[f] = x
                 # _excluded without branches: this loop stays a straight line
                 anybad |= not ((x >= lower) & (x != invalid))
             if anybad:  # rare: zero and record the excluded ones
-                for f in range(BATCH):
+                for f in range(n):
                     if _excluded(v[f], lower, invalid):
                         v[f] = 0.0
                         if f < k:
@@ -143,16 +157,16 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
                                 bad[nbad, 0] = f
                                 bad[nbad, 1] = p
                             nbad += 1
-            b = np.int64(start[j])
-            lane = j & (LANES - 1)
+            b = _U(start[j])
+            lane = j & _LANE
             for t in range(width):
                 w = np.float64(weights[t][j])
-                for f in range(BATCH):
+                for f in range(n):
                     wx = w * v[f]
-                    acc1[b + t, lane, f] += wx
+                    acc1[b + _U(t), lane, _U(f)] += wx
                     if s2 is not None:
-                        acc2[b + t, lane, f] += w * wx
-            j += 1
+                        acc2[b + _U(t), lane, _U(f)] += w * wx
+            j += _U(1)
     for f in range(k):
         for q in range(nbins):
             a1 = 0.0
@@ -168,6 +182,76 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
 
 
 @_jit
+def pass1_bins(x, steps, pixels, weights, s1, s2, bad, lower, invalid):
+    """:func:`pass1`'s sums from a :class:`~saxs_pipeline.ops.binlayout.BinLayout`: bin
+    ``k``'s entries ``4 steps[k] .. 4 steps[k + 1]`` hold in turn one pixel of each lane
+    (zero-weight padding where a lane has fewer). Excluded pixels are skipped and their
+    flat indices written to ``bad`` once per entry (a pixel in two bins twice; the caller
+    drops the repeats)."""
+    nbad = 0
+    for q in range(s1.size):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        b0 = 0.0
+        b1 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        for step in range(_U(steps[q]), _U(steps[q + 1])):
+            e = _U(LANES) * step
+            p0 = _U(pixels[e])
+            p1 = _U(pixels[e + _U(1)])
+            p2 = _U(pixels[e + _U(2)])
+            p3 = _U(pixels[e + _U(3)])
+            v0 = np.float64(x[p0])
+            v1 = np.float64(x[p1])
+            v2 = np.float64(x[p2])
+            v3 = np.float64(x[p3])
+            # _excluded without branches, as in pass1_batch; an excluded value adds 0
+            if not ((v0 >= lower) & (v0 != invalid) & (v1 >= lower) & (v1 != invalid)
+                    & (v2 >= lower) & (v2 != invalid) & (v3 >= lower) & (v3 != invalid)):
+                if _excluded(v0, lower, invalid):
+                    v0 = 0.0
+                    bad[nbad] = p0
+                    nbad += 1
+                if _excluded(v1, lower, invalid):
+                    v1 = 0.0
+                    bad[nbad] = p1
+                    nbad += 1
+                if _excluded(v2, lower, invalid):
+                    v2 = 0.0
+                    bad[nbad] = p2
+                    nbad += 1
+                if _excluded(v3, lower, invalid):
+                    v3 = 0.0
+                    bad[nbad] = p3
+                    nbad += 1
+            w0 = np.float64(weights[e])
+            w1 = np.float64(weights[e + _U(1)])
+            w2 = np.float64(weights[e + _U(2)])
+            w3 = np.float64(weights[e + _U(3)])
+            x0 = w0 * v0
+            x1 = w1 * v1
+            x2 = w2 * v2
+            x3 = w3 * v3
+            a0 += x0
+            a1 += x1
+            a2 += x2
+            a3 += x3
+            if s2 is not None:
+                b0 += w0 * x0
+                b1 += w1 * x1
+                b2 += w2 * x2
+                b3 += w3 * x3
+        # as _reduce_lanes: 0 + lane 0 + lane 1 + ...
+        s1[q] = (((0.0 + a0) + a1) + a2) + a3
+        if s2 is not None:
+            s2[q] = (((0.0 + b0) + b1) + b2) + b3
+    return nbad
+
+
+@_jit
 def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
     """``out[k] = sum_p W[k,p] (x_p - off_p - scale_p * back_p)^2`` with
     ``back_p = sum_k W[k,p] mean[k]``; ``off``/``scale`` per used pixel, or None for 0/1
@@ -176,29 +260,29 @@ def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
     nbins = out.size
     width = len(weights)
     acc = np.zeros((nbins + width, LANES))
-    j = 0
+    j = _U(0)
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
             v = x[first + i]
             if not _excluded(v, lower, invalid):
-                b = np.int64(start[j])
+                b = _U(start[j])
                 # x - off does not wait for the back-projection: a shorter chain per pixel
                 e = np.float64(v)
                 if off is not None:
                     e -= off[j]
                 back = 0.0
                 for t in range(width):
-                    back += np.float64(weights[t][j]) * mean[b + t]
+                    back += np.float64(weights[t][j]) * mean[b + _U(t)]
                 if scale is not None:
                     e -= scale[j] * back
                 else:
                     e -= back
                 e *= e
-                lane = j & (LANES - 1)
+                lane = j & _LANE
                 for t in range(width):
-                    acc[b + t, lane] += np.float64(weights[t][j]) * e
-            j += 1
+                    acc[b + _U(t), lane] += np.float64(weights[t][j]) * e
+            j += _U(1)
     _reduce_lanes(acc, out)
 
 
@@ -210,23 +294,24 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
     acc1 = np.zeros((nbins, LANES))
     acc2 = np.zeros((nbins if s2 is not None else 0, LANES))
     nbad = 0
-    for p in range(indptr.size - 1):
-        a = indptr[p]
-        e = indptr[p + 1]
+    for p in range(_U(indptr.size - 1)):
+        a = _U(indptr[p])
+        e = _U(indptr[p + _U(1)])
         if a == e:
             continue
-        v = x[lo + p]
+        v = x[_U(lo) + p]
         if _excluded(v, lower, invalid):
-            bad[nbad] = lo + p
+            bad[nbad] = _U(lo) + p
             nbad += 1
             continue
         fv = np.float64(v)
-        lane = p & (LANES - 1)
+        lane = p & _LANE
         for j in range(a, e):
+            b = _U(indices[j])
             wx = np.float64(data[j]) * fv
-            acc1[indices[j], lane] += wx
+            acc1[b, lane] += wx
             if s2 is not None:
-                acc2[indices[j], lane] += np.float64(data[j]) * wx
+                acc2[b, lane] += np.float64(data[j]) * wx
     _reduce_lanes(acc1, s1)
     if s2 is not None:
         _reduce_lanes(acc2, s2)
@@ -237,12 +322,12 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
 def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invalid):
     """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or None)."""
     acc = np.zeros((out.size, LANES))
-    for p in range(indptr.size - 1):
-        a = indptr[p]
-        e = indptr[p + 1]
+    for p in range(_U(indptr.size - 1)):
+        a = _U(indptr[p])
+        e = _U(indptr[p + _U(1)])
         if a == e:
             continue
-        v = x[lo + p]
+        v = x[_U(lo) + p]
         if _excluded(v, lower, invalid):
             continue
         d = np.float64(v)
@@ -250,13 +335,13 @@ def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invali
             d -= off[p]
         back = 0.0
         for j in range(a, e):
-            back += np.float64(data[j]) * mean[indices[j]]
+            back += np.float64(data[j]) * mean[_U(indices[j])]
         if scale is not None:
             d -= scale[p] * back
         else:
             d -= back
         d *= d
-        lane = p & (LANES - 1)
+        lane = p & _LANE
         for j in range(a, e):
-            acc[indices[j], lane] += np.float64(data[j]) * d
+            acc[_U(indices[j]), lane] += np.float64(data[j]) * d
     _reduce_lanes(acc, out)

@@ -1,0 +1,222 @@
+"""Which kernel layout integrates fastest on this CPU: timed once per operator and frame
+dtype, and remembered beside the operator in its cache.
+
+A kernel tuned for one cache size is a guess on the next machine: the compact scatter
+kernel (:func:`~saxs_pipeline.ops.kernels.pass1`) was 1.3x faster than scipy's CSR
+product where it was written and 0.9x on another CPU. The candidates give the same bits
+(every (bin, lane) sum adds the same products in the same order), so choosing among them
+changes only the time:
+
+* one frame: the compact layout (scatter, pixel by pixel) or the bin layout (gather, bin
+  by bin, :mod:`saxs_pipeline.ops.binlayout`; 1.5x the compact layout's memory, kept only
+  where chosen);
+* several frames: the batched compact kernel on groups of 4 or 8 frames, or frame by
+  frame with the one-frame choice.
+
+They are timed on the actual operator with a frame of the dtype (positive counts, no
+excluded pixel), interleaved, best of at least :data:`MIN_ROUNDS` rounds: 60-80 ms for a
+Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
+``<key>.npz`` under this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the
+numba version), so another CPU -- a worker host of another kind sharing the cache, a
+machine the cache was copied to -- measures for itself. Operators of fewer than
+:data:`MIN_PIXELS` used pixels are not timed (the default plan), nor those the compact
+layout cannot hold (the CSC kernels, one frame at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from saxs_pipeline.ops.cache import plans_file
+
+if TYPE_CHECKING:
+    from saxs_pipeline.ops.operator import IntegrationOperator
+
+__all__ = ["DEFAULT_PLAN", "KernelPlan", "cpu_id", "measure", "plan_for"]
+
+log = logging.getLogger(__name__)
+
+MIN_PIXELS = 1 << 16  # used pixels; below this every candidate takes well under 0.1 ms
+MIN_ROUNDS = 3  # best of 3 at least: one round may share its core with another process
+BUDGET_S = 0.03  # more rounds while the first ones took less than this
+MAX_ROUNDS = 8
+MARGIN = 0.03  # the bin layout costs memory: taken when at least this much faster
+BATCHES = (4, 8)  # frames per batched pass (kernels.BATCH the largest)
+
+_lock = threading.Lock()  # one measurement at a time: two would disturb each other's times
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """``single``: the one-frame kernel's layout ("compact", "bins" or "csc");
+    ``batch``: frames per batched pass (1: frame by frame with ``single``)."""
+
+    single: str = "compact"
+    batch: int = 8
+
+
+DEFAULT_PLAN = KernelPlan()
+CSC_PLAN = KernelPlan("csc", 1)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+    except UnicodeDecodeError:
+        log.debug("%s unreadable: %s", what, path)
+        return ""
+
+
+def _caches() -> str:
+    """``L1d 48K, L1i 64K, L2 2048K, L3 491520K`` from sysfs (Linux), else empty."""
+    parts = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        level, kind, size = (_read(index / f, "cache").strip() for f in ("level", "type", "size"))
+        tag = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        parts.append(f"L{level}{tag} {size}")
+    return ", ".join(parts)
+
+
+def _model() -> str:
+    for line in _read(Path("/proc/cpuinfo"), "cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """What the kernels' speed depends on: the CPU model, its cache sizes, the target
+    LLVM compiles for and the numba version."""
+    import llvmlite.binding as llvm
+    import numba
+
+    return f"{_model()}; {_caches()}; llvm {llvm.get_host_cpu_name()}; numba {numba.__version__}"
+
+
+def _load(path: Path) -> dict:
+    text = _read(path, "kernel plans")
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        log.warning("kernel plans %s unreadable; measuring again", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(path: Path, cpu: str, dtype: str, plan: KernelPlan, ms: dict[str, float]) -> None:
+    data = _load(path)  # other CPUs' and dtypes' entries stay
+    data.setdefault(cpu, {})[dtype] = asdict(plan) | {"ms": {k: round(v, 4) for k, v in ms.items()}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache: measured again by the next process
+        log.debug("cannot write kernel plans %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def _cached(path: Path, cpu: str, dtype: str) -> KernelPlan | None:
+    entry = _load(path).get(cpu, {}).get(dtype)
+    if not isinstance(entry, dict):
+        return None
+    plan = KernelPlan(entry.get("single"), entry.get("batch"))
+    if plan.single not in ("compact", "bins") or plan.batch not in (1, *BATCHES):
+        return None
+    return plan
+
+
+def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
+    """The plan for frames of ``dtype``: from the operator's cache entry when this CPU
+    measured it before, else measured now (and saved there)."""
+    dtype = np.dtype(dtype)
+    if op.compact(dtype) is None:
+        return CSC_PLAN
+    if op.compact(dtype).start.size < MIN_PIXELS:
+        return DEFAULT_PLAN
+    path = None if op.cache_file is None else plans_file(op.cache_file)
+    cpu = cpu_id()
+    with _lock:
+        plan = None if path is None else _cached(path, cpu, dtype.str)
+        if plan is not None:
+            log.debug("kernel plan %s for %s frames (cached in %s)", plan, dtype, path)
+            return plan
+        t0 = time.perf_counter()
+        plan, ms = measure(op, dtype)
+        if plan.single != "bins":
+            op.drop_bins(dtype)
+        log.info("kernels for %s frames of operator %s on this CPU: %s, %s batched "
+                 "(ms per frame: %s; measured in %.0f ms)", dtype, op.key[:8] or "(uncached)",
+                 plan.single, plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in ms.items()),
+                 1e3 * (time.perf_counter() - t0))
+        if path is not None:
+            _save(path, cpu, dtype.str, plan, ms)
+        return plan
+
+
+def _frames(op: IntegrationOperator, dtype: np.dtype, n: int) -> list[np.ndarray]:
+    """``n`` frames of ``dtype`` with counts 0-99 on every pixel (distinct arrays, as a
+    batch reads them, up to 64 MB; then repeated)."""
+    npix = op.shape[0] * op.shape[1]
+    base = (np.arange(npix) % 100).astype(dtype)
+    distinct = max(1, min(n, (64 << 20) // max(base.nbytes, 1)))
+    frames = [base] + [np.roll(base, 7 * i) for i in range(1, distinct)]
+    return [frames[i % distinct] for i in range(n)]
+
+
+def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, dict[str, float]]:
+    """Time the candidates (each with the variance sum: the pipeline's default error
+    model) on ``op`` and choose; returns the plan and the ms per frame of each."""
+    from saxs_pipeline.ops import kernels
+    from saxs_pipeline.ops.integrate import _readonly
+
+    dtype = np.dtype(dtype)
+    compact, bins = op.compact(dtype), op.bins(dtype)
+    frames = _frames(op, dtype, max(BATCHES))
+    x = frames[0]
+    limits = (0.0, math.nan)
+    nb = op.nbins
+    s1, s2 = np.empty(nb), np.empty(nb)
+    bad = np.empty(max(compact.start.size, bins.pixels.size), dtype=np.int64)
+    calls = {
+        "compact": (1, lambda: kernels.pass1(x, compact.segments, compact.start, compact.weights,
+                                             s1, s2, bad, *limits)),
+        "bins": (1, lambda: kernels.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2,
+                                               bad, *limits)),
+    }
+    for n in BATCHES:
+        # read-only views, as integrate_batch passes them
+        xs = tuple(_readonly(f) for f in frames[:n])
+        b1, b2 = np.empty((n, nb)), np.empty((n, nb))
+        pairs = np.empty((compact.start.size, 2), dtype=np.int64)
+        calls[f"batch {n}"] = (n, lambda xs=xs, b1=b1, b2=b2, pairs=pairs: kernels.pass1_batch(
+            xs, len(xs), compact.segments, compact.start, compact.weights, b1, b2, pairs, *limits))
+    for _, call in calls.values():  # compile or load the kernels, warm the caches
+        call()
+    best = dict.fromkeys(calls, math.inf)
+    start = time.perf_counter()
+    for r in range(MAX_ROUNDS):
+        for name, (n, call) in calls.items():
+            t = time.perf_counter()
+            call()
+            best[name] = min(best[name], (time.perf_counter() - t) / n)
+        if r + 1 >= MIN_ROUNDS and time.perf_counter() - start > BUDGET_S:
+            break
+    ms = {k: 1e3 * v for k, v in best.items()}
+    single = "bins" if ms["bins"] < (1 - MARGIN) * ms["compact"] else "compact"
+    per_frame = {1: ms[single]} | {n: ms[f"batch {n}"] for n in BATCHES}
+    return KernelPlan(single, min(per_frame, key=per_frame.get)), ms
