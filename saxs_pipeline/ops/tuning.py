@@ -43,7 +43,7 @@ from saxs_pipeline.ops.cache import plans_file
 if TYPE_CHECKING:
     from saxs_pipeline.ops.operator import IntegrationOperator
 
-__all__ = ["DEFAULT_PLAN", "KernelPlan", "cpu_id", "measure", "plan_for"]
+__all__ = ["CSC_PLAN", "DEFAULT_PLAN", "KernelPlan", "choose", "cpu_id", "measure", "plan_for"]
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,13 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, dict[
         if r + 1 >= MIN_ROUNDS and time.perf_counter() - start > BUDGET_S:
             break
     ms = {k: 1e3 * v for k, v in best.items()}
+    return choose(ms), ms
+
+
+def choose(ms: dict[str, float]) -> KernelPlan:
+    """The plan from the candidates' ms per frame (``compact``, ``bins``, ``batch 4``,
+    ...): the bin layout where it beats the compact one by :data:`MARGIN`, and the group
+    size (1: the one-frame kernel) of the least time per frame."""
     single = "bins" if ms["bins"] < (1 - MARGIN) * ms["compact"] else "compact"
     per_frame = {1: ms[single]} | {n: ms[f"batch {n}"] for n in BATCHES}
-    return KernelPlan(single, min(per_frame, key=per_frame.get)), ms
+    return KernelPlan(single, min(per_frame, key=per_frame.get))
