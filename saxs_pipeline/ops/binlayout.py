@@ -1,4 +1,4 @@
-"""The bin-major layout of the integration kernels (:func:`saxs_pipeline.ops.kernels.pass1_bins`).
+"""The bin-major layout of the gather kernel (:func:`saxs_pipeline.ops.kernelvariants.pass1_bins`).
 
 The compact layout (:class:`~saxs_pipeline.ops.operator.CompactLayout`) walks the pixels
 and scatters into the bins; this one walks the bins and gathers their pixels, like a CSR

@@ -110,19 +110,22 @@ def _limits(exclude_negative: bool, invalid: float | None) -> tuple[float, float
 def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
     """One pass: ``sum W x`` (and ``sum W^2 x``), and the excluded used pixels."""
     from saxs_pipeline.ops import kernels  # numba: imported on the first frame, not the build
+    from saxs_pipeline.ops import kernelvariants as variants
 
     nbins = op.nbins
     s1 = np.empty(nbins)
     s2 = np.empty(nbins) if variance else None
-    if op.plan(x.dtype).single == "bins":  # the same bits, faster on this CPU
+    single = op.plan(x.dtype).single  # the kernel measured fastest here; all give the same bits
+    if single == "bins":
         bins = op.bins(x.dtype)
         bad = _buffer("badbins", (bins.pixels.size,), np.dtype(np.int64))
-        n = kernels.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2, bad, *limits)
+        n = variants.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2, bad, *limits)
         return s1, s2, np.unique(bad[:n])  # once per pixel, in image order as pass1's
     layout = op.compact(x.dtype)
     if layout is not None:
         bad = _buffer("bad", (layout.start.size,), np.dtype(np.int64))
-        n = kernels.pass1(x, layout.segments, layout.start, layout.weights, s1, s2, bad, *limits)
+        kernel = variants.pass1_vector if single == "vector" else kernels.pass1
+        n = kernel(x, layout.segments, layout.start, layout.weights, s1, s2, bad, *limits)
     else:
         m = op.matrix_for(x.dtype)
         bad = _buffer("bad", (m.shape[1],), np.dtype(np.int64))

@@ -20,10 +20,8 @@ indices written to ``bad``; the caller corrects the per-bin constants for them (
 all of them, and the frames' accumulators side by side take vector instructions (the
 frames are the lanes).
 
-``pass1_bins`` gives ``pass1``'s sums from the other side: bin by bin, gathering the
-pixels of a :class:`~saxs_pipeline.ops.binlayout.BinLayout`, with the lanes' sums in
-registers. Each (bin, lane) sum adds the same products in the same order (used pixels in
-image order), so both give the same bits; which is faster depends on the CPU
+Variants of ``pass1`` with the same bits but other memory access patterns are in
+:mod:`saxs_pipeline.ops.kernelvariants`; which is fastest depends on the CPU
 (:mod:`saxs_pipeline.ops.tuning` times them).
 
 Indices are unsigned: numba then drops the wrap-around test of negative indices, which
@@ -46,8 +44,7 @@ import logging
 import numba
 import numpy as np
 
-__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_bins", "pass1_csc", "pass2",
-           "pass2_csc"]
+__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc"]
 
 log = logging.getLogger(__name__)
 
@@ -178,76 +175,6 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
             s1[f, q] = a1
             if s2 is not None:
                 s2[f, q] = a2
-    return nbad
-
-
-@_jit
-def pass1_bins(x, steps, pixels, weights, s1, s2, bad, lower, invalid):
-    """:func:`pass1`'s sums from a :class:`~saxs_pipeline.ops.binlayout.BinLayout`: bin
-    ``k``'s entries ``4 steps[k] .. 4 steps[k + 1]`` hold in turn one pixel of each lane
-    (zero-weight padding where a lane has fewer). Excluded pixels are skipped and their
-    flat indices written to ``bad`` once per entry (a pixel in two bins twice; the caller
-    drops the repeats)."""
-    nbad = 0
-    for q in range(s1.size):
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        b0 = 0.0
-        b1 = 0.0
-        b2 = 0.0
-        b3 = 0.0
-        for step in range(_U(steps[q]), _U(steps[q + 1])):
-            e = _U(LANES) * step
-            p0 = _U(pixels[e])
-            p1 = _U(pixels[e + _U(1)])
-            p2 = _U(pixels[e + _U(2)])
-            p3 = _U(pixels[e + _U(3)])
-            v0 = np.float64(x[p0])
-            v1 = np.float64(x[p1])
-            v2 = np.float64(x[p2])
-            v3 = np.float64(x[p3])
-            # _excluded without branches, as in pass1_batch; an excluded value adds 0
-            if not ((v0 >= lower) & (v0 != invalid) & (v1 >= lower) & (v1 != invalid)
-                    & (v2 >= lower) & (v2 != invalid) & (v3 >= lower) & (v3 != invalid)):
-                if _excluded(v0, lower, invalid):
-                    v0 = 0.0
-                    bad[nbad] = p0
-                    nbad += 1
-                if _excluded(v1, lower, invalid):
-                    v1 = 0.0
-                    bad[nbad] = p1
-                    nbad += 1
-                if _excluded(v2, lower, invalid):
-                    v2 = 0.0
-                    bad[nbad] = p2
-                    nbad += 1
-                if _excluded(v3, lower, invalid):
-                    v3 = 0.0
-                    bad[nbad] = p3
-                    nbad += 1
-            w0 = np.float64(weights[e])
-            w1 = np.float64(weights[e + _U(1)])
-            w2 = np.float64(weights[e + _U(2)])
-            w3 = np.float64(weights[e + _U(3)])
-            x0 = w0 * v0
-            x1 = w1 * v1
-            x2 = w2 * v2
-            x3 = w3 * v3
-            a0 += x0
-            a1 += x1
-            a2 += x2
-            a3 += x3
-            if s2 is not None:
-                b0 += w0 * x0
-                b1 += w1 * x1
-                b2 += w2 * x2
-                b3 += w3 * x3
-        # as _reduce_lanes: 0 + lane 0 + lane 1 + ...
-        s1[q] = (((0.0 + a0) + a1) + a2) + a3
-        if s2 is not None:
-            s2[q] = (((0.0 + b0) + b1) + b2) + b3
     return nbad
 
 

@@ -7,15 +7,18 @@ product where it was written and 0.9x on another CPU. The candidates give the sa
 (every (bin, lane) sum adds the same products in the same order), so choosing among them
 changes only the time:
 
-* one frame: the compact layout (scatter, pixel by pixel) or the bin layout (gather, bin
-  by bin, :mod:`saxs_pipeline.ops.binlayout`; 1.5x the compact layout's memory, kept only
-  where chosen);
+* one frame: the compact layout (scatter, pixel by pixel) with the lanes' sums as
+  ``[bin][lane]`` ("compact", scalar adds) or ``[lane][bin][s1, s2]`` ("vector", one
+  vector add per pixel), or the bin layout (gather, bin by bin, "bins",
+  :mod:`saxs_pipeline.ops.binlayout`; 1.5x the compact layout's memory, kept only where
+  chosen) -- :mod:`saxs_pipeline.ops.kernelvariants`;
 * several frames: the batched compact kernel on groups of 4 or 8 frames, or frame by
   frame with the one-frame choice.
 
-They are timed on the actual operator with a frame of the dtype (positive counts, no
-excluded pixel), interleaved, best of at least :data:`MIN_ROUNDS` rounds: 60-80 ms for a
-Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
+They are timed on the actual operator with frames of the dtype (positive counts, no
+excluded pixel), interleaved, each candidate's best time once a second one agrees with it
+(:data:`AGREE`; more rounds while the machine is busy, up to :data:`MAX_ROUNDS`): about
+XX ms for a Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
 ``<key>.npz`` under this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the
 numba version), so another CPU -- a worker host of another kind sharing the cache, a
 machine the cache was copied to -- measures for itself. Operators of fewer than
@@ -25,6 +28,7 @@ layout cannot hold (the CSC kernels, one frame at a time).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -32,7 +36,9 @@ import os
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,10 +54,14 @@ __all__ = ["CSC_PLAN", "DEFAULT_PLAN", "KernelPlan", "choose", "cpu_id", "measur
 log = logging.getLogger(__name__)
 
 MIN_PIXELS = 1 << 16  # used pixels; below this every candidate takes well under 0.1 ms
-MIN_ROUNDS = 3  # best of 3 at least: one round may share its core with another process
-BUDGET_S = 0.03  # more rounds while the first ones took less than this
-MAX_ROUNDS = 8
+# Each candidate's best time counts, once a second sample agrees with it: on a shared
+# machine a round may share its core with another process.
+MIN_ROUNDS = 2
+AGREE = 1.05  # the second-best sample within 5 % of the best
+MAX_ROUNDS = 12
+MAX_SECONDS = 1.0  # then the best so far (a 16 Mpx detector's round takes ~0.3 s)
 MARGIN = 0.03  # the bin layout costs memory: taken when at least this much faster
+SINGLE = ("compact", "vector", "bins")
 BATCHES = (4, 8)  # frames per batched pass (kernels.BATCH the largest)
 
 _lock = threading.Lock()  # one measurement at a time: two would disturb each other's times
@@ -59,11 +69,13 @@ _lock = threading.Lock()  # one measurement at a time: two would disturb each ot
 
 @dataclass(frozen=True)
 class KernelPlan:
-    """``single``: the one-frame kernel's layout ("compact", "bins" or "csc");
-    ``batch``: frames per batched pass (1: frame by frame with ``single``)."""
+    """``single``: the one-frame kernel (one of :data:`SINGLE`, or "csc");
+    ``batch``: frames per batched pass (1: frame by frame with ``single``); ``ms``: the
+    candidates' measured ms per frame (None where not measured)."""
 
     single: str = "compact"
     batch: int = 8
+    ms: dict[str, float] | None = field(default=None, compare=False)
 
 
 DEFAULT_PLAN = KernelPlan()
@@ -118,9 +130,9 @@ def _load(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _save(path: Path, cpu: str, dtype: str, plan: KernelPlan, ms: dict[str, float]) -> None:
+def _save(path: Path, cpu: str, dtype: str, plan: KernelPlan) -> None:
     data = _load(path)  # other CPUs' and dtypes' entries stay
-    data.setdefault(cpu, {})[dtype] = asdict(plan) | {"ms": {k: round(v, 4) for k, v in ms.items()}}
+    data.setdefault(cpu, {})[dtype] = asdict(plan)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -134,10 +146,29 @@ def _cached(path: Path, cpu: str, dtype: str) -> KernelPlan | None:
     entry = _load(path).get(cpu, {}).get(dtype)
     if not isinstance(entry, dict):
         return None
-    plan = KernelPlan(entry.get("single"), entry.get("batch"))
-    if plan.single not in ("compact", "bins") or plan.batch not in (1, *BATCHES):
+    ms = entry.get("ms")
+    plan = KernelPlan(entry.get("single"), entry.get("batch"), ms if isinstance(ms, dict) else None)
+    if plan.single not in SINGLE or plan.batch not in (1, *BATCHES):
         return None
     return plan
+
+
+@contextmanager
+def _measuring(entry: Path | None) -> Iterator[None]:
+    """Held while a process measures for a cached operator (an ``flock`` on its file): the
+    workers of one host starting together measure one after the other -- the first
+    undisturbed, the others read its plan."""
+    try:
+        fd = None if entry is None else os.open(entry, os.O_RDONLY)
+    except OSError:  # evicted meanwhile: measure without
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
 
 
 def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
@@ -150,21 +181,21 @@ def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
         return DEFAULT_PLAN
     path = None if op.cache_file is None else plans_file(op.cache_file)
     cpu = cpu_id()
-    with _lock:
+    with _lock, _measuring(op.cache_file):
         plan = None if path is None else _cached(path, cpu, dtype.str)
         if plan is not None:
             log.debug("kernel plan %s for %s frames (cached in %s)", plan, dtype, path)
             return plan
         t0 = time.perf_counter()
-        plan, ms = measure(op, dtype)
+        plan = measure(op, dtype)
         if plan.single != "bins":
             op.drop_bins(dtype)
         log.info("kernels for %s frames of operator %s on this CPU: %s, %s batched "
                  "(ms per frame: %s; measured in %.0f ms)", dtype, op.key[:8] or "(uncached)",
-                 plan.single, plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in ms.items()),
+                 plan.single, plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in plan.ms.items()),
                  1e3 * (time.perf_counter() - t0))
         if path is not None:
-            _save(path, cpu, dtype.str, plan, ms)
+            _save(path, cpu, dtype.str, plan)
         return plan
 
 
@@ -178,10 +209,11 @@ def _frames(op: IntegrationOperator, dtype: np.dtype, n: int) -> list[np.ndarray
     return [frames[i % distinct] for i in range(n)]
 
 
-def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, dict[str, float]]:
+def measure(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
     """Time the candidates (each with the variance sum: the pipeline's default error
-    model) on ``op`` and choose; returns the plan and the ms per frame of each."""
+    model) on ``op`` and choose; the plan holds the ms per frame of each."""
     from saxs_pipeline.ops import kernels
+    from saxs_pipeline.ops import kernelvariants as variants
     from saxs_pipeline.ops.integrate import _readonly
 
     dtype = np.dtype(dtype)
@@ -192,11 +224,12 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, dict[
     nb = op.nbins
     s1, s2 = np.empty(nb), np.empty(nb)
     bad = np.empty(max(compact.start.size, bins.pixels.size), dtype=np.int64)
+    fields = (compact.segments, compact.start, compact.weights)
     calls = {
-        "compact": (1, lambda: kernels.pass1(x, compact.segments, compact.start, compact.weights,
-                                             s1, s2, bad, *limits)),
-        "bins": (1, lambda: kernels.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2,
-                                               bad, *limits)),
+        "compact": (1, lambda: kernels.pass1(x, *fields, s1, s2, bad, *limits)),
+        "vector": (1, lambda: variants.pass1_vector(x, *fields, s1, s2, bad, *limits)),
+        "bins": (1, lambda: variants.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2,
+                                                bad, *limits)),
     }
     for n in BATCHES:
         # read-only views, as integrate_batch passes them
@@ -207,23 +240,27 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, dict[
             xs, len(xs), compact.segments, compact.start, compact.weights, b1, b2, pairs, *limits))
     for _, call in calls.values():  # compile or load the kernels, warm the caches
         call()
-    best = dict.fromkeys(calls, math.inf)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     start = time.perf_counter()
     for r in range(MAX_ROUNDS):
         for name, (n, call) in calls.items():
             t = time.perf_counter()
             call()
-            best[name] = min(best[name], (time.perf_counter() - t) / n)
-        if r + 1 >= MIN_ROUNDS and time.perf_counter() - start > BUDGET_S:
+            samples[name].append((time.perf_counter() - t) / n)
+        if r + 1 >= MIN_ROUNDS and (time.perf_counter() - start > MAX_SECONDS or all(
+                second <= AGREE * first for first, second in (sorted(v)[:2] for v in samples.values()))):
             break
-    ms = {k: 1e3 * v for k, v in best.items()}
-    return choose(ms), ms
+    ms = {k: round(1e3 * min(v), 4) for k, v in samples.items()}
+    return replace(choose(ms), ms=ms)
 
 
 def choose(ms: dict[str, float]) -> KernelPlan:
-    """The plan from the candidates' ms per frame (``compact``, ``bins``, ``batch 4``,
-    ...): the bin layout where it beats the compact one by :data:`MARGIN`, and the group
-    size (1: the one-frame kernel) of the least time per frame."""
-    single = "bins" if ms["bins"] < (1 - MARGIN) * ms["compact"] else "compact"
+    """The plan from the candidates' ms per frame (``compact``, ``vector``, ``bins``,
+    ``batch 4``, ...): the fastest one-frame kernel on the compact layout, the bin layout
+    where it beats that by :data:`MARGIN`; and the group size (1: the one-frame kernel)
+    of the least time per frame."""
+    single = min(("compact", "vector"), key=ms.get)
+    if ms["bins"] < (1 - MARGIN) * ms[single]:
+        single = "bins"
     per_frame = {1: ms[single]} | {n: ms[f"batch {n}"] for n in BATCHES}
     return KernelPlan(single, min(per_frame, key=per_frame.get))
