@@ -262,7 +262,8 @@ def main() -> None:
     rows.append(("full chain, all three columns, one core", chain3_ms, fai_ms(fai_chain3, 1),
                  fai_ms(fai_chain3, None), t_csr))
 
-    frames = [image] * BATCH
+    # distinct frames, as a run's: one frame BATCH times would be read from the cache
+    frames = [image + i for i in range(BATCH)]
     t_batch, t_csr = interleaved_ms([lambda: integrate_batch(op, frames), scipy_csr],
                                     max(3, rep // 5), per=BATCH)
     rows.append((f"batched x{BATCH} (mean + Poisson), one core", t_batch, None, None, t_csr))
