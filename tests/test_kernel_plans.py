@@ -199,7 +199,8 @@ def measured(monkeypatch):
 
     def counting(op, dtype):
         calls.append(np.dtype(dtype).str)
-        return real(op, dtype)
+        plan, _ = real(op, dtype)
+        return plan, True  # settled, whatever the load of the machine running the tests
 
     monkeypatch.setattr(tuning, "measure", counting)
     return calls
@@ -262,6 +263,14 @@ def test_workers_starting_together_measure_one_after_the_other(tmp_path, measure
         os.close(other)
         ours.join(30)
     assert got == [KernelPlan("vector", 4)] and measured == []
+
+
+def test_a_measurement_that_did_not_settle_is_not_kept(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tuning, "MIN_PIXELS", 0)
+    monkeypatch.setattr(tuning, "measure", lambda op, dtype: (KernelPlan("vector", 4, {}), False))
+    op = cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
+    assert op.plan(np.int32) == KernelPlan("vector", 4)  # used by this process ...
+    assert not plans_file(op.cache_file).exists()  # ... and measured again by the next
 
 
 def test_a_plans_file_that_does_not_parse_is_measured_again(tmp_path, measured, caplog) -> None:

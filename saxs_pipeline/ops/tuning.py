@@ -16,9 +16,10 @@ changes only the time:
   frame with the one-frame choice.
 
 They are timed on the actual operator with frames of the dtype (positive counts, no
-excluded pixel), interleaved, each candidate's best time once a second one agrees with it
-(:data:`AGREE`; more rounds while the machine is busy, up to :data:`MAX_ROUNDS`): about
-XX ms for a Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
+excluded pixel), interleaved, by the thread's CPU time, each candidate's best time once a
+second one agrees with it (:data:`AGREE`; more rounds while the machine is busy, up to
+:data:`MAX_SECONDS`; a measurement that did not settle is used but not kept): about XX ms
+for a Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
 ``<key>.npz`` under this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the
 numba version), so another CPU -- a worker host of another kind sharing the cache, a
 machine the cache was copied to -- measures for itself. Operators of fewer than
@@ -187,14 +188,15 @@ def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
             log.debug("kernel plan %s for %s frames (cached in %s)", plan, dtype, path)
             return plan
         t0 = time.perf_counter()
-        plan = measure(op, dtype)
+        plan, settled = measure(op, dtype)
         if plan.single != "bins":
             op.drop_bins(dtype)
         log.info("kernels for %s frames of operator %s on this CPU: %s, %s batched "
-                 "(ms per frame: %s; measured in %.0f ms)", dtype, op.key[:8] or "(uncached)",
+                 "(ms per frame: %s; measured in %.0f ms%s)", dtype, op.key[:8] or "(uncached)",
                  plan.single, plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in plan.ms.items()),
-                 1e3 * (time.perf_counter() - t0))
-        if path is not None:
+                 1e3 * (time.perf_counter() - t0),
+                 "" if settled else "; the times did not settle: measured again next time")
+        if path is not None and settled:
             _save(path, cpu, dtype.str, plan)
         return plan
 
@@ -209,9 +211,10 @@ def _frames(op: IntegrationOperator, dtype: np.dtype, n: int) -> list[np.ndarray
     return [frames[i % distinct] for i in range(n)]
 
 
-def measure(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
+def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, bool]:
     """Time the candidates (each with the variance sum: the pipeline's default error
-    model) on ``op`` and choose; the plan holds the ms per frame of each."""
+    model) on ``op`` and choose; the plan holds the ms per frame of each. False with it
+    when the times did not settle (a machine too busy to measure)."""
     from saxs_pipeline.ops import kernels
     from saxs_pipeline.ops import kernelvariants as variants
     from saxs_pipeline.ops.integrate import _readonly
@@ -240,18 +243,21 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
             xs, len(xs), compact.segments, compact.start, compact.weights, b1, b2, pairs, *limits))
     for _, call in calls.values():  # compile or load the kernels, warm the caches
         call()
+    # the thread's CPU time: the time other processes take the core does not count
     samples: dict[str, list[float]] = {name: [] for name in calls}
     start = time.perf_counter()
+    settled = False
     for r in range(MAX_ROUNDS):
         for name, (n, call) in calls.items():
-            t = time.perf_counter()
+            t = time.thread_time()
             call()
-            samples[name].append((time.perf_counter() - t) / n)
-        if r + 1 >= MIN_ROUNDS and (time.perf_counter() - start > MAX_SECONDS or all(
-                second <= AGREE * first for first, second in (sorted(v)[:2] for v in samples.values()))):
+            samples[name].append((time.thread_time() - t) / n)
+        settled = r + 1 >= MIN_ROUNDS and all(
+            second <= AGREE * first for first, second in (sorted(v)[:2] for v in samples.values()))
+        if settled or time.perf_counter() - start > MAX_SECONDS:
             break
     ms = {k: round(1e3 * min(v), 4) for k, v in samples.items()}
-    return replace(choose(ms), ms=ms)
+    return replace(choose(ms), ms=ms), settled
 
 
 def choose(ms: dict[str, float]) -> KernelPlan:
