@@ -32,30 +32,38 @@ __all__ = ["pass1_bins", "pass1_vector"]
 def _add_run(typingctx, acc, at, weights, j, fv, s2):  # pragma: no cover - compiled
     """``acc[at : at + n] += (w_0 fv, w_0 (w_0 fv), w_1 fv, ...)`` as one vector add, with
     ``w_t = weights[t][j]`` (float64); without the squares where ``s2`` is None. numba
-    does not vectorise this read-modify-write of neighbouring elements by itself."""
+    does not vectorise this read-modify-write of neighbouring elements by itself; the
+    products are taken as vectors too (elementwise, each rounded as the scalar ones)."""
     squares = not isinstance(s2, types.NoneType)
     width = weights.count
     sig = types.void(acc, at, weights, j, fv, s2)
 
     def codegen(context, builder, signature, args):
         acc_v, at_v, weights_v, j_v, fv_v, _ = args
-        f64 = ir.DoubleType()
-        values = []
+        f64, i32 = ir.DoubleType(), ir.IntType(32)
+        loads = []
         for t in range(width):
             arr = context.make_array(signature.args[2].dtype)(
                 context, builder, builder.extract_value(weights_v, t))
-            w = builder.load(builder.gep(arr.data, [j_v]))
-            if w.type != f64:
-                w = builder.fpext(w, f64)
-            wx = builder.fmul(w, fv_v)
-            values += [wx, builder.fmul(w, wx)] if squares else [wx]
-        vec_t = ir.VectorType(f64, len(values))
-        vec = ir.Constant(vec_t, ir.Undefined)
-        for i, v in enumerate(values):
-            vec = builder.insert_element(vec, v, ir.Constant(ir.IntType(32), i))
+            loads.append(builder.load(builder.gep(arr.data, [j_v])))
+        run_t = ir.VectorType(f64, width)
+        w = ir.Constant(ir.VectorType(loads[0].type, width), ir.Undefined)
+        fvs = ir.Constant(run_t, ir.Undefined)
+        for t, value in enumerate(loads):
+            w = builder.insert_element(w, value, ir.Constant(i32, t))
+            fvs = builder.insert_element(fvs, fv_v, ir.Constant(i32, t))
+        if loads[0].type != f64:
+            w = builder.fpext(w, run_t)
+        wx = builder.fmul(w, fvs)
+        if squares:  # interleaved: (w_0 fv, w_0 (w_0 fv), w_1 fv, ...)
+            order = [k for t in range(width) for k in (t, width + t)]
+            add = builder.shuffle_vector(wx, builder.fmul(w, wx),
+                                         ir.Constant(ir.VectorType(i32, 2 * width), order))
+        else:
+            add = wx
         data = context.make_array(signature.args[0])(context, builder, acc_v).data
-        where = builder.bitcast(builder.gep(data, [at_v]), vec_t.as_pointer())
-        builder.store(builder.fadd(builder.load(where, align=8), vec), where, align=8)
+        where = builder.bitcast(builder.gep(data, [at_v]), add.type.as_pointer())
+        builder.store(builder.fadd(builder.load(where, align=8), add), where, align=8)
         return context.get_dummy_value()
 
     return sig, codegen
