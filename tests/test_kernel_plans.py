@@ -22,6 +22,7 @@ from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import kernels, kernelvariants, tuning
+from saxs_pipeline.ops import operator as operator_module
 from saxs_pipeline.ops.cache import evict, plans_file
 from saxs_pipeline.ops.integrate import (
     integrate_batch,
@@ -42,6 +43,17 @@ PLANS = [KernelPlan("compact", 1), KernelPlan("compact", 4), KernelPlan("compact
 def bits(a: np.ndarray) -> np.ndarray:
     """float64 as raw bits: NaN equals NaN, and -0.0 differs from 0.0."""
     return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """``forced(op, plan)``: ``op`` takes ``plan`` for every dtype and error model, as if
+    measured so on this CPU."""
+    def force(op, plan: KernelPlan) -> None:
+        monkeypatch.setattr(operator_module, "plan_for", lambda op, dtype, variance: plan)
+        op._plans.clear()
+
+    return force
 
 
 def spoiled(rng: np.random.Generator, shape: tuple[int, int], dtype, n: int) -> list[np.ndarray]:
@@ -76,14 +88,28 @@ def columns(op, frames, invalid, cor=None) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.float64])
-def test_every_plan_gives_the_same_bits(dtype) -> None:
+def test_every_plan_gives_the_same_bits(dtype, forced, monkeypatch) -> None:
     op = build_operator(SMALL, mask_config(pixel_splitting="linear"), small_valid(), POL)
     frames = spoiled(np.random.default_rng(3), SMALL.image_shape, dtype, 11)
     invalid = float(np.iinfo(dtype).max) if np.dtype(dtype).kind == "u" else None
+    used = []
+
+    def spy(kernel, name):
+        def call(*args):
+            used.append(f"{name} {len(args[0])}" if name == "pass1_batch" else name)
+            return kernel(*args)
+        return call
+
+    for module, name in ((kernels, "pass1"), (kernelvariants, "pass1_vector"),
+                         (kernelvariants, "pass1_bins"), (kernels, "pass1_batch")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name), name))
     results = {}
     for plan in PLANS:
-        op._plans[np.dtype(dtype).str] = plan  # as measured on some CPU
+        forced(op, plan)  # as measured on some CPU
+        used.clear()
         results[plan] = columns(op, frames, invalid)
+        single = {"compact": "pass1", "vector": "pass1_vector", "bins": "pass1_bins"}[plan.single]
+        assert set(used) == {single} | ({f"pass1_batch {plan.batch}"} if plan.batch > 1 else set())
     reference = results[PLANS[0]]
     assert np.isnan(reference[0]).sum() < reference[0].size  # frames with data, and ...
     for plan, out in results.items():
@@ -91,7 +117,7 @@ def test_every_plan_gives_the_same_bits(dtype) -> None:
             assert np.array_equal(bits(a), bits(b)), f"{plan}: output {i} differs"
 
 
-def test_every_plan_gives_the_same_bits_with_corrections() -> None:
+def test_every_plan_gives_the_same_bits_with_corrections(forced) -> None:
     valid = small_valid()
     op = build_operator(SMALL, mask_config(pixel_splitting="linear"), valid)
     rng = np.random.default_rng(8)
@@ -101,7 +127,7 @@ def test_every_plan_gives_the_same_bits_with_corrections() -> None:
     frames = spoiled(rng, SMALL.image_shape, np.float32, 5)
     results = {}
     for plan in PLANS:
-        op._plans[np.dtype(np.float32).str] = plan
+        forced(op, plan)
         out = columns(op, frames, None, cor)
         r = integrate_corrected(op, frames[0], cor, with_std=True)
         results[plan] = out + [r.mean, r.poisson, r.std, r.sem]
@@ -156,7 +182,7 @@ def real_operator():
     return build_operator(cal.geometry, mc, valid, Polarization(0.995, 0.0))
 
 
-def test_every_plan_gives_todays_bits_on_the_real_frame(real_operator) -> None:
+def test_every_plan_gives_todays_bits_on_the_real_frame(real_operator, forced) -> None:
     # The sums of the kernels before the layouts could be chosen, on the real frame and
     # on it with 10000 NaN and 10000 negative pixels: a digest of their float64 bits.
     op = real_operator
@@ -168,8 +194,7 @@ def test_every_plan_gives_todays_bits_on_the_real_frame(real_operator) -> None:
     spoilt.flat[idx[10000:]] = -3.0
     as_int = np.where(np.isnan(spoilt), -1, spoilt).astype(np.int32)
     for plan in PLANS:
-        for dtype in ("<i4", "<f8"):
-            op._plans[dtype] = plan
+        forced(op, plan)
         r = integrate_error(op, image, error_model="saxsdog")
         arrays = [*integrate_poisson(op, image, error_model="poisson"), r.mean, r.poisson, r.std,
                   r.sem, *integrate_poisson(op, spoilt, error_model="poisson"),
@@ -197,13 +222,16 @@ def measured(monkeypatch):
     calls = []
     real = tuning.measure
 
-    def counting(op, dtype):
-        calls.append(np.dtype(dtype).str)
-        plan, _ = real(op, dtype)
+    def counting(op, dtype, variance):
+        calls.append(tuning._name(np.dtype(dtype), variance))
+        plan, _ = real(op, dtype, variance)
         return plan, True  # settled, whatever the load of the machine running the tests
 
     monkeypatch.setattr(tuning, "measure", counting)
     return calls
+
+
+I4, I4V, F8 = "<i4 mean", "<i4 mean+variance", "<f8 mean"
 
 
 def test_plan_is_measured_once_per_cpu_and_kept_beside_the_operator(tmp_path, measured,
@@ -212,25 +240,26 @@ def test_plan_is_measured_once_per_cpu_and_kept_beside_the_operator(tmp_path, me
         return cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
 
     op = load()
-    plan = op.plan(np.int32)
-    assert op.plan(np.int32) is plan and measured == ["<i4"]
+    plan = op.plan(np.int32, False)
+    assert op.plan(np.int32, False) is plan and measured == [I4]
     assert set(plan.ms) == {"compact", "vector", "bins", "batch 4", "batch 8"}
     saved = json.loads(plans_file(op.cache_file).read_text())
-    entry = saved[tuning.cpu_id()]["<i4"]
+    entry = saved[tuning.cpu_id()][I4]
     assert (entry["single"], entry["batch"], entry["ms"]) == (plan.single, plan.batch, plan.ms)
 
-    again = load().plan(np.int32)  # another process: read, not measured
-    assert (again, again.ms) == (plan, plan.ms) and measured == ["<i4"]
-    load().plan(np.float64)  # another dtype: measured, kept beside the first
-    assert measured == ["<i4", "<f8"]
+    again = load().plan(np.int32, False)  # another process: read, not measured
+    assert (again, again.ms) == (plan, plan.ms) and measured == [I4]
+    load().plan(np.int32, True)  # with the variance sum, another dtype: measured, kept
+    load().plan(np.float64, False)
+    assert measured == [I4, I4V, F8]
 
     here = tuning.cpu_id()
     monkeypatch.setattr(tuning, "cpu_id", lambda: "another CPU; L2 512K")
-    load().plan(np.int32)  # a cache shared with, or copied to, another kind of machine
-    assert measured == ["<i4", "<f8", "<i4"]
+    load().plan(np.int32, False)  # a cache shared with, or copied to, another kind of machine
+    assert measured == [I4, I4V, F8, I4]
     saved = json.loads(plans_file(op.cache_file).read_text())
     assert set(saved) == {here, "another CPU; L2 512K"}
-    assert set(saved[here]) == {"<i4", "<f8"} and set(saved["another CPU; L2 512K"]) == {"<i4"}
+    assert set(saved[here]) == {I4, I4V, F8} and set(saved["another CPU; L2 512K"]) == {I4}
 
 
 def test_workers_starting_together_measure_one_after_the_other(tmp_path, measured,
@@ -252,13 +281,13 @@ def test_workers_starting_together_measure_one_after_the_other(tmp_path, measure
     other = os.open(op.cache_file, os.O_RDONLY)
     fcntl.flock(other, fcntl.LOCK_EX)
     got = []
-    ours = threading.Thread(target=lambda: got.append(op.plan(np.int32)))
+    ours = threading.Thread(target=lambda: got.append(op.plan(np.int32, True)))
     ours.start()
     try:
         assert waiting.wait(30)
         time.sleep(0.2)  # not needed to pass: lets a plan_for without the lock measure first
         plans_file(op.cache_file).write_text(json.dumps(
-            {tuning.cpu_id(): {"<i4": {"single": "vector", "batch": 4, "ms": None}}}))
+            {tuning.cpu_id(): {I4V: {"single": "vector", "batch": 4, "ms": None}}}))
     finally:
         os.close(other)
         ours.join(30)
@@ -267,9 +296,10 @@ def test_workers_starting_together_measure_one_after_the_other(tmp_path, measure
 
 def test_a_measurement_that_did_not_settle_is_not_kept(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tuning, "MIN_PIXELS", 0)
-    monkeypatch.setattr(tuning, "measure", lambda op, dtype: (KernelPlan("vector", 4, {}), False))
+    monkeypatch.setattr(tuning, "measure",
+                        lambda op, dtype, variance: (KernelPlan("vector", 4, {}), False))
     op = cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
-    assert op.plan(np.int32) == KernelPlan("vector", 4)  # used by this process ...
+    assert op.plan(np.int32, True) == KernelPlan("vector", 4)  # used by this process ...
     assert not plans_file(op.cache_file).exists()  # ... and measured again by the next
 
 
@@ -277,24 +307,24 @@ def test_a_plans_file_that_does_not_parse_is_measured_again(tmp_path, measured, 
     op = cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
     plans_file(op.cache_file).write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="saxs_pipeline.ops.tuning"):
-        op.plan(np.int32)
-    assert measured == ["<i4"] and "unreadable" in caplog.text
-    assert "<i4" in json.loads(plans_file(op.cache_file).read_text())[tuning.cpu_id()]
+        op.plan(np.int32, True)
+    assert measured == [I4V] and "unreadable" in caplog.text
+    assert I4V in json.loads(plans_file(op.cache_file).read_text())[tuning.cpu_id()]
 
 
-def test_an_unmeasured_bin_layout_is_not_kept(measured) -> None:
+def test_an_unchosen_bin_layout_is_not_kept(measured) -> None:
     op = build_operator(SMALL, mask_config(), small_valid(), POL)
-    plan = op.plan(np.int32)
-    assert op.cache_file is None and measured == ["<i4"]  # not cached: measured, not saved
+    plan = op.plan(np.int32, True)
+    assert op.cache_file is None and measured == [I4V]  # not cached: measured, not saved
     assert bool(op._bins) == (plan.single == "bins")
 
 
 def test_small_and_csc_operators_are_not_measured(monkeypatch) -> None:
     monkeypatch.setattr(tuning, "measure", lambda op, dtype: pytest.fail("measured"))
     op = build_operator(SMALL, mask_config(), small_valid(), POL)
-    assert op.plan(np.int32) == DEFAULT_PLAN  # 2600 pixels: every layout takes microseconds
+    assert op.plan(np.int32, True) == DEFAULT_PLAN  # 2600 pixels: every layout takes microseconds
     op._compact["f8"] = None  # as an operator the compact layout cannot hold
-    assert op.plan(np.float64) == CSC_PLAN
+    assert op.plan(np.float64, False) == CSC_PLAN
 
 
 def test_evicted_operators_take_their_plans_along(tmp_path) -> None:

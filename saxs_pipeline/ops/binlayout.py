@@ -22,6 +22,7 @@ import scipy.sparse as sp
 __all__ = ["BinLayout", "bin_layout"]
 
 LANES = 4  # kernels.LANES (not imported: that would import numba with the build)
+_SHIFT = 2  # log2(LANES): shifts and masks, not integer divisions, on a million entries
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +48,7 @@ def bin_layout(m: sp.csc_matrix, lo: int, dtype: str = "f4") -> BinLayout:
     counts = np.diff(m.indptr)
     lane = (np.cumsum(counts > 0) - 1) & (LANES - 1)  # of each column's used-pixel number
     column = np.repeat(np.arange(counts.size), counts)
-    rows = m.indices.astype(np.int64) * LANES + lane[column]
+    rows = (m.indices.astype(np.int64) << _SHIFT) | lane[column]
     # scipy's CSC -> CSR conversion is a counting sort: within a row the columns stay in
     # increasing order, i.e. each (bin, lane) keeps its pixels in image order
     by_row = sp.csc_matrix((m.data, rows, m.indptr), shape=(nbins * LANES, m.shape[1])).tocsr()
@@ -62,7 +63,7 @@ def bin_layout(m: sp.csc_matrix, lo: int, dtype: str = "f4") -> BinLayout:
     weights = np.zeros(pixels.size, dtype=dtype)
     row = np.repeat(np.arange(nbins * LANES), np.diff(by_row.indptr))
     position = np.arange(by_row.nnz) - by_row.indptr[row]
-    dest = LANES * (steps[row // LANES] + position) + row % LANES
+    dest = ((steps[row >> _SHIFT] + position) << _SHIFT) | (row & (LANES - 1))
     pixels[dest] = by_row.indices + lo
     weights[dest] = by_row.data
     return BinLayout(steps, pixels, weights)

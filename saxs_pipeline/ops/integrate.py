@@ -116,7 +116,7 @@ def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
     nbins = op.nbins
     s1 = np.empty(nbins)
     s2 = np.empty(nbins) if variance else None
-    single = op.plan(x.dtype).single  # the kernel measured fastest here; all give the same bits
+    single = op.plan(x.dtype, variance).single  # measured fastest here; all give the same bits
     if single == "bins":
         bins = op.bins(x.dtype)
         bad = _buffer("badbins", (bins.pixels.size,), np.dtype(np.int64))
@@ -288,12 +288,13 @@ def integrate_batch(
     errs = np.empty((n, op.nbins))
     kw = {"exclude_negative": exclude_negative, "invalid": invalid, "error_model": error_model}
     xs = [_frame(op, f) for f in frames]
+    variance = error_model == "poisson"
     i = 0
     while i < n:
-        group = _batchable(op, xs[i:i + BATCH]) if corrections is None else 0
+        group = _batchable(op, xs[i:i + BATCH], variance) if corrections is None else 0
         if group > 1:
             means[i:i + group], errs[i:i + group] = _poisson_batch(
-                op, xs[i:i + group], _limits(exclude_negative, invalid), error_model == "poisson")
+                op, xs[i:i + group], _limits(exclude_negative, invalid), variance)
             i += group
             continue
         if corrections is None:
@@ -305,12 +306,12 @@ def integrate_batch(
     return means, errs
 
 
-def _batchable(op: IntegrationOperator, xs: list[np.ndarray]) -> int:
+def _batchable(op: IntegrationOperator, xs: list[np.ndarray], variance: bool) -> int:
     """How many of the leading frames share the first one's dtype and a compact layout,
     up to the plan's group."""
     if len(xs) < 2 or op.compact(xs[0].dtype) is None:
         return 0
-    xs = xs[: op.plan(xs[0].dtype).batch]
+    xs = xs[: op.plan(xs[0].dtype, variance).batch]
     if len(xs) < 2:
         return 0
     k = 1
@@ -335,7 +336,7 @@ def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, varian
     s1 = np.empty((k, op.nbins))
     s2 = np.empty((k, op.nbins)) if variance else None
     bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
-    group = op.plan(xs[0].dtype).batch  # a compile-time length: one kernel per group size
+    group = op.plan(xs[0].dtype, variance).batch  # a compile-time length: a kernel per size
     frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (group - k)
     nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
                                s1, s2, bad, *limits)

@@ -99,18 +99,16 @@ class IntegrationOperator:
             self._bins[name] = bin_layout(self.matrix64, self.span[0], name)
         return self._bins[name]
 
-    def drop_bins(self, dtype: np.dtype) -> None:
-        """Free the bin-major layout (measured, not chosen)."""
-        self._bins.pop("f8" if np.dtype(dtype) == np.float64 else "f4", None)
-
-    def plan(self, dtype: np.dtype) -> KernelPlan:
-        """Which kernels integrate frames of ``dtype`` fastest on this CPU: measured on
-        first use, or read from the operator's cache entry
+    def plan(self, dtype: np.dtype, variance: bool) -> KernelPlan:
+        """Which kernels integrate frames of ``dtype`` fastest on this CPU, with or without
+        the variance sum: measured on first use, or read from the operator's cache entry
         (:func:`saxs_pipeline.ops.tuning.plan_for`)."""
-        name = np.dtype(dtype).str
-        if name not in self._plans:
-            self._plans[name] = plan_for(self, np.dtype(dtype))
-        return self._plans[name]
+        key = (np.dtype(dtype).str, variance)
+        if key not in self._plans:
+            self._plans[key] = plan_for(self, np.dtype(dtype), variance)
+            if all(p.single != "bins" for p in self._plans.values()):
+                self._bins.clear()  # measured, not chosen: its memory back
+        return self._plans[key]
 
     def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
         """The matrix in the precision of the input: float64 images use float64 weights

@@ -15,11 +15,14 @@ changes only the time:
 * several frames: the batched compact kernel on groups of 4 or 8 frames, or frame by
   frame with the one-frame choice.
 
-They are timed on the actual operator with frames of the dtype (positive counts, no
-excluded pixel), interleaved, by the thread's CPU time, each candidate's best time once a
+They are timed on the actual operator with distinct frames of the dtype (positive counts,
+no excluded pixel; the one-frame kernels on 4 of them in turn, the batches on 4 and 8),
+with or without the variance sum as the error model asks, interleaved, by the thread's
+CPU time, each candidate's best time once a
 second one agrees with it (:data:`AGREE`; more rounds while the machine is busy, up to
-:data:`MAX_SECONDS`; a measurement that did not settle is used but not kept): about XX ms
-for a Pilatus 1M, once. The choice is written to ``<key>.plans.json`` beside the operator's
+:data:`MAX_SECONDS`; a measurement that did not settle is used but not kept), candidates
+far behind (:data:`SLOWER`) timed once only: about XX ms for a Pilatus 1M, once per error
+model. The choice is written to ``<key>.plans.json`` beside the operator's
 ``<key>.npz`` under this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the
 numba version), so another CPU -- a worker host of another kind sharing the cache, a
 machine the cache was copied to -- measures for itself. Operators of fewer than
@@ -60,7 +63,8 @@ MIN_PIXELS = 1 << 16  # used pixels; below this every candidate takes well under
 MIN_ROUNDS = 2
 AGREE = 1.1  # the second-best sample within 10 % of the best
 MAX_ROUNDS = 12
-MAX_SECONDS = 1.0  # then the best so far (a 16 Mpx detector's round takes ~0.3 s)
+MAX_SECONDS = 1.0  # then the best so far (a 16 Mpx detector's round takes ~0.5 s)
+SLOWER = 1.5  # a candidate this much slower than the fastest is not timed again
 MARGIN = 0.03  # the bin layout costs memory: taken when at least this much faster
 SINGLE = ("compact", "vector", "bins")
 BATCHES = (4, 8)  # frames per batched pass (kernels.BATCH the largest)
@@ -131,9 +135,9 @@ def _load(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _save(path: Path, cpu: str, dtype: str, plan: KernelPlan) -> None:
+def _save(path: Path, cpu: str, name: str, plan: KernelPlan) -> None:
     data = _load(path)  # other CPUs' and dtypes' entries stay
-    data.setdefault(cpu, {})[dtype] = asdict(plan)
+    data.setdefault(cpu, {})[name] = asdict(plan)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -143,8 +147,13 @@ def _save(path: Path, cpu: str, dtype: str, plan: KernelPlan) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _cached(path: Path, cpu: str, dtype: str) -> KernelPlan | None:
-    entry = _load(path).get(cpu, {}).get(dtype)
+def _name(dtype: np.dtype, variance: bool) -> str:
+    """A plan's name in the file: the frame dtype and the sums the kernels take."""
+    return f"{dtype.str} {'mean+variance' if variance else 'mean'}"
+
+
+def _cached(path: Path, cpu: str, name: str) -> KernelPlan | None:
+    entry = _load(path).get(cpu, {}).get(name)
     if not isinstance(entry, dict):
         return None
     ms = entry.get("ms")
@@ -172,9 +181,10 @@ def _measuring(entry: Path | None) -> Iterator[None]:
             os.close(fd)  # closing drops the flock
 
 
-def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
-    """The plan for frames of ``dtype``: from the operator's cache entry when this CPU
-    measured it before, else measured now (and saved there)."""
+def plan_for(op: IntegrationOperator, dtype: np.dtype, variance: bool) -> KernelPlan:
+    """The plan for frames of ``dtype``, with or without the variance sum (the error
+    models): from the operator's cache entry when this CPU measured it before, else
+    measured now (and saved there)."""
     dtype = np.dtype(dtype)
     if op.compact(dtype) is None:
         return CSC_PLAN
@@ -183,27 +193,26 @@ def plan_for(op: IntegrationOperator, dtype: np.dtype) -> KernelPlan:
     path = None if op.cache_file is None else plans_file(op.cache_file)
     cpu = cpu_id()
     with _lock, _measuring(op.cache_file):
-        plan = None if path is None else _cached(path, cpu, dtype.str)
+        name = _name(dtype, variance)
+        plan = None if path is None else _cached(path, cpu, name)
         if plan is not None:
-            log.debug("kernel plan %s for %s frames (cached in %s)", plan, dtype, path)
+            log.debug("kernel plan %s for %s (cached in %s)", plan, name, path)
             return plan
         t0 = time.perf_counter()
-        plan, settled = measure(op, dtype)
-        if plan.single != "bins":
-            op.drop_bins(dtype)
-        log.info("kernels for %s frames of operator %s on this CPU: %s, %s batched "
-                 "(ms per frame: %s; measured in %.0f ms%s)", dtype, op.key[:8] or "(uncached)",
-                 plan.single, plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in plan.ms.items()),
+        plan, settled = measure(op, dtype, variance)
+        log.info("kernels for %s of operator %s on this CPU: %s, %s batched (ms per frame: "
+                 "%s; measured in %.0f ms%s)", name, op.key[:8] or "(uncached)", plan.single,
+                 plan.batch, ", ".join(f"{k} {v:.3f}" for k, v in plan.ms.items()),
                  1e3 * (time.perf_counter() - t0),
                  "" if settled else "; the times did not settle: measured again next time")
         if path is not None and settled:
-            _save(path, cpu, dtype.str, plan)
+            _save(path, cpu, name, plan)
         return plan
 
 
 def _frames(op: IntegrationOperator, dtype: np.dtype, n: int) -> list[np.ndarray]:
     """``n`` frames of ``dtype`` with counts 0-99 on every pixel (distinct arrays, as a
-    batch reads them, up to 64 MB; then repeated)."""
+    run's, up to 64 MB; then repeated)."""
     npix = op.shape[0] * op.shape[1]
     base = (np.arange(npix) % 100).astype(dtype)
     distinct = max(1, min(n, (64 << 20) // max(base.nbytes, 1)))
@@ -211,10 +220,10 @@ def _frames(op: IntegrationOperator, dtype: np.dtype, n: int) -> list[np.ndarray
     return [frames[i % distinct] for i in range(n)]
 
 
-def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, bool]:
-    """Time the candidates (each with the variance sum: the pipeline's default error
-    model) on ``op`` and choose; the plan holds the ms per frame of each. False with it
-    when the times did not settle (a machine too busy to measure)."""
+def measure(op: IntegrationOperator, dtype: np.dtype, variance: bool) -> tuple[KernelPlan, bool]:
+    """Time the candidates on ``op`` (each on the same distinct frames, one after the other
+    or in groups) and choose; the plan holds the ms per frame of each. False with it when
+    the times did not settle (a machine too busy to measure)."""
     from saxs_pipeline.ops import kernels
     from saxs_pipeline.ops import kernelvariants as variants
     from saxs_pipeline.ops.integrate import _readonly
@@ -222,26 +231,28 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, bool]
     dtype = np.dtype(dtype)
     compact, bins = op.compact(dtype), op.bins(dtype)
     frames = _frames(op, dtype, max(BATCHES))
-    x = frames[0]
+    singles = frames[: min(BATCHES)]
     limits = (0.0, math.nan)
     nb = op.nbins
-    s1, s2 = np.empty(nb), np.empty(nb)
+    s1, s2 = np.empty(nb), np.empty(nb) if variance else None
     bad = np.empty(max(compact.start.size, bins.pixels.size), dtype=np.int64)
     fields = (compact.segments, compact.start, compact.weights)
-    calls = {
-        "compact": (1, lambda: kernels.pass1(x, *fields, s1, s2, bad, *limits)),
-        "vector": (1, lambda: variants.pass1_vector(x, *fields, s1, s2, bad, *limits)),
-        "bins": (1, lambda: variants.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2,
-                                                bad, *limits)),
+    one_frame = {
+        "compact": lambda x: kernels.pass1(x, *fields, s1, s2, bad, *limits),
+        "vector": lambda x: variants.pass1_vector(x, *fields, s1, s2, bad, *limits),
+        "bins": lambda x: variants.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2,
+                                              bad, *limits),
     }
+    calls = {name: (len(singles), lambda k=k: [k(x) for x in singles])
+             for name, k in one_frame.items()}
     for n in BATCHES:
         # read-only views, as integrate_batch passes them
         xs = tuple(_readonly(f) for f in frames[:n])
-        b1, b2 = np.empty((n, nb)), np.empty((n, nb))
+        b1, b2 = np.empty((n, nb)), np.empty((n, nb)) if variance else None
         pairs = np.empty((compact.start.size, 2), dtype=np.int64)
         calls[f"batch {n}"] = (n, lambda xs=xs, b1=b1, b2=b2, pairs=pairs: kernels.pass1_batch(
-            xs, len(xs), compact.segments, compact.start, compact.weights, b1, b2, pairs, *limits))
-    for _, call in calls.values():  # compile or load the kernels, warm the caches
+            xs, len(xs), *fields, b1, b2, pairs, *limits))
+    for _, call in calls.values():  # compile or load the kernels
         call()
     # the thread's CPU time: the time other processes take the core does not count
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -249,13 +260,13 @@ def measure(op: IntegrationOperator, dtype: np.dtype) -> tuple[KernelPlan, bool]
     settled = False
     for r in range(MAX_ROUNDS):
         for name, (n, call) in calls.items():
-            if n == 1:  # after the batches' frames: each one-frame kernel on a warm cache
-                call()
             t = time.thread_time()
             call()
             samples[name].append((time.thread_time() - t) / n)
+        fastest = min(min(v) for v in samples.values())
+        calls = {k: c for k, c in calls.items() if min(samples[k]) <= SLOWER * fastest}
         settled = r + 1 >= MIN_ROUNDS and all(
-            second <= AGREE * first for first, second in (sorted(v)[:2] for v in samples.values()))
+            second <= AGREE * first for first, second in (sorted(samples[k])[:2] for k in calls))
         if settled or time.perf_counter() - start > MAX_SECONDS:
             break
     ms = {k: round(1e3 * min(v), 4) for k, v in samples.items()}
