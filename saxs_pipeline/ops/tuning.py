@@ -1,5 +1,5 @@
-"""Which kernel layout integrates fastest on this CPU: timed once per operator and frame
-dtype, and remembered beside the operator in its cache.
+"""Which kernel layout integrates fastest on this CPU: timed once per operator, frame
+dtype and error model, and remembered beside the operator in its cache.
 
 A kernel tuned for one cache size is a guess on the next machine: the compact scatter
 kernel (:func:`~saxs_pipeline.ops.kernels.pass1`) was 1.3x faster than scipy's CSR
@@ -18,16 +18,19 @@ changes only the time:
 They are timed on the actual operator with distinct frames of the dtype (positive counts,
 no excluded pixel; the one-frame kernels on 4 of them in turn, the batches on 4 and 8),
 with or without the variance sum as the error model asks, interleaved, by the thread's
-CPU time, each candidate's best time once a
-second one agrees with it (:data:`AGREE`; more rounds while the machine is busy, up to
-:data:`MAX_SECONDS`; a measurement that did not settle is used but not kept), candidates
-far behind (:data:`SLOWER`) timed once only: about XX ms for a Pilatus 1M, once per error
-model. The choice is written to ``<key>.plans.json`` beside the operator's
-``<key>.npz`` under this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the
-numba version), so another CPU -- a worker host of another kind sharing the cache, a
-machine the cache was copied to -- measures for itself. Operators of fewer than
-:data:`MIN_PIXELS` used pixels are not timed (the default plan), nor those the compact
-layout cannot hold (the CSC kernels, one frame at a time).
+CPU time; each candidate's best time counts once a second one agrees with it
+(:data:`AGREE`; more rounds while the machine is busy, up to :data:`MAX_SECONDS`; a
+measurement that did not settle is used but not kept), and candidates far behind
+(:data:`SLOWER`) are timed once only. For a Pilatus 1M that took 0.2-0.7 s on a 2-core
+machine busy with other work (load average 7-13); the first measurement of a process
+also loads the compiled kernels and builds the bin layout (60 ms).
+
+The choice is written to ``<key>.plans.json`` beside the operator's ``<key>.npz`` under
+this CPU's :func:`cpu_id` (model, cache sizes, LLVM's target and the numba version), so
+another CPU -- a worker host of another kind sharing the cache, a machine the cache was
+copied to -- measures for itself. Operators of fewer than :data:`MIN_PIXELS` used pixels
+are not timed (the default plan), nor those the compact layout cannot hold (the CSC
+kernels, one frame at a time).
 """
 
 from __future__ import annotations
