@@ -22,7 +22,6 @@ from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops import corrections as corr
 from saxs_pipeline.ops import kernels, kernelvariants, tuning
-from saxs_pipeline.ops import operator as operator_module
 from saxs_pipeline.ops.cache import evict, plans_file
 from saxs_pipeline.ops.integrate import (
     integrate_batch,
@@ -50,8 +49,8 @@ def forced(monkeypatch):
     """``forced(op, plan)``: ``op`` takes ``plan`` for every dtype and error model, as if
     measured so on this CPU."""
     def force(op, plan: KernelPlan) -> None:
-        monkeypatch.setattr(operator_module, "plan_for", lambda op, dtype, variance: plan)
-        op._plans.clear()
+        monkeypatch.setattr(tuning, "plan_for", lambda op, dtype, variance: plan)
+        op.plans.clear()
 
     return force
 
@@ -160,7 +159,8 @@ def test_kernels_give_the_same_sums_and_excluded_pixels(dtype) -> None:
                 (kernelvariants.pass1_bins, (bins.steps, bins.pixels, bins.weights),
                  bins.pixels.size)):
             for variance in (False, True):
-                s1, s2, bad = np.empty(nb), np.empty(nb) if variance else None, np.empty(size, np.int64)
+                s1, s2 = np.empty(nb), np.empty(nb) if variance else None
+                bad = np.empty(size, np.int64)
                 n = kernel(x, *layout, s1, s2, bad, *limits)
                 sums.append((s1, s2, np.unique(bad[:n])))
         c1, c2, cbad = sums[1]
@@ -240,22 +240,22 @@ def test_plan_is_measured_once_per_cpu_and_kept_beside_the_operator(tmp_path, me
         return cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
 
     op = load()
-    plan = op.plan(np.int32, False)
-    assert op.plan(np.int32, False) is plan and measured == [I4]
+    plan = tuning.plan(op, np.int32, False)
+    assert tuning.plan(op, np.int32, False) is plan and measured == [I4]
     assert set(plan.ms) == {"compact", "vector", "bins", "batch 4", "batch 8"}
     saved = json.loads(plans_file(op.cache_file).read_text())
     entry = saved[tuning.cpu_id()][I4]
     assert (entry["single"], entry["batch"], entry["ms"]) == (plan.single, plan.batch, plan.ms)
 
-    again = load().plan(np.int32, False)  # another process: read, not measured
+    again = tuning.plan(load(), np.int32, False)  # another process: read, not measured
     assert (again, again.ms) == (plan, plan.ms) and measured == [I4]
-    load().plan(np.int32, True)  # with the variance sum, another dtype: measured, kept
-    load().plan(np.float64, False)
+    tuning.plan(load(), np.int32, True)  # with the variance sum, another dtype: measured, kept
+    tuning.plan(load(), np.float64, False)
     assert measured == [I4, I4V, F8]
 
     here = tuning.cpu_id()
     monkeypatch.setattr(tuning, "cpu_id", lambda: "another CPU; L2 512K")
-    load().plan(np.int32, False)  # a cache shared with, or copied to, another kind of machine
+    tuning.plan(load(), np.int32, False)  # a cache shared with (copied to) another kind of CPU
     assert measured == [I4, I4V, F8, I4]
     saved = json.loads(plans_file(op.cache_file).read_text())
     assert set(saved) == {here, "another CPU; L2 512K"}
@@ -281,7 +281,7 @@ def test_workers_starting_together_measure_one_after_the_other(tmp_path, measure
     other = os.open(op.cache_file, os.O_RDONLY)
     fcntl.flock(other, fcntl.LOCK_EX)
     got = []
-    ours = threading.Thread(target=lambda: got.append(op.plan(np.int32, True)))
+    ours = threading.Thread(target=lambda: got.append(tuning.plan(op, np.int32, True)))
     ours.start()
     try:
         assert waiting.wait(30)
@@ -299,7 +299,7 @@ def test_a_measurement_that_did_not_settle_is_not_kept(tmp_path, monkeypatch) ->
     monkeypatch.setattr(tuning, "measure",
                         lambda op, dtype, variance: (KernelPlan("vector", 4, {}), False))
     op = cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
-    assert op.plan(np.int32, True) == KernelPlan("vector", 4)  # used by this process ...
+    assert tuning.plan(op, np.int32, True) == KernelPlan("vector", 4)  # used by this process ...
     assert not plans_file(op.cache_file).exists()  # ... and measured again by the next
 
 
@@ -307,14 +307,14 @@ def test_a_plans_file_that_does_not_parse_is_measured_again(tmp_path, measured, 
     op = cached_operator(SMALL, mask_config(), small_valid(), POL, cache_dir=tmp_path)
     plans_file(op.cache_file).write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="saxs_pipeline.ops.tuning"):
-        op.plan(np.int32, True)
+        tuning.plan(op, np.int32, True)
     assert measured == [I4V] and "unreadable" in caplog.text
     assert I4V in json.loads(plans_file(op.cache_file).read_text())[tuning.cpu_id()]
 
 
 def test_an_unchosen_bin_layout_is_not_kept(measured) -> None:
     op = build_operator(SMALL, mask_config(), small_valid(), POL)
-    plan = op.plan(np.int32, True)
+    plan = tuning.plan(op, np.int32, True)
     assert op.cache_file is None and measured == [I4V]  # not cached: measured, not saved
     assert bool(op._bins) == (plan.single == "bins")
 
@@ -322,9 +322,9 @@ def test_an_unchosen_bin_layout_is_not_kept(measured) -> None:
 def test_small_and_csc_operators_are_not_measured(monkeypatch) -> None:
     monkeypatch.setattr(tuning, "measure", lambda op, dtype: pytest.fail("measured"))
     op = build_operator(SMALL, mask_config(), small_valid(), POL)
-    assert op.plan(np.int32, True) == DEFAULT_PLAN  # 2600 pixels: every layout takes microseconds
+    assert tuning.plan(op, np.int32, True) == DEFAULT_PLAN  # 2600 pixels: microseconds each
     op._compact["f8"] = None  # as an operator the compact layout cannot hold
-    assert op.plan(np.float64, False) == CSC_PLAN
+    assert tuning.plan(op, np.float64, False) == CSC_PLAN
 
 
 def test_evicted_operators_take_their_plans_along(tmp_path) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saxs_pipeline.ops import tuning
 from saxs_pipeline.ops.corrections import Corrections
 from saxs_pipeline.ops.operator import MAX_RUN, IntegrationOperator
 
@@ -116,7 +117,7 @@ def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
     nbins = op.nbins
     s1 = np.empty(nbins)
     s2 = np.empty(nbins) if variance else None
-    single = op.plan(x.dtype, variance).single  # measured fastest here; all give the same bits
+    single = tuning.plan(op, x.dtype, variance).single  # fastest here; all give the same bits
     if single == "bins":
         bins = op.bins(x.dtype)
         bad = _buffer("badbins", (bins.pixels.size,), np.dtype(np.int64))
@@ -279,7 +280,7 @@ def integrate_batch(
     one dtype go through the compact layout up to ``BATCH`` at a time
     (:func:`~saxs_pipeline.ops.kernels.pass1_batch`: the operator is read once per group;
     the same bits as one by one), others one by one; how many at a time was measured
-    fastest on this CPU (:meth:`IntegrationOperator.plan`)."""
+    fastest on this CPU (:func:`saxs_pipeline.ops.tuning.plan`)."""
     from saxs_pipeline.ops.kernels import BATCH
 
     _check_model(error_model)
@@ -311,21 +312,13 @@ def _batchable(op: IntegrationOperator, xs: list[np.ndarray], variance: bool) ->
     up to the plan's group."""
     if len(xs) < 2 or op.compact(xs[0].dtype) is None:
         return 0
-    xs = xs[: op.plan(xs[0].dtype, variance).batch]
+    xs = xs[: tuning.plan(op, xs[0].dtype, variance).batch]
     if len(xs) < 2:
         return 0
     k = 1
     while k < len(xs) and xs[k].dtype == xs[0].dtype and xs[k].flags.c_contiguous:
         k += 1
     return k if xs[0].flags.c_contiguous else 0
-
-
-def _readonly(x: np.ndarray) -> np.ndarray:
-    # numba types read-only and writable arrays apart, and a tuple of both cannot be
-    # indexed in a loop: decoded HDF5 chunks are read-only, partial ones copies
-    view = x.view()
-    view.flags.writeable = False
-    return view
 
 
 def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, variance: bool):
@@ -336,8 +329,8 @@ def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, varian
     s1 = np.empty((k, op.nbins))
     s2 = np.empty((k, op.nbins)) if variance else None
     bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
-    group = op.plan(xs[0].dtype, variance).batch  # a compile-time length: a kernel per size
-    frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (group - k)
+    group = tuning.plan(op, xs[0].dtype, variance).batch  # compile-time length: kernel per size
+    frames = tuple(kernels.readonly(x) for x in xs) + (kernels.readonly(xs[0]),) * (group - k)
     nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
                                s1, s2, bad, *limits)
     overflow = nbad > bad.shape[0]  # more excluded pixels than the buffer holds

@@ -44,7 +44,8 @@ import logging
 import numba
 import numpy as np
 
-__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc"]
+__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc",
+           "readonly"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ LANES = 4
 BATCH = 8  # the most frames a batched pass takes (a task's group of decoded frames)
 _U = np.uint64
 _LANE = _U(LANES - 1)
+
+
+def readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only view, as :func:`pass1_batch`'s frames are passed: numba types read-only
+    and writable arrays apart, and a tuple of both cannot be indexed in a loop (decoded
+    HDF5 chunks are read-only, partial ones copies)."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
 
 
 def _jit(fn):

@@ -9,7 +9,7 @@ faster than pydata ``sparse``; see the README's design notes). The hot path runs
 kernels on a :class:`CompactLayout` derived from it (uint16 bins, per-pixel runs of at
 most ``MAX_RUN`` bins); the CSC matrix serves the rare paths (excluded pixels, operators
 the compact layout cannot hold) and the cache file. Which layout the kernels use on this
-CPU is measured once (:meth:`IntegrationOperator.plan`, :mod:`saxs_pipeline.ops.tuning`).
+CPU is measured once (:func:`saxs_pipeline.ops.tuning.plan`).
 
 ``areas[k] = sum_p A[p, k]`` is the effective number of pixels in bin ``k``; the mean
 intensity is ``(W @ image) / areas`` -- counts per pixel, the correction not included in
@@ -35,7 +35,6 @@ from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.accumulate import accumulate_cake, fractions, subpixel_width, to_operator
 from saxs_pipeline.ops.binlayout import BinLayout, bin_layout
 from saxs_pipeline.ops.buildkernels import pixel_columns
-from saxs_pipeline.ops.tuning import KernelPlan, plan_for
 
 __all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
 
@@ -63,9 +62,10 @@ class IntegrationOperator:
     key: str = ""
     chi_edges: np.ndarray | None = None  # a cake's azimuth bin edges (deg), else None
     cache_file: Path | None = None  # its <key>.npz in the operator cache (kernel plans beside it)
+    # the kernel plans measured for it, by (frame dtype, variance): ops.tuning.plan
+    plans: dict = field(default_factory=dict, repr=False)
     _compact: dict = field(default_factory=dict, repr=False)
     _bins: dict = field(default_factory=dict, repr=False)
-    _plans: dict = field(default_factory=dict, repr=False)
 
     @property
     def nbins(self) -> int:
@@ -99,16 +99,9 @@ class IntegrationOperator:
             self._bins[name] = bin_layout(self.matrix64, self.span[0], name)
         return self._bins[name]
 
-    def plan(self, dtype: np.dtype, variance: bool) -> KernelPlan:
-        """Which kernels integrate frames of ``dtype`` fastest on this CPU, with or without
-        the variance sum: measured on first use, or read from the operator's cache entry
-        (:func:`saxs_pipeline.ops.tuning.plan_for`)."""
-        key = (np.dtype(dtype).str, variance)
-        if key not in self._plans:
-            self._plans[key] = plan_for(self, np.dtype(dtype), variance)
-            if all(p.single != "bins" for p in self._plans.values()):
-                self._bins.clear()  # measured, not chosen: its memory back
-        return self._plans[key]
+    def drop_bins(self) -> None:
+        """Free the bin-major layouts (measured, not chosen)."""
+        self._bins.clear()
 
     def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
         """The matrix in the precision of the input: float64 images use float64 weights

@@ -56,7 +56,8 @@ from saxs_pipeline.ops.cache import plans_file
 if TYPE_CHECKING:
     from saxs_pipeline.ops.operator import IntegrationOperator
 
-__all__ = ["CSC_PLAN", "DEFAULT_PLAN", "KernelPlan", "choose", "cpu_id", "measure", "plan_for"]
+__all__ = ["CSC_PLAN", "DEFAULT_PLAN", "KernelPlan", "choose", "cpu_id", "measure", "plan",
+           "plan_for"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,17 @@ def _cached(path: Path, cpu: str, name: str) -> KernelPlan | None:
     return plan
 
 
+def plan(op: IntegrationOperator, dtype: np.dtype, variance: bool) -> KernelPlan:
+    """Which kernels integrate frames of ``dtype`` fastest on this CPU, with or without
+    the variance sum: :func:`plan_for` once, then kept in ``op.plans``."""
+    key = (np.dtype(dtype).str, variance)
+    if key not in op.plans:
+        op.plans[key] = plan_for(op, np.dtype(dtype), variance)
+        if all(p.single != "bins" for p in op.plans.values()):
+            op.drop_bins()  # measured, not chosen: its memory back
+    return op.plans[key]
+
+
 @contextmanager
 def _measuring(entry: Path | None) -> Iterator[None]:
     """Held while a process measures for a cached operator (an ``flock`` on its file): the
@@ -229,7 +241,6 @@ def measure(op: IntegrationOperator, dtype: np.dtype, variance: bool) -> tuple[K
     the times did not settle (a machine too busy to measure)."""
     from saxs_pipeline.ops import kernels
     from saxs_pipeline.ops import kernelvariants as variants
-    from saxs_pipeline.ops.integrate import _readonly
 
     dtype = np.dtype(dtype)
     compact, bins = op.compact(dtype), op.bins(dtype)
@@ -250,7 +261,7 @@ def measure(op: IntegrationOperator, dtype: np.dtype, variance: bool) -> tuple[K
              for name, k in one_frame.items()}
     for n in BATCHES:
         # read-only views, as integrate_batch passes them
-        xs = tuple(_readonly(f) for f in frames[:n])
+        xs = tuple(kernels.readonly(f) for f in frames[:n])
         b1, b2 = np.empty((n, nb)), np.empty((n, nb)) if variance else None
         pairs = np.empty((compact.start.size, 2), dtype=np.int64)
         calls[f"batch {n}"] = (n, lambda xs=xs, b1=b1, b2=b2, pairs=pairs: kernels.pass1_batch(
