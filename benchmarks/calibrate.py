@@ -44,7 +44,15 @@ from saxs_pipeline.ops.calibrate import calibrate
 from saxs_pipeline.ops.ringmodel import Frame, Params, azimuth, radial_scale, two_theta_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from calibrantframes import EIGER2_4M, PILATUS_1M, Detector, Scene, make_frame, make_geometry  # noqa: E402
+from calibrantframes import (  # noqa: E402
+    AGBH_LIKE,
+    EIGER2_4M,
+    PILATUS_1M,
+    Detector,
+    Scene,
+    make_frame,
+    make_geometry,
+)
 
 ROUNDS = 3
 
@@ -72,6 +80,9 @@ CASES = [
          Scene(ring_counts=300, ring_decay=0.93, ring_width_px=1.2)),
     Case("P1M AgBh 5 m 2 rings 1deg", PILATUS_1M, "AgBh", 5000.0, 1.0, (200.4, 150.8), 1.0, 75.0,
          Scene(ring_counts=600, beamstop_px=40)),
+    # the real agbeh2_1M.tif's set-up, small-angle scattering and beam footprint
+    Case("P1M AgBh 0.84 m like the real frame", PILATUS_1M, "AgBh", 835.3, 1.54, (804.74, 422.51), 0.35, -148.0,
+         AGBH_LIKE),
     Case("P1M AgBh 10 m 1 ring", PILATUS_1M, "AgBh", 10000.0, 0.7, (300.2, 250.9), 0.0, 0.0,
          Scene(ring_counts=1500, beamstop_px=60, ring_width_px=2.0)),
     Case("E4M AgBh 2 m 2deg", EIGER2_4M, "AgBh", 2000.0, 1.0, (1300.4, 900.7), 2.0, 200.0,

@@ -5,6 +5,12 @@ smooth background), sampled on sub-pixels with the pipeline's own q map
 (:func:`saxs_pipeline.ops.geometry.q_map`, so the generated frame and the integration
 agree on the FIT2D convention), averaged per pixel, shadowed by a beam stop with its arm,
 drawn as Poisson counts, and given the detector's module gaps, hot and dead pixels.
+
+A scene can also carry what a real SAXS frame has around its first rings: small-angle
+scattering falling as a power of q, a halo of parasitic scattering just outside the beam
+stop, and a beam footprint (a Gaussian of given sigma per axis) that smears the whole
+pattern -- each point of the beam's cross-section draws the rings about its own centre,
+so the frame is the point pattern convolved with the footprint.
 Truth masks of every category come with it, so a test can score a generated mask.
 """
 
@@ -14,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.calibrants import Calibrant
@@ -63,6 +70,7 @@ class Scene:
     ring_counts: float = 400.0  # peak counts of the first ring (per pixel)
     ring_decay: float = 0.8  # each further ring has this fraction of the previous one's peak
     ring_width_px: float = 1.5  # Gaussian sigma of a ring, in radial pixels
+    ring_eta: float = 0.0  # Lorentzian fraction of a pseudo-Voigt ring of the same FWHM (0: Gaussian)
     background: float = 60.0  # diffuse counts per pixel at the beam, falling off with 2theta
     background_floor: float = 20.0
     beamstop_px: float = 25.0  # radius of the round beam stop
@@ -71,6 +79,22 @@ class Scene:
     n_hot: int = 40
     n_dead: int = 40
     oversampling: int = 2
+    saxs_counts: float = 0.0  # small-angle scattering: counts per pixel at saxs_ref_px from the beam ...
+    saxs_ref_px: float = 100.0
+    saxs_power: float = 3.0  # ... falling as (radius / saxs_ref_px)^-saxs_power
+    halo_counts: float = 0.0  # parasitic scattering at the beam stop's edge ...
+    halo_px: float = 15.0  # ... falling exponentially with this length outside it
+    beam_sigma_px: tuple[float, float] = (0.0, 0.0)  # the beam footprint's sigma (rows, columns) in px
+
+
+# A scene like the real Pilatus AgBh frame (agbeh2_1M.tif, 835 mm, 1.54 A): small-angle
+# scattering falling as q^-3 from ~2000 counts inside the first ring, a halo round the
+# beam stop, rings 3 px wide with Lorentzian tails and a beam footprint of 6.6 x 0.7 px
+# (the real rings are 7 px wide at their sides and 3 px at top and bottom), peaks from
+# 60000 counts falling by ~0.45 per order on a floor of 750, the stop's arm going up.
+AGBH_LIKE = Scene(ring_counts=60_000.0, ring_decay=0.45, ring_width_px=3.0, ring_eta=0.3, background=0.0,
+                  background_floor=750.0, saxs_counts=2000.0, saxs_power=3.0, halo_counts=5000.0, halo_px=10.0,
+                  beamstop_px=35.0, arm_deg=270.0, arm_px=20.0, beam_sigma_px=(0.7, 6.6), oversampling=1)
 
 
 @dataclass
@@ -97,6 +121,12 @@ def make_geometry(det: Detector, *, distance_mm: float, wavelength_a: float, cen
                         tilt_angle_deg=tilt_deg, tilt_rot_deg=rot_deg, wavelength_a=wavelength_a)
 
 
+def agbh_like_geometry() -> geo.Geometry:
+    """The real AgBh frame's fitted geometry (a fit of ours), for :data:`AGBH_LIKE`."""
+    return make_geometry(PILATUS_1M, distance_mm=835.3, wavelength_a=1.54, center_yx=(804.74, 422.51),
+                         tilt_deg=0.35, rot_deg=-148.0)
+
+
 def expected_counts(g: geo.Geometry, calibrant: Calibrant, scene: Scene) -> tuple[np.ndarray, int]:
     """Pixel-averaged expected counts of the calibrant (no beam stop), and how many rings
     fall on the detector."""
@@ -111,14 +141,25 @@ def expected_counts(g: geo.Geometry, calibrant: Calibrant, scene: Scene) -> tupl
     for refl, t in calibrant.visible(g.wavelength_a):
         # a ring of width ring_width_px at this angle: dr/d2theta = D / cos^2 2theta
         s = scene.ring_width_px * px * math.cos(t) ** 2 / g.distance_mm
-        if lo - 6 * s < t < hi + 6 * s:
-            near = np.abs(tth - t) < 6 * s
+        # a Lorentzian's tails reach much further than a Gaussian's
+        reach = 6 * s if scene.ring_eta == 0 else 60 * s
+        if lo - reach < t < hi + reach:
+            near = np.abs(tth - t) < reach
             # a powder ring's counts per pixel carry the 1/q^2 of the powder average
             shell = (math.sin(t / 2) / np.sin(tth[near] / 2)) ** 2
-            img[near] += peak * shell * np.exp(-0.5 * ((tth[near] - t) / s) ** 2)
+            z = (tth[near] - t) / s
+            profile = (1 - scene.ring_eta) * np.exp(-0.5 * z * z) + scene.ring_eta / (1 + z * z / (2 * math.log(2)))
+            img[near] += peak * shell * profile
             n_in += int(lo < t < hi)
         peak *= scene.ring_decay
         del refl
+    if scene.saxs_counts or scene.halo_counts:
+        radius = g.distance_mm * np.tan(tth) / px
+        # clipped inside the beam stop, whose shadow covers it anyway
+        img += scene.saxs_counts * np.maximum(radius / scene.saxs_ref_px, 0.2) ** -scene.saxs_power
+        img += scene.halo_counts * np.exp(-np.maximum(radius - scene.beamstop_px, 0.0) / scene.halo_px)
+    if any(scene.beam_sigma_px):
+        img = ndimage.gaussian_filter(img, [s * ov for s in scene.beam_sigma_px], mode="nearest")
     rows, cols = g.image_shape
     return img.reshape(rows, ov, cols, ov).mean(axis=(1, 3)), n_in
 

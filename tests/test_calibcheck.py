@@ -12,7 +12,7 @@ from saxs_pipeline.ops.calibrants import CALIBRANTS
 from saxs_pipeline.ops.calibrate import calibrate
 from saxs_pipeline.ops.datamask import mask_from_frames
 
-from calibrantframes import PILATUS_1M, make_frame, make_geometry
+from calibrantframes import AGBH_LIKE, PILATUS_1M, agbh_like_geometry, make_frame, make_geometry
 from realdata import require
 
 
@@ -43,6 +43,40 @@ def test_a_shifted_centre_shows_as_offsets_that_swing_with_azimuth(generated) ->
     np.testing.assert_allclose(ring.offsets_px, -np.cos(phi), atol=0.15)
 
 
+def test_the_true_geometry_of_a_frame_like_the_real_agbh_one_fits_within_a_tenth_of_a_pixel() -> None:
+    # A generated frame with what the real one has around its first rings -- steep q^-3
+    # small-angle scattering and a beam-stop halo under orders 1-2, rings 7 px wide at
+    # their sides and 3 px at top and bottom (a beam footprint of 6.6 x 0.7 px), 30 %
+    # Lorentzian tails -- checked on its true geometry. Every sector of orders 1-6 within
+    # 0.1 px and every ring's mean within 0.03 px (seen: <= 0.072 and <= 0.017 over three
+    # seeds; before the footprint's bias was taken off, 0.11-0.13, from the rings' top
+    # and bottom); and the geometry-free test of the harmonic series that the real frame
+    # fails by 0.44-0.76 px (test_real_agbh_on_its_fitted_geometry) within 0.1 px.
+    g = agbh_like_geometry()
+    frame = make_frame(PILATUS_1M, g, CALIBRANTS["AgBh"], np.random.default_rng(21), AGBH_LIKE)
+    usable = mask_from_frames([frame.image], geometry=g).valid
+    c = check_calibration(frame.image, usable, g, CALIBRANTS["AgBh"], sectors=12)
+    print(c.message)
+    rings = c.rings[:6]
+    assert [r.label for r in rings] == ["001", "002", "003", "004", "005", "006"]
+    assert max(r.worst_px for r in rings) <= 0.1
+    assert max(abs(r.mean_offset_px) for r in rings) <= 0.03
+    second = _second_difference(c)
+    assert second.size >= 8 and np.abs(second).max() <= 0.1
+
+
+def _second_difference(c) -> np.ndarray:
+    """Per sector where orders 1-3 are all measured: 2 o(002) - o(001) - o(003), in px.
+    A centre error and a wrong distance cancel (the orders' radii are 1:2:3 to 0.1 %), a
+    tilt nearly (< 0.05 px at this frame's 0.35 deg), and so does a displaced detector
+    module where the three points lie on one module (on the real frame the sectors
+    centred at -165, -15, 15 and 165 deg: there it is 0.67-0.77 px). What is left says whether order
+    2 lies midway between orders 1 and 3."""
+    o1, o2, o3 = (r.offsets_px for r in c.rings[:3])
+    second = 2 * o2 - o1 - o3
+    return second[np.isfinite(second)]
+
+
 @pytest.fixture(scope="module")
 def agbh():
     from saxs_pipeline.frames.tiff import read_image
@@ -51,11 +85,19 @@ def agbh():
 
 
 def test_real_agbh_on_its_fitted_geometry(agbh) -> None:
-    # The issue asks every AgBh ring (orders 1-6) within 0.3 px in each of 12 sectors. This
-    # frame's Pilatus modules sit ~0.2-0.3 px off their nominal places and its first two
-    # orders disagree with the harmonic series by 0.3 px; no FIT2D geometry brings every
-    # sector under 0.39 px (a minimax search over all five parameters). So: orders 1-6
-    # found in every sector that has them, every offset within 0.5 px, the mean within 0.3.
+    # The issue asks every AgBh ring (orders 1-6) within 0.3 px in each of 12 sectors; this
+    # frame gives 0.41 px, and no FIT2D geometry brings every sector of these measurements
+    # under 0.37 px (a minimax over all five parameters). Not the estimator: a frame like
+    # this one, with its steep small-angle scattering and its beam footprint, checks
+    # within 0.07 px on its known geometry (test above). It is in the data: (1) order 002
+    # lies ~0.35 px outside the midpoint of orders 001 and 003 -- the geometry-free second
+    # difference 2 o(002) - o(001) - o(003) is 0.43-0.77 px in every sector that shows all
+    # three (~0 on the generated frame), and 0.3-0.9 px with any of nine estimators
+    # (background linear or quadratic, Gaussian or pseudo-Voigt, with or without the shell
+    # factor in the model, fits of the top 30-80 % in log intensity); (2) the Pilatus
+    # modules: the residuals step by up to 0.4 px at module gaps (ring 002: +0.48 px on
+    # module row 2 right, +0.05 left). So: orders 1-6 found in every sector that has
+    # them, every offset within 0.5 px, the mean within 0.3, and (1) asserted.
     r = calibrate(agbh, CALIBRANTS["AgBh"], 1.54, (172.0, 172.0))
     usable = mask_from_frames([agbh], geometry=r.geometry).valid
     c = check_calibration(agbh, usable, r.geometry, CALIBRANTS["AgBh"], sectors=12)
@@ -67,6 +109,9 @@ def test_real_agbh_on_its_fitted_geometry(agbh) -> None:
     for ring in c.rings[:6]:
         assert ring.found == ring.with_data
         assert ring.worst_px <= 0.5 and abs(ring.mean_offset_px) <= 0.3
+    second = _second_difference(c)
+    print("2 o(002) - o(001) - o(003) per sector:", np.round(second, 2))
+    assert second.size >= 8 and (second > 0.3).all()
 
 
 def test_real_agbh_on_the_buffer_geometry_does_not_fit(agbh) -> None:

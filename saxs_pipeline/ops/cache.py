@@ -6,6 +6,9 @@ Without a bound an afternoon of recalibrating left 180 MB behind, and a beamtime
 After each new entry the cache is cut back to ``$SAXS_PIPELINE_CACHE_SIZE`` (default
 1 GiB), dropping the entries used longest ago (a load touches its entry's mtime).
 
+Beside an entry, ``<key>.plans.json`` holds which kernel layout each CPU measured fastest
+for it (:mod:`saxs_pipeline.ops.tuning`); it goes with its entry.
+
 ``saxsdog cache list`` shows the entries, ``saxsdog cache clear`` empties the cache.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["CacheEntry", "cache_entries", "cache_main", "cache_size_limit", "default_cache_dir",
-           "evict", "touch"]
+           "evict", "plans_file", "touch"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,16 @@ def cache_entries(directory: Path | None = None) -> list[CacheEntry]:
     return sorted(out, key=lambda e: e.last_used, reverse=True)
 
 
+def plans_file(entry: Path) -> Path:
+    """The kernel plans kept beside the entry ``<key>.npz``."""
+    return entry.with_name(entry.stem + ".plans.json")
+
+
+def _remove(entry: Path) -> None:
+    entry.unlink()
+    plans_file(entry).unlink(missing_ok=True)
+
+
 def touch(path: Path) -> None:
     """Mark an entry as just used."""
     try:
@@ -85,7 +98,7 @@ def evict(directory: Path, limit: int | None = None, keep: Path | None = None) -
         if keep is not None and e.path == keep:
             continue
         try:
-            e.path.unlink()
+            _remove(e.path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -119,6 +132,9 @@ def cache_main(argv: Sequence[str]) -> int:
             print(f"  {e.path.name}  {e.size / 1e6:7.1f} MB  last used {when}")
         return 0
     for e in entries:
-        e.path.unlink(missing_ok=True)
+        try:
+            _remove(e.path)
+        except FileNotFoundError:
+            pass
     print(f"{directory}: {len(entries)} operator(s) removed")
     return 0

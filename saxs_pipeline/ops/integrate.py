@@ -13,12 +13,14 @@ them with one vectorised pass and only then corrects the sums for the few pixels
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from saxs_pipeline.ops import tuning
 from saxs_pipeline.ops.corrections import Corrections
 from saxs_pipeline.ops.operator import MAX_RUN, IntegrationOperator
 
@@ -55,7 +57,7 @@ _scratch = threading.local()
 def _buffer(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A per-thread scratch array: fresh megabytes on every frame cost page faults (a
     first touch of a new 50 MB batch buffer took longer than the product itself)."""
-    n = int(np.prod(shape))
+    n = math.prod(shape)  # np.prod of a tuple costs microseconds per frame
     key = f"{name}-{np.dtype(dtype).str}"
     buf = getattr(_scratch, key, None)
     if buf is None or buf.size < n:
@@ -112,14 +114,22 @@ def _limits(exclude_negative: bool, invalid: float | None) -> tuple[float, float
 def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):
     """One pass: ``sum W x`` (and ``sum W^2 x``), and the excluded used pixels."""
     from saxs_pipeline.ops import kernels  # numba: imported on the first frame, not the build
+    from saxs_pipeline.ops import kernelvariants as variants
 
     nbins = op.nbins
     s1 = np.empty(nbins)
     s2 = np.empty(nbins) if variance else None
+    single = tuning.plan(op, x.dtype, variance).single  # fastest here; all give the same bits
+    if single == "bins":
+        bins = op.bins(x.dtype)
+        bad = _buffer("badbins", (bins.pixels.size,), np.dtype(np.int64))
+        n = variants.pass1_bins(x, bins.steps, bins.pixels, bins.weights, s1, s2, bad, *limits)
+        return s1, s2, np.unique(bad[:n])  # once per pixel, in image order as pass1's
     layout = op.compact(x.dtype)
     if layout is not None:
         bad = _buffer("bad", (layout.start.size,), np.dtype(np.int64))
-        n = kernels.pass1(x, layout.segments, layout.start, layout.weights, s1, s2, bad, *limits)
+        kernel = variants.pass1_vector if single == "vector" else kernels.pass1
+        n = kernel(x, layout.segments, layout.start, layout.weights, s1, s2, bad, *limits)
     else:
         m = op.matrix_for(x.dtype)
         bad = _buffer("bad", (m.shape[1],), np.dtype(np.int64))
@@ -271,7 +281,8 @@ def integrate_batch(
     ``corrections`` :func:`integrate_corrected`, per frame. Without corrections, frames of
     one dtype go through the compact layout up to ``BATCH`` at a time
     (:func:`~saxs_pipeline.ops.kernels.pass1_batch`: the operator is read once per group;
-    the same bits as one by one), others one by one."""
+    the same bits as one by one), others one by one; how many at a time was measured
+    fastest on this CPU (:func:`saxs_pipeline.ops.tuning.plan`)."""
     from saxs_pipeline.ops.kernels import BATCH
 
     _check_model(error_model)
@@ -280,12 +291,13 @@ def integrate_batch(
     errs = np.empty((n, op.nbins))
     kw = {"exclude_negative": exclude_negative, "invalid": invalid, "error_model": error_model}
     xs = [_frame(op, f) for f in frames]
+    variance = error_model == "poisson"
     i = 0
     while i < n:
-        group = _batchable(op, xs[i:i + BATCH]) if corrections is None else 0
+        group = _batchable(op, xs[i:i + BATCH], variance) if corrections is None else 0
         if group > 1:
             means[i:i + group], errs[i:i + group] = _poisson_batch(
-                op, xs[i:i + group], _limits(exclude_negative, invalid), error_model == "poisson")
+                op, xs[i:i + group], _limits(exclude_negative, invalid), variance)
             i += group
             continue
         if corrections is None:
@@ -297,22 +309,18 @@ def integrate_batch(
     return means, errs
 
 
-def _batchable(op: IntegrationOperator, xs: list[np.ndarray]) -> int:
-    """How many of the leading frames share the first one's dtype and a compact layout."""
+def _batchable(op: IntegrationOperator, xs: list[np.ndarray], variance: bool) -> int:
+    """How many of the leading frames share the first one's dtype and a compact layout,
+    up to the plan's group."""
     if len(xs) < 2 or op.compact(xs[0].dtype) is None:
+        return 0
+    xs = xs[: tuning.plan(op, xs[0].dtype, variance).batch]
+    if len(xs) < 2:
         return 0
     k = 1
     while k < len(xs) and xs[k].dtype == xs[0].dtype and xs[k].flags.c_contiguous:
         k += 1
     return k if xs[0].flags.c_contiguous else 0
-
-
-def _readonly(x: np.ndarray) -> np.ndarray:
-    # numba types read-only and writable arrays apart, and a tuple of both cannot be
-    # indexed in a loop: decoded HDF5 chunks are read-only, partial ones copies
-    view = x.view()
-    view.flags.writeable = False
-    return view
 
 
 def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, variance: bool):
@@ -323,7 +331,8 @@ def _poisson_batch(op: IntegrationOperator, xs: list[np.ndarray], limits, varian
     s1 = np.empty((k, op.nbins))
     s2 = np.empty((k, op.nbins)) if variance else None
     bad = _buffer("badpairs", (layout.start.size, 2), np.dtype(np.int64))
-    frames = tuple(_readonly(x) for x in xs) + (_readonly(xs[0]),) * (kernels.BATCH - k)
+    group = tuning.plan(op, xs[0].dtype, variance).batch  # compile-time length: kernel per size
+    frames = tuple(kernels.readonly(x) for x in xs) + (kernels.readonly(xs[0]),) * (group - k)
     nbad = kernels.pass1_batch(frames, k, layout.segments, layout.start, layout.weights,
                                s1, s2, bad, *limits)
     overflow = nbad > bad.shape[0]  # more excluded pixels than the buffer holds

@@ -15,9 +15,17 @@ then wait on the store of the previous pixel. Each accumulator is therefore spli
 Pixels excluded per frame (negative values, NaN, +-inf, or ``invalid``) are skipped and their flat
 indices written to ``bad``; the caller corrects the per-bin constants for them (rare).
 
-``pass1_batch`` is ``pass1`` for up to ``BATCH`` frames at once: each pixel's bin and
-weights are loaded once for all of them, and the frames' accumulators side by side take
-vector instructions (the frames are the lanes).
+``pass1_batch`` is ``pass1`` for a tuple of frames at once (its length, at most
+``BATCH``, is a compile-time constant): each pixel's bin and weights are loaded once for
+all of them, and the frames' accumulators side by side take vector instructions (the
+frames are the lanes).
+
+Variants of ``pass1`` with the same bits but other memory access patterns are in
+:mod:`saxs_pipeline.ops.kernelvariants`; which is fastest depends on the CPU
+(:mod:`saxs_pipeline.ops.tuning` times them).
+
+Indices are unsigned: numba then drops the wrap-around test of negative indices, which
+measured 25-30 % of ``pass1``'s time.
 
 ``pass1`` gives ``S1 = sum W x`` and ``S2 = sum W^2 x`` (mean and Poisson variance) in one
 pass; ``pass2`` fuses the back-projection of the bin means onto each pixel and the squared
@@ -36,13 +44,25 @@ import logging
 import numba
 import numpy as np
 
-__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc"]
+__all__ = ["BATCH", "LANES", "pass1", "pass1_batch", "pass1_csc", "pass2", "pass2_csc",
+           "readonly"]
 
 log = logging.getLogger(__name__)
 
 LANES = 4
-BATCH = 8
+BATCH = 8  # the most frames a batched pass takes (a task's group of decoded frames)
 FMAX = float(np.finfo(np.float64).max)  # the largest finite value: +inf lies above it
+_U = np.uint64
+_LANE = _U(LANES - 1)
+
+
+def readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only view, as :func:`pass1_batch`'s frames are passed: numba types read-only
+    and writable arrays apart, and a tuple of both cannot be indexed in a loop (decoded
+    HDF5 chunks are read-only, partial ones copies)."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
 
 
 def _jit(fn):
@@ -81,26 +101,27 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
     width = len(weights)
     acc1 = np.zeros((nbins + width, LANES))
     acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES))
-    j = 0
+    j = _U(0)
     nbad = 0
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
-            v = x[first + i]
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
+            p = first + i
+            v = x[p]
             if _excluded(v, lower, invalid):
-                bad[nbad] = first + i
+                bad[nbad] = p
                 nbad += 1
             else:
                 fv = np.float64(v)
-                b = np.int64(start[j])
-                lane = j & (LANES - 1)
+                b = _U(start[j])
+                lane = j & _LANE
                 for t in range(width):
                     w = np.float64(weights[t][j])
                     wx = w * fv
-                    acc1[b + t, lane] += wx
+                    acc1[b + _U(t), lane] += wx
                     if s2 is not None:
-                        acc2[b + t, lane] += w * wx
-            j += 1
+                        acc2[b + _U(t), lane] += w * wx
+            j += _U(1)
     _reduce_lanes(acc1, s1)
     if s2 is not None:
         _reduce_lanes(acc2, s2)
@@ -109,34 +130,34 @@ def pass1(x, segments, start, weights, s1, s2, bad, lower, invalid):
 
 @_jit
 def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
-    """:func:`pass1` of the first ``k`` frames of ``xs``, a tuple of ``BATCH`` flat frames
-    of one dtype (entries past ``k`` repeat a real frame; their sums are computed and
-    dropped: fixed-length inner loops measured ~1.5x faster than loops over ``k``; the
-    group measured 1.3 ms per Pilatus 1M frame against 1.6 ms for ``pass1``).
+    """:func:`pass1` of the first ``k`` frames of ``xs``, a tuple of flat frames of one
+    dtype (entries past ``k`` repeat a real frame; their sums are computed and dropped:
+    fixed-length inner loops measured ~1.5x faster than loops over ``k``).
     ``s1``/``s2`` are ``(k, nbins)``; excluded pixels go to ``bad`` as (frame, flat index)
     pairs, as many as it holds; their number is returned (more than ``bad`` holds: the
     caller redoes the frames one by one)."""
     nbins = s1.shape[1]
     width = len(weights)
+    n = len(xs)
     # pixel j adds into lane j % LANES as in pass1, so each frame's sums are added in
     # pass1's order: the same bits whichever frames share a group
-    acc1 = np.zeros((nbins + width, LANES, BATCH))
-    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES, BATCH))
-    v = np.empty(BATCH)
-    j = 0
+    acc1 = np.zeros((nbins + width, LANES, n))
+    acc2 = np.zeros((nbins + width if s2 is not None else 0, LANES, n))
+    v = np.empty(n)
+    j = _U(0)
     nbad = 0
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
             p = first + i
             anybad = False
-            for f in range(BATCH):
+            for f in range(n):
                 x = np.float64(xs[f][p])
                 v[f] = x
                 # _excluded without branches: this loop stays a straight line
                 anybad |= not ((x >= lower) & (x <= FMAX) & (x != invalid))
             if anybad:  # rare: zero and record the excluded ones
-                for f in range(BATCH):
+                for f in range(n):
                     if _excluded(v[f], lower, invalid):
                         v[f] = 0.0
                         if f < k:
@@ -144,16 +165,16 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
                                 bad[nbad, 0] = f
                                 bad[nbad, 1] = p
                             nbad += 1
-            b = np.int64(start[j])
-            lane = j & (LANES - 1)
+            b = _U(start[j])
+            lane = j & _LANE
             for t in range(width):
                 w = np.float64(weights[t][j])
-                for f in range(BATCH):
+                for f in range(n):
                     wx = w * v[f]
-                    acc1[b + t, lane, f] += wx
+                    acc1[b + _U(t), lane, _U(f)] += wx
                     if s2 is not None:
-                        acc2[b + t, lane, f] += w * wx
-            j += 1
+                        acc2[b + _U(t), lane, _U(f)] += w * wx
+            j += _U(1)
     for f in range(k):
         for q in range(nbins):
             a1 = 0.0
@@ -177,29 +198,29 @@ def pass2(x, segments, start, weights, mean, off, scale, out, lower, invalid):
     nbins = out.size
     width = len(weights)
     acc = np.zeros((nbins + width, LANES))
-    j = 0
+    j = _U(0)
     for s in range(segments.shape[0]):
-        first = segments[s, 0]
-        for i in range(segments[s, 1]):
+        first = _U(segments[s, 0])
+        for i in range(_U(segments[s, 1])):
             v = x[first + i]
             if not _excluded(v, lower, invalid):
-                b = np.int64(start[j])
+                b = _U(start[j])
                 # x - off does not wait for the back-projection: a shorter chain per pixel
                 e = np.float64(v)
                 if off is not None:
                     e -= off[j]
                 back = 0.0
                 for t in range(width):
-                    back += np.float64(weights[t][j]) * mean[b + t]
+                    back += np.float64(weights[t][j]) * mean[b + _U(t)]
                 if scale is not None:
                     e -= scale[j] * back
                 else:
                     e -= back
                 e *= e
-                lane = j & (LANES - 1)
+                lane = j & _LANE
                 for t in range(width):
-                    acc[b + t, lane] += np.float64(weights[t][j]) * e
-            j += 1
+                    acc[b + _U(t), lane] += np.float64(weights[t][j]) * e
+            j += _U(1)
     _reduce_lanes(acc, out)
 
 
@@ -211,23 +232,24 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
     acc1 = np.zeros((nbins, LANES))
     acc2 = np.zeros((nbins if s2 is not None else 0, LANES))
     nbad = 0
-    for p in range(indptr.size - 1):
-        a = indptr[p]
-        e = indptr[p + 1]
+    for p in range(_U(indptr.size - 1)):
+        a = _U(indptr[p])
+        e = _U(indptr[p + _U(1)])
         if a == e:
             continue
-        v = x[lo + p]
+        v = x[_U(lo) + p]
         if _excluded(v, lower, invalid):
-            bad[nbad] = lo + p
+            bad[nbad] = _U(lo) + p
             nbad += 1
             continue
         fv = np.float64(v)
-        lane = p & (LANES - 1)
+        lane = p & _LANE
         for j in range(a, e):
+            b = _U(indices[j])
             wx = np.float64(data[j]) * fv
-            acc1[indices[j], lane] += wx
+            acc1[b, lane] += wx
             if s2 is not None:
-                acc2[indices[j], lane] += np.float64(data[j]) * wx
+                acc2[b, lane] += np.float64(data[j]) * wx
     _reduce_lanes(acc1, s1)
     if s2 is not None:
         _reduce_lanes(acc2, s2)
@@ -238,12 +260,12 @@ def pass1_csc(x, lo, indptr, indices, data, s1, s2, bad, lower, invalid):
 def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invalid):
     """:func:`pass2` on a CSC matrix; ``off``/``scale`` indexed by column (or None)."""
     acc = np.zeros((out.size, LANES))
-    for p in range(indptr.size - 1):
-        a = indptr[p]
-        e = indptr[p + 1]
+    for p in range(_U(indptr.size - 1)):
+        a = _U(indptr[p])
+        e = _U(indptr[p + _U(1)])
         if a == e:
             continue
-        v = x[lo + p]
+        v = x[_U(lo) + p]
         if _excluded(v, lower, invalid):
             continue
         d = np.float64(v)
@@ -251,13 +273,13 @@ def pass2_csc(x, lo, indptr, indices, data, mean, off, scale, out, lower, invali
             d -= off[p]
         back = 0.0
         for j in range(a, e):
-            back += np.float64(data[j]) * mean[indices[j]]
+            back += np.float64(data[j]) * mean[_U(indices[j])]
         if scale is not None:
             d -= scale[p] * back
         else:
             d -= back
         d *= d
-        lane = p & (LANES - 1)
+        lane = p & _LANE
         for j in range(a, e):
-            acc[indices[j], lane] += np.float64(data[j]) * d
+            acc[_U(indices[j]), lane] += np.float64(data[j]) * d
     _reduce_lanes(acc, out)

@@ -8,7 +8,8 @@ CSC streams the image once and scatters into a bin vector that stays in L1 (meas
 faster than pydata ``sparse``; see the README's design notes). The hot path runs compiled
 kernels on a :class:`CompactLayout` derived from it (uint16 bins, per-pixel runs of at
 most ``MAX_RUN`` bins); the CSC matrix serves the rare paths (excluded pixels, operators
-the compact layout cannot hold) and the cache file.
+the compact layout cannot hold) and the cache file. Which layout the kernels use on this
+CPU is measured once (:func:`saxs_pipeline.ops.tuning.plan`).
 
 ``areas[k] = sum_p A[p, k]`` is the effective number of pixels in bin ``k``; the mean
 intensity is ``(W @ image) / areas`` -- counts per pixel, the correction not included in
@@ -32,6 +33,7 @@ from saxs_pipeline.config.calibration import Geometry, MaskConfig, Polarization
 from saxs_pipeline.ops import binning, cache
 from saxs_pipeline.ops import geometry as geo
 from saxs_pipeline.ops.accumulate import accumulate_cake, fractions, subpixel_width, to_operator
+from saxs_pipeline.ops.binlayout import BinLayout, bin_layout
 from saxs_pipeline.ops.buildkernels import pixel_columns
 
 __all__ = ["IntegrationOperator", "build_operator", "cached_operator", "operator_key"]
@@ -59,7 +61,11 @@ class IntegrationOperator:
     matrix64: sp.csc_matrix = field(default=None, repr=False)  # same layout, float64 data
     key: str = ""
     chi_edges: np.ndarray | None = None  # a cake's azimuth bin edges (deg), else None
+    cache_file: Path | None = None  # its <key>.npz in the operator cache (kernel plans beside it)
+    # the kernel plans measured for it, by (frame dtype, variance): ops.tuning.plan
+    plans: dict = field(default_factory=dict, repr=False)
     _compact: dict = field(default_factory=dict, repr=False)
+    _bins: dict = field(default_factory=dict, repr=False)
 
     @property
     def nbins(self) -> int:
@@ -83,6 +89,19 @@ class IntegrationOperator:
         if name not in self._compact:
             self._compact[name] = compact_layout(self.matrix64, self.span[0], name)
         return self._compact[name]
+
+    def bins(self, dtype: np.dtype) -> BinLayout:
+        """The bin-major layout (:mod:`saxs_pipeline.ops.binlayout`), in the weights'
+        precision of :meth:`compact`. Built on first use; only for operators the compact
+        layout holds (it takes that layout's lanes)."""
+        name = "f8" if np.dtype(dtype) == np.float64 else "f4"
+        if name not in self._bins:
+            self._bins[name] = bin_layout(self.matrix64, self.span[0], name)
+        return self._bins[name]
+
+    def drop_bins(self) -> None:
+        """Free the bin-major layouts (measured, not chosen)."""
+        self._bins.clear()
 
     def matrix_for(self, dtype: np.dtype) -> sp.csc_matrix:
         """The matrix in the precision of the input: float64 images use float64 weights
@@ -267,6 +286,7 @@ def cached_operator(
         try:
             op = IntegrationOperator.load(path)
             cache.touch(path)
+            op.cache_file = path
             return op
         except Exception as exc:  # a torn or stale file: rebuild and overwrite
             log.warning("operator cache %s unreadable (%s); rebuilding", path, exc)
@@ -274,6 +294,7 @@ def cached_operator(
     try:
         op.save(path)
         cache.evict(path.parent, keep=path)
+        op.cache_file = path
     except OSError as exc:
         log.warning("cannot write operator cache %s: %s", path, exc)
     return op
