@@ -190,6 +190,12 @@ def run(opts: Options) -> int:
     from saxs_pipeline.config.calibration import CalibrationError, load_calibration
     from saxs_pipeline.ops.budget import check_budget
 
+    if opts.bluesky:
+        from saxs_pipeline.cli.bluesky import run_bluesky
+
+        return run_bluesky(opts, _link)
+    if opts.tiled:
+        raise StartupError("--tiled publishes the runs of --bluesky")
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")

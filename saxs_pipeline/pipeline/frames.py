@@ -12,7 +12,7 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["CONTAINER_SUFFIXES", "Fingerprint", "FrameRef", "fingerprint", "matches"]
+__all__ = ["CONTAINER_SUFFIXES", "Fingerprint", "FrameAt", "FrameRef", "fingerprint", "matches"]
 
 # Files that hold many frames (HDF5/NeXus); every other format holds one frame per file.
 CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
@@ -34,6 +34,18 @@ class FrameRef:
     def of(cls, source: str, index: int = 0) -> FrameRef:
         """The frame ``index`` of ``source``, a container when the format holds many."""
         return cls(source, int(index), source.lower().endswith(CONTAINER_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class FrameAt:
+    """A frame whose file and position the source knows (a Bluesky run's frames: the
+    ledger keys them by ``ref``, (stream, frame index), while the worker reads row
+    ``index`` of ``path``); ``time``: when it was taken (Unix seconds), if known."""
+
+    ref: FrameRef
+    path: str
+    index: int
+    time: float | None = None
 
 
 @dataclass(frozen=True)
