@@ -102,10 +102,14 @@ class Tiled:
     """A ``tiled serve`` on a random loopback port; ``uri`` once it listens."""
 
     def __init__(self, args: list[str], log: Path, key: str, env: dict[str, str] | None = None,
-                 timeout: float = 180.0) -> None:
+                 timeout: float = 180.0, port: int = 0) -> None:
         self.key = key
-        self.proc = Proc([BIN / "tiled", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
-                         log, env={"TILED_SINGLE_USER_API_KEY": key, **(env or {})})
+        # `serve directory` makes its catalogue in a temporary folder it leaves behind: ours
+        tmp = log.parent / f"{log.stem}-tmp"
+        tmp.mkdir(exist_ok=True)
+        self.proc = Proc([BIN / "tiled", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+                         log, env={"TILED_SINGLE_USER_API_KEY": key, "TMPDIR": str(tmp),
+                                   **(env or {})})
         self.uri = self.proc.wait_for(r"Uvicorn running on (http://\S+)", timeout).group(1)
 
     def client(self) -> object:
