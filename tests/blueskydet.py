@@ -141,3 +141,66 @@ def make_detector(directory: Path, shape: tuple[int, int], name: str = "det") ->
         det = SaxsSimDetector(StaticPathProvider(UUIDFilenameProvider(), directory), shape,
                               name=name)
     return det
+
+
+def ad_hdf5_detector(directory: Path, shape: tuple[int, int], name: str = "pil") -> object:
+    """An ophyd v1 device as areaDetector's HDF5 plugin is seen by Bluesky: one HDF5 file
+    per run, a Resource (spec ``AD_HDF5``) and a Datum per frame; frames :func:`frame`."""
+    import itertools
+    import uuid
+    from collections import deque
+
+    from ophyd import Component, Device, Signal
+    from ophyd.sim import NullStatus
+
+    class AdHdf5(Device):
+        image = Component(Signal, kind="hinted")
+
+        def stage(self) -> list[object]:
+            self._file_name = f"{uuid.uuid4()}.h5"
+            self._file = h5py.File(directory / self._file_name, "w")
+            self._dset = self._file.create_dataset(DATASET, (0, *shape), maxshape=(None, *shape),
+                                                   chunks=(1, *shape), dtype="<i4")
+            self._resource, self._points = str(uuid.uuid4()), itertools.count()
+            self._docs = deque([("resource", {
+                "uid": self._resource, "spec": "AD_HDF5", "root": str(directory),
+                "resource_path": self._file_name, "resource_kwargs": {"frame_per_point": 1},
+                "path_semantics": "posix"})])
+            return super().stage()
+
+        def trigger(self) -> NullStatus:
+            i = next(self._points)
+            self._dset.resize(i + 1, axis=0)
+            self._dset[i] = frame(i, shape)
+            self._file.flush()
+            datum_id = f"{self._resource}/{i}"
+            self._docs.append(("datum", {"resource": self._resource, "datum_id": datum_id,
+                                         "datum_kwargs": {"point_number": i}}))
+            self.image.put(datum_id)
+            return NullStatus()
+
+        def describe(self) -> dict[str, dict[str, object]]:
+            d = super().describe()
+            d[self.image.name].update(shape=list(shape), dtype="array", dtype_numpy="<i4",
+                                      external="FILESTORE:")
+            return d
+
+        def collect_asset_docs(self):  # noqa: ANN201 - ophyd's protocol
+            while self._docs:
+                yield self._docs.popleft()
+
+        def unstage(self) -> list[object]:
+            self._file.close()
+            return super().unstage()
+
+    return AdHdf5(name=name)
+
+
+def filled_detector(shape: tuple[int, int], name: str = "img") -> object:
+    """An ophyd v1 signal whose readings are the frames themselves (filled events)."""
+    import itertools
+
+    from ophyd.sim import SynSignal
+
+    count = itertools.count()
+    return SynSignal(name=name, func=lambda: frame(next(count), shape))

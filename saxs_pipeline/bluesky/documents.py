@@ -108,7 +108,9 @@ def image_stream(doc: dict[str, Any], field: str | None) -> ImageStream | None:
         return None
     key = keys[field]
     shape = [int(n) if isinstance(n, int) else -1 for n in key.get("shape") or ()]
-    if len(shape) < 2 or min(shape) < 1:
+    if len(shape) < 2:
+        return None  # the field is there, but not frames: as if it were not
+    if min(shape) < 1:
         raise DocumentError(f"{what('descriptor', doc)}: field {field!r} has shape {shape}, "
                             "not that of frames (rows, columns)")
     external = key.get("external")

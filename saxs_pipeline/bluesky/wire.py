@@ -80,7 +80,7 @@ def _array(obj: dict[Any, Any]) -> Any:
 def unpack(payload: bytes) -> dict[str, Any]:
     """The document in ``payload`` (msgpack or JSON); DocumentError when it is neither or
     not a mapping."""
-    if payload[:1] in (b"{", b" ", b"\n"):
+    if payload[:1] in (b"{", b"[", b" ", b"\n"):  # JSON (msgpack maps start at 0x80)
         try:
             doc = json.loads(payload)
         except ValueError as exc:
