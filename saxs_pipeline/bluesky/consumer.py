@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.bluesky.documents import RunStart, what
-from saxs_pipeline.bluesky.record import RunRecord, open_records
+from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import Closed, Filled, Located, Opened, Resourced, RunTracker
 from saxs_pipeline.bluesky.spool import spool
 from saxs_pipeline.bluesky.wire import BlueskyReceiver, DocumentError
@@ -118,15 +118,15 @@ class BlueskyConsumer:
             try:
                 got = self.receiver.receive(0.25)
             except DocumentError as exc:
-                self.errors += 1
-                log.error("rejected from %s: %s", self.options.address, exc)
+                self._reject(exc.kind, exc)
                 continue
             if got is not None:
                 if self._first:
                     self._first = False
                     log.info("documents arrive from %s", self.options.address)
                 self.handle(*got)
-            self._apply(self.tracker.idle())
+            else:  # silence only now: documents queued while a run was set up came first
+                self._apply(self.tracker.idle())
             self._reap()
 
     def handle(self, name: str, doc: dict[str, Any]) -> None:
@@ -134,14 +134,19 @@ class BlueskyConsumer:
         try:
             actions = self.tracker.handle(name, doc)
         except DocumentError as exc:
-            self.errors += 1
-            log.error("%s", exc)
+            self._reject(name, exc)
             return
         except Exception:
             self.errors += 1
             log.exception("%s could not be handled", what(name, doc))
             return
         self._apply(actions)
+
+    def _reject(self, kind: str, exc: DocumentError) -> None:
+        """One error line naming the document; a flood of one kind is rate-limited, one
+        kind does not hide another (a logger per kind)."""
+        self.errors += 1
+        logging.getLogger(f"{__name__}.rejected.{kind}").error("rejected: %s", exc)
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -192,12 +197,27 @@ class BlueskyConsumer:
             self.ignored.add(start.uid)
             return
         folder = self.options.work / start.name
-        record = RunRecord(folder, start, [action.stream])
+        self._settle(start.uid)
+        try:  # a run closed for silence whose documents came after all: its record goes on
+            record = RunRecord.load(folder / RECORD)
+        except (OSError, ValueError, TypeError, KeyError):
+            record = RunRecord(folder, start, [action.stream])
+        record.closed = None
         record.save()
         self.runs[start.uid] = _Reduction(record)
         log.info("run %s (%s): frames of %s in stream %s, %dx%d; reduced into %s",
                  start.uid, start.name, action.stream.field, action.stream.stream,
                  *action.stream.shape, folder)
+
+    def _settle(self, uid: str) -> None:
+        """Wait (bounded) for an earlier queue of run ``uid`` to finish closing: one
+        writer per stack."""
+        deadline = time.monotonic() + 120
+        while any(r.record.start.uid == uid and not r.queue.closed for r in self.closing):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {uid}: its earlier queue did not close in 120 s")
+            time.sleep(0.05)
+        self._reap()
 
     def _calibration(self, start: RunStart) -> Path | None:
         named = start.calibration

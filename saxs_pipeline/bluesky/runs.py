@@ -135,6 +135,9 @@ class RunTracker:
         self._by_descriptor: dict[str, str] = {}  # descriptor uid -> run uid
         self._by_resource: dict[str, str] = {}
         self.unknown: set[str] = set()  # runs whose start was not seen (reported once)
+        # runs closed for silence, kept (with their uid maps) in case documents still come
+        self.dormant: dict[str, _Run] = {}
+        self._revived: list[Action] = []
 
     # -- documents -------------------------------------------------------------------------
 
@@ -147,10 +150,19 @@ class RunTracker:
             validate(name, doc)
             return [a for d in event_model.unpack_datum_page(doc) for a in self.handle("datum", d)]
         validate(name, doc)
-        return getattr(self, f"_{name}")(doc)
+        actions = getattr(self, f"_{name}")(doc)
+        if self._revived:
+            actions, self._revived = [*self._revived, *actions], []
+        return actions
 
     def _run(self, uid: str | None, name: str, doc: dict[str, Any]) -> _Run | None:
         run = self.runs.get(uid) if uid else None
+        if run is None and uid in self.dormant:
+            run = self.runs[uid] = self.dormant.pop(uid)
+            log.warning("run %s (%s): documents after it was closed for silence; taken up "
+                        "again", uid, run.start.name)
+            if run.streams:
+                self._revived.append(Opened(run.start, next(iter(run.streams.values()))))
         if run is None:
             key = uid or what(name, doc)
             if key not in self.unknown and len(self.unknown) < 10_000:
@@ -323,14 +335,22 @@ class RunTracker:
 
     def _close(self, run: _Run, how: str, *, clean: bool) -> list[Action]:
         del self.runs[run.start.uid]
-        for maps in (self._by_descriptor, self._by_resource):
-            for key in [k for k, v in maps.items() if v == run.start.uid]:
-                del maps[key]
+        if clean:
+            self._forget(run.start.uid)
+        else:  # a long pause is silence too: documents may still come
+            self.dormant[run.start.uid] = run
+            while len(self.dormant) > 100:
+                self._forget(self.dormant.pop(next(iter(self.dormant))).start.uid)
         actions: list[Action] = []
         for dataset, frames in run.waiting.values():  # events that never came: frames all the same
             actions.append(Located(run.start.uid, dataset, frames))
         actions += self.sweep(run)
         return [*actions, Closed(run.start.uid, how, clean, bool(run.streams))]
+
+    def _forget(self, uid: str) -> None:
+        for maps in (self._by_descriptor, self._by_resource):
+            for key in [k for k, v in maps.items() if v == uid]:
+                del maps[key]
 
     def sweep(self, run: _Run) -> list[Action]:
         """The frames each file of the run holds beyond the last row located."""

@@ -39,7 +39,12 @@ MAX_MESSAGE = 256 * 2**20  # a filled event of an EIGER2 16M frame in int32 is 6
 
 
 class DocumentError(ValueError):
-    """A message or document that cannot be used; the text names it."""
+    """A message or document that cannot be used; the text names it. ``kind``: the
+    document's name when known (repeats are rate-limited per kind)."""
+
+    def __init__(self, message: str, kind: str = "message") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _encode(obj: Any) -> Any:
@@ -114,7 +119,7 @@ def split(message: bytes, prefix: bytes = b"") -> tuple[str, dict[str, Any]] | N
     try:
         return name, unpack(payload)
     except DocumentError as exc:
-        raise DocumentError(f"{name} document: {exc}") from None
+        raise DocumentError(f"{name} document: {exc}", name) from None
 
 
 class BlueskyReceiver:

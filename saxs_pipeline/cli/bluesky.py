@@ -59,6 +59,7 @@ def run_bluesky(opts: Options, make_link: Callable[[Options, int], Any]) -> int:
     from saxs_pipeline.tiled.publisher import TiledPublisher
 
     _check(opts)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to Tiled
     calibration, threads = _default_calibration(opts)
     opts.directory.mkdir(parents=True, exist_ok=True)
     link = make_link(opts, opts.threads or threads)

@@ -80,8 +80,11 @@ class TiledPublisher:
     # -- what to publish -------------------------------------------------------------------
 
     def add(self, pub: Publication) -> None:
+        """Publish ``pub`` (again: a run taken up after it ended goes on)."""
+        (pub.folder / MARKER).unlink(missing_ok=True)
         with self._lock:
-            self._runs.setdefault(pub.raw_uid, pub)
+            known = self._runs.setdefault(pub.raw_uid, pub)
+            known.stop = None
         self._wake.set()
 
     def finish(self, raw_uid: str, stop: Mapping[str, Any]) -> None:
@@ -137,12 +140,11 @@ class TiledPublisher:
             self._wake.clear()
 
     def _round(self) -> None:
+        if self._client is None:  # at once, not with the first run: that one is live
+            self._client = self._connect()
+            log.info("publishing reduced runs to Tiled at %s", self.url)
         with self._lock:
             runs = list(self._runs.values())
-        if not runs:
-            return
-        if self._client is None:
-            self._client = self._connect()
         for pub in runs:
             self._publish(pub)
 
@@ -150,6 +152,8 @@ class TiledPublisher:
         if pub.node is None:
             pub.node = ReducedRun(self._client, pub.raw_uid)
             pub.sent = pub.node.n_committed
+        if pub.node.node is None and pub.stack.exists():
+            pub.node.create(pub.start, read_rows(pub.stack, 0, 0))
         stop = pub.stop  # read once: rows committed before the run ended are all there
         while True:
             rows = read_rows(pub.stack, pub.sent, self.batch_rows) if pub.stack.exists() else None
@@ -159,7 +163,9 @@ class TiledPublisher:
             self.published_rows += rows.stop - rows.start
         if stop is not None:
             pub.node.finish(dict(stop, num_frames=pub.sent))
-            (pub.folder / MARKER).write_text(f"{pub.sent}\n")
             with self._lock:
+                if pub.stop is not stop:  # taken up again meanwhile: it goes on
+                    return
                 self._runs.pop(pub.raw_uid, None)
+            (pub.folder / MARKER).write_text(f"{pub.sent}\n")
             log.info("reduced run of %s published to Tiled (%d rows)", pub.raw_uid, pub.sent)

@@ -57,6 +57,7 @@ class StackRows:
     curves: dict[str, dict[str, tuple[tuple[str, ...], dict[str, Any], np.ndarray]]]
     frames: dict[str, tuple[dict[str, Any], np.ndarray]]
     calibration: Any
+    groups: dict[str, dict[str, Any]]  # key -> the curve group's attributes
 
 
 def _attrs(arr: Any) -> dict[str, Any]:
@@ -72,10 +73,10 @@ def read_rows(stack: Path, start: int, limit: int) -> StackRows:
         raise StackLayoutError(f"{stack} is not a curve stack")
     stop = min(int(attrs["n_valid"]), start + limit)
     rows = slice(start, max(start, stop))
-    axes, curves = {}, {}
+    axes, curves, groups = {}, {}, {}
     for key in attrs.get("curve_keys", []):
         grp = root[key]
-        ga = grp.attrs.asdict()
+        ga = groups[key] = grp.attrs.asdict()
         axes[key] = (ga["axis_name"], ga["axis_units"], grp[ga["axis_name"]][:])
         curves[key] = {}
         for name in CURVE_VARS:
@@ -84,7 +85,8 @@ def read_rows(stack: Path, start: int, limit: int) -> StackRows:
             curves[key][name] = (dims, _attrs(arr), arr[rows])
     frames = {name: (_attrs(root[name]), root[name][rows]) for name in FRAME_COORDS}
     frames["image_time"][0].setdefault("units", TIME_UNITS)
-    return StackRows(start, max(start, stop), axes, curves, frames, attrs.get("calibration"))
+    return StackRows(start, max(start, stop), axes, curves, frames, attrs.get("calibration"),
+                     groups)
 
 
 class ReducedRun:
@@ -93,6 +95,8 @@ class ReducedRun:
     def __init__(self, client: Any, raw_uid: str) -> None:
         self.client, self.raw_uid, self.key = client, raw_uid, reduced_key(raw_uid)
         self.node: Any = self.client[self.key] if self.key in self.client else None
+        self._datasets: dict[str, Any] = {}
+        self._arrays: dict[tuple[str, str], Any] = {}
 
     @property
     def n_committed(self) -> int:
@@ -100,7 +104,9 @@ class ReducedRun:
             return 0
         return int((self.node.metadata.get("summary") or {}).get("n_committed", 0))
 
-    def _create(self, start: Mapping[str, Any], rows: StackRows) -> None:
+    def create(self, start: Mapping[str, Any], rows: StackRows) -> None:
+        """The run's container and its curves' axes (before any row: a notebook finds the
+        run as soon as it starts)."""
         from tiled.structures.core import Spec
 
         meta = {"start": {"uid": str(uuid.uuid5(_NAMESPACE, self.raw_uid)),
@@ -110,38 +116,53 @@ class ReducedRun:
                 "summary": {"n_committed": 0}, "stop": None}
         self.node = self.client.create_container(key=self.key, metadata=meta)
         for key, (axis, units, values) in rows.axes.items():
-            ds = self.node.create_container(key, specs=[Spec("xarray_dataset")])
+            ds = self._datasets[key] = self.node.create_container(
+                key, specs=[Spec("xarray_dataset")],
+                metadata={"attrs": {**rows.groups[key], "raw_uid": self.raw_uid}})
             ds.write_array(values, key=axis, dims=[axis], specs=[Spec("xarray_coord")],
                            metadata={"attrs": {"units": units}})
 
     def append(self, start: Mapping[str, Any], rows: StackRows) -> int:
-        """Write ``rows`` (idempotent per offset) and raise ``n_committed``; returns it."""
+        """Write ``rows`` (idempotent per offset) and raise ``n_committed``; returns it.
+        The arrays are sent side by side: each request waits mostly on the server."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tiled.structures.core import Spec
 
         if rows.stop <= rows.start:
             return self.n_committed
         if self.node is None:
-            self._create(start, rows)
+            self.create(start, rows)
+        puts = []
         for key, arrays in rows.curves.items():
-            ds = self.node[key]
-            for name, (dims, attrs, values) in arrays.items():
-                self._put(ds, name, values, dims, attrs, rows.start, Spec("xarray_data_var"))
-            for name, (attrs, values) in rows.frames.items():
-                self._put(ds, name, values, ("frame",), attrs, rows.start, Spec("xarray_coord"))
+            puts += [(key, name, values, dims, attrs, Spec("xarray_data_var"))
+                     for name, (dims, attrs, values) in arrays.items()]
+            puts += [(key, name, values, ("frame",), attrs, Spec("xarray_coord"))
+                     for name, (attrs, values) in rows.frames.items()]
+        with ThreadPoolExecutor(4) as pool:
+            for done in [pool.submit(self._put, *put, rows.start) for put in puts]:
+                done.result()
         self.node.update_metadata({"summary": {"n_committed": rows.stop}}, drop_revision=True)
         return rows.stop
 
-    @staticmethod
-    def _put(ds: Any, name: str, values: np.ndarray, dims: tuple[str, ...],
-             attrs: dict[str, Any], offset: int, spec: Any) -> None:
-        if name in ds:
-            ds[name].patch(values, offset=(offset,) + (0,) * (values.ndim - 1), extend=True)
+    def _array(self, key: str, name: str) -> Any:
+        """The array client of ``key/name`` (looked up once), None when there is none."""
+        if (key, name) not in self._arrays:
+            ds = self._datasets.get(key) or self._datasets.setdefault(key, self.node[key])
+            self._arrays[key, name] = ds[name] if name in ds else None
+        return self._arrays[key, name]
+
+    def _put(self, key: str, name: str, values: np.ndarray, dims: tuple[str, ...],
+             attrs: dict[str, Any], spec: Any, offset: int) -> None:
+        array = self._array(key, name)
+        if array is not None:
+            array.patch(values, offset=(offset,) + (0,) * (values.ndim - 1), extend=True)
         elif offset == 0:  # Tiled cannot extend an array created empty: made with the first rows
-            ds.write_array(values, key=name, dims=list(dims), specs=[spec],
-                           metadata={"attrs": attrs})
+            self._arrays[key, name] = self._datasets[key].write_array(
+                values, key=name, dims=list(dims), specs=[spec], metadata={"attrs": attrs})
         else:
-            raise StackLayoutError(f"{ds.uri}: {name} is missing but rows from {offset} on "
-                                   "are to be appended")
+            raise StackLayoutError(f"{self.key}/{key}: {name} is missing but rows from "
+                                   f"{offset} on are to be appended")
 
     def finish(self, stop: Mapping[str, Any]) -> None:
         if self.node is not None:
