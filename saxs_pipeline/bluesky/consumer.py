@@ -89,6 +89,7 @@ class BlueskyConsumer:
             self.runs[record.start.uid] = _Reduction(record)
             self._apply(self.tracker.restore(record.start, record.streams,
                                              list(record.files.values())))
+        self.tracker.touch()
         self._thread.start()
         log.info("receiving Bluesky documents from %s; runs are reduced into %s",
                  self.options.address, self.options.work)

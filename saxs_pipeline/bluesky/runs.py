@@ -365,6 +365,12 @@ class RunTracker:
                 actions.append(Located(run.start.uid, res.dataset, frames))
         return actions
 
+    def touch(self) -> None:
+        """Count the runs' silence from now (after the consumer was busy setting up)."""
+        now = self.clock()
+        for run in self.runs.values():
+            run.seen = now
+
     def restore(self, start: RunStart, streams: list[ImageStream],
                 files: list[tuple[FileResource, int | None]]) -> list[Action]:
         """Take up a run a previous consumer was reducing (from its record): its frames

@@ -152,12 +152,19 @@ class TiledPublisher:
         if pub.node is None:
             pub.node = ReducedRun(self._client, pub.raw_uid)
             pub.sent = pub.node.n_committed
-        if pub.node.node is None and pub.stack.exists():
-            pub.node.create(pub.start, read_rows(pub.stack, 0, 0))
+        if pub.node.node is None:
+            try:
+                first = read_rows(pub.stack, 0, 0)
+            except (FileNotFoundError, KeyError):  # not created yet, or still being created
+                return
+            pub.node.create(pub.start, first)
         stop = pub.stop  # read once: rows committed before the run ended are all there
         while True:
-            rows = read_rows(pub.stack, pub.sent, self.batch_rows) if pub.stack.exists() else None
-            if rows is None or rows.stop <= rows.start:
+            try:
+                rows = read_rows(pub.stack, pub.sent, self.batch_rows)
+            except (FileNotFoundError, KeyError):  # the stack is still being created
+                break
+            if rows.stop <= rows.start:
                 break
             pub.sent = pub.node.append(pub.start, rows)
             self.published_rows += rows.stop - rows.start
