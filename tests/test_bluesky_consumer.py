@@ -139,8 +139,12 @@ def test_the_calibration_of_a_run(inprocess_client: Any, setup: Any, engine: Run
         consumer.handle(name, doc)
     for name, doc in _run(engine, [det], 2, saxs_calibration=str(tmp_path / "nope.json")):
         consumer.handle(name, doc)
+    small = make_detector(tmp_path, (32, 24))  # not the calibration's Imagesize
+    for name, doc in _run(engine, [small], 2, saxs_calibration=str(setup.calibration)):
+        consumer.handle(name, doc)
     consumer.stop()
     text = caplog.text
     assert "no calibration (the start document has no saxs_calibration" in text
     assert f"calibration {tmp_path / 'nope.json'} does not exist; not reduced" in text
+    assert f"frames of 32x24, but Imagesize of {setup.calibration} is [64, 48]" in text
     assert consumer.finished == [] and not list((tmp_path / "work").glob("*/*.zarr"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.bluesky.documents import RunStart, what
+from saxs_pipeline.bluesky.documents import AD_DATASET, RunStart, what
 from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import Closed, Filled, Located, Opened, Resourced, RunTracker
 from saxs_pipeline.bluesky.spool import spool
@@ -179,7 +179,7 @@ class BlueskyConsumer:
         elif isinstance(action, Filled):
             frames = spool(red.record.folder, action.stream, action.first, action.time,
                            action.array)
-            queue = self._queue(red, "/entry/data/data")
+            queue = self._queue(red, AD_DATASET)
             if queue is not None:
                 queue.offer_frames(frames)
         elif isinstance(action, Closed):
@@ -194,7 +194,7 @@ class BlueskyConsumer:
                 red.record.save()
             return
         calibration = self._calibration(start)
-        if calibration is None:
+        if calibration is None or not self._fits(start, calibration, action.stream.shape):
             self.ignored.add(start.uid)
             return
         folder = self.options.work / start.name
@@ -233,6 +233,24 @@ class BlueskyConsumer:
                       start.name, path)
             return None
         return path
+
+    @staticmethod
+    def _fits(start: RunStart, calibration: Path, shape: tuple[int, int]) -> bool:
+        """Whether the run's frames are the calibration's size (checked before any
+        frame is read)."""
+        from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+
+        try:
+            expected = load_calibration(calibration).geometry.image_shape
+        except CalibrationError as exc:
+            log.error("run %s (%s): calibration %s: %s; not reduced", start.uid, start.name,
+                      calibration, exc)
+            return False
+        if tuple(expected) != tuple(shape):
+            log.error("run %s (%s): frames of %dx%d, but Imagesize of %s is %s; not reduced",
+                      start.uid, start.name, *shape, calibration, list(expected))
+            return False
+        return True
 
     def _queue(self, red: _Reduction, dataset: str) -> Any:
         if red.queue is not None:
