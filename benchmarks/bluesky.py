@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for other processes to go quiet before a case")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    import distributed  # noqa: F401  (sets its loggers' levels when imported: quiet them after)
+
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from bsprocs import proxy
 
     with tempfile.TemporaryDirectory(prefix="bench-bluesky-") as tmp:

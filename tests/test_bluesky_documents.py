@@ -20,7 +20,8 @@ from bluesky import RunEngine  # noqa: E402
 from bluesky.plans import count  # noqa: E402
 from blueskydet import DATASET, ad_hdf5_detector, filled_detector, make_detector  # noqa: E402
 
-from saxs_pipeline.bluesky.runs import Closed, Filled, Located, Opened, RunTracker  # noqa: E402
+from saxs_pipeline.bluesky.actions import Closed, Filled, Located, Opened  # noqa: E402
+from saxs_pipeline.bluesky.runs import RunTracker  # noqa: E402
 from saxs_pipeline.bluesky.wire import DocumentError, pack, split, unpack  # noqa: E402
 
 SHAPE = (16, 12)

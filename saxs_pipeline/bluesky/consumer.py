@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saxs_pipeline.bluesky.actions import Closed, Filled, Located, Opened, Resourced
 from saxs_pipeline.bluesky.documents import AD_DATASET, RunStart, what
 from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
-from saxs_pipeline.bluesky.runs import Closed, Filled, Located, Opened, Resourced, RunTracker
+from saxs_pipeline.bluesky.runs import RunTracker
 from saxs_pipeline.bluesky.spool import spool
 from saxs_pipeline.bluesky.wire import BlueskyReceiver, DocumentError
 from saxs_pipeline.tiled.publisher import MARKER, Publication, TiledPublisher

@@ -1,7 +1,6 @@
 """Following Bluesky runs through their documents: which frames each run has, where they
-are, and when the run is over -- as small values (:class:`Opened`, :class:`Located`,
-:class:`Filled`, :class:`Resourced`, :class:`Closed`) for the consumer to act on. No
-sockets, no cluster, no pixels here.
+are, and when the run is over -- as the small values of :mod:`saxs_pipeline.bluesky.actions`
+for the consumer to act on. No sockets, no cluster, no pixels here.
 
 A frame is keyed by (run uid, stream, frame index), the frame index counted from the
 event sequence numbers: ``(seq_num - 1) * frames_per_event + k``, the same whether its
@@ -16,7 +15,9 @@ or in the event itself (filled). Its location is a row of an HDF5 dataset:
 A file's rows follow its frames one to one, so rows a StreamDatum skips (documents the
 proxy dropped, or sent while the consumer was down) are taken from the file too, and at
 the end of the run every row the file has beyond the last one seen (:meth:`RunTracker.sweep`).
-A run ends with its stop document, or after ``idle`` seconds without any document.
+A run ends with its stop document, or after ``idle`` seconds without any document (and
+is taken up again if documents still come). What to do is said with the values of
+:mod:`saxs_pipeline.bluesky.actions`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import event_model
 import numpy as np
 
+from saxs_pipeline.bluesky.actions import Action, Closed, Filled, Located, Opened, Resourced
 from saxs_pipeline.bluesky.documents import (
     FileResource,
     ImageStream,
@@ -43,56 +45,11 @@ from saxs_pipeline.bluesky.documents import (
 from saxs_pipeline.bluesky.wire import DocumentError
 from saxs_pipeline.pipeline.frames import FrameAt, FrameRef
 
-__all__ = ["Closed", "Filled", "Located", "Opened", "Resourced", "RunTracker"]
+__all__ = ["RunTracker", "hdf5_rows"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Opened:
-    """A run with an image stream: it is reduced."""
-
-    start: RunStart
-    stream: ImageStream
-
-
-@dataclass(frozen=True)
-class Resourced:
-    """A file of a reduced run's frames (kept in the run's record for a restart)."""
-
-    run: str
-    resource: FileResource
-    offset: int | None  # frame index minus row, once known
-
-
-@dataclass(frozen=True)
-class Located:
-    run: str
-    dataset: str
-    frames: list[FrameAt]
-
-
-@dataclass(frozen=True)
-class Filled:
-    """Frames that came in the event: ``array`` is (n, rows, cols), frame indices from
-    ``first`` on."""
-
-    run: str
-    stream: str
-    first: int
-    time: float
-    array: np.ndarray
-
-
-@dataclass(frozen=True)
-class Closed:
-    run: str
-    how: str
-    clean: bool  # a stop document ended it
-    reduced: bool  # it had an image stream
-
-
-Action = Opened | Resourced | Located | Filled | Closed
 
 
 @dataclass
