@@ -184,3 +184,19 @@ def test_ophyd_v1_resource_datum_and_filled_events(engine: RunEngine, tmp_path: 
     filled = [a for a in _feed(RunTracker(), docs) if isinstance(a, Filled)]
     assert [a.first for a in filled] == [0, 1, 2]
     assert all(a.array.shape == (1, *SHAPE) for a in filled)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--bluesky", "127.0.0.1:5578"], "give the proxy's out address as tcp://HOST:PORT"),
+    (["--tiled", "http://127.0.0.1:1"], "--tiled publishes the runs of --bluesky"),
+    (["--bluesky", "tcp://127.0.0.1:9", "-c", "missing.json"], "calibration missing.json does not exist"),
+])
+def test_saxsdog_bluesky_refuses_bad_start_up_input(tmp_path: Path, args: list[str],
+                                                    said: str) -> None:
+    import subprocess
+    import sys
+
+    saxsdog = Path(sys.executable).parent / "saxsdog"
+    done = subprocess.run([str(saxsdog), *args, str(tmp_path / "work")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
