@@ -2,7 +2,8 @@
 
 An in-process scheduler with the ``SaxsLive`` plugin is fed by a real
 :class:`~saxs_pipeline.live.feed.LiveFeed` with synthetic frames (Pilatus 1M-like curves of
-``--bins`` q points at ``--rate`` frames/s), while headless Chromium shows ``/saxs``. No
+``--bins`` q points at ``--rate`` frames/s, and Pilatus 1M-sized frame pictures as often as
+the feed asks for them), while headless Chromium shows ``/saxs``. No
 integration runs, so the browser's CPU (per process kind, from psutil) and where its
 renderer spends it (Chrome DevTools ``Performance.getMetrics``: script, layout, style, paint
 tasks) are measured without the workers' noise. ``--profile FILE`` also records a JS CPU
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import logging
 import sys
@@ -43,17 +45,35 @@ def synthetic_pairs(n: int, start: int, q: np.ndarray, key: str) -> list[tuple[A
                                 integparams={"I0": scale, "I1": 2 * scale, "I2": 0.5})
         result = SimpleNamespace(status="ok", curves=[curve], fingerprint=None,
                                  image_time=now - 0.05, processed_time=now,
-                                 integration_time=0.004)
+                                 integration_time=0.004, picture=None)
         out.append((SimpleNamespace(output=f"/data/results/frame_{i:06d}.chi"), result))
     return out
 
 
+def synthetic_pictures(n: int = 4) -> list[Any]:
+    """Pictures of Pilatus 1M-sized frames (a ring pattern around a beam stop, Poisson
+    counts, module gaps), each frame another."""
+    from saxs_pipeline.ops.picture import frame_picture
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:1043, :981]
+    r = np.hypot(rows - 235.0, cols - 388.0)
+    out = []
+    for i in range(n):
+        frame = rng.poisson(50 + 2e4 / (1 + (r / (30 + 5 * i)) ** 2)).astype(np.int32)
+        frame[195::212] = -1  # module gaps
+        out.append(frame_picture(frame, mask=r < 20))
+    return out
+
+
 class Feeder(threading.Thread):
-    """Frames at ``rate`` per second into the feed, in 50 ms batches (as results come)."""
+    """Frames at ``rate`` per second into the feed, in 50 ms batches (as results come);
+    a batch's last frame brings a picture when the feed asks (as a task's does)."""
 
     def __init__(self, feed: Any, q: np.ndarray, key: str, rate: float) -> None:
         super().__init__(daemon=True)
         self.feed, self.q, self.key, self.rate = feed, q, key, rate
+        self.pictures = itertools.cycle(synthetic_pictures())
         self.stop = threading.Event()
         self.sent = 0
 
@@ -62,7 +82,10 @@ class Feeder(threading.Thread):
         while not self.stop.wait(0.05):
             due = int((time.monotonic() - t0) * self.rate)
             if due > self.sent:
-                self.feed.add(synthetic_pairs(due - self.sent, self.sent, self.q, self.key))
+                pairs = synthetic_pairs(due - self.sent, self.sent, self.q, self.key)
+                if self.feed.picture_due():
+                    pairs[-1][1].picture = next(self.pictures)
+                self.feed.add(pairs)
                 self.sent = due
 
 
@@ -164,19 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from distributed import Client, LocalCluster
 
+    from saxs_pipeline.integrator import Curve
     from saxs_pipeline.live.feed import LiveFeed
     from saxs_pipeline.live.plugin import SaxsLive, dashboard_url
 
     for name in ("distributed", "tornado", "bokeh"):
         logging.getLogger(name).setLevel(logging.ERROR)
     q = np.geomspace(0.004, 0.6, args.bins)
-    key = "page-cost"
+    template = Curve("Radial", 0, q, q, q, None, {}, ["q", "I", "err"])
+    key = template.key
     with (LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
                        dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client):
         client.register_plugin(SaxsLive())
-        template = SimpleNamespace(key=key, radial=q)
         feed = LiveFeed("pagecost", lambda: client, [template],
-                        {"id": "synthetic", "distance_mm": 1031.7}, lambda: {"backlog": 3})
+                        {"id": "synthetic", "distance_mm": 1031.7,
+                         "beam_center": [808.0, 388.0]}, lambda: {"backlog": 3})
         feed.start()
         feeder = Feeder(feed, q, key, args.rate)
         feeder.start()

@@ -6,13 +6,23 @@ chunk read + decompression, and fabio's read of the same file.
 directory under the current one and are removed afterwards. Times are per frame, the best
 and the median over rounds (each round reads every frame once; the OS page cache is warm
 after the first round, as it is for frames a detector has just written).
+
+``--layouts`` measures instead the cost of a chunk layout to the worker task: the same frames
+(``--layout-frames`` of ``--layout-shape``, bitshuffle-LZ4) as one chunk for all of them
+and as one chunk per frame, each integrated by ``process_frames`` in tasks of
+``--task-frames`` (as the dispatcher sends them), in a child process per layout: time per
+frame (decode, integrate; no .chi) and the child's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,11 +49,79 @@ def _time(fn: Callable[[int], object], n: int, rounds: int) -> tuple[float, floa
     return min(per_round), statistics.median(per_round)
 
 
+def _task_case(path: str, calibration: str, n: int, task_frames: int) -> None:
+    """One layout, in this (child) process: every frame through ``process_frames`` in
+    tasks of ``task_frames``; prints ms per frame and the peak RSS as JSON."""
+    from saxs_pipeline.integrator import Integrator
+    from saxs_pipeline.pipeline.task import process_frames
+    from saxs_pipeline.pipeline.tasktypes import FrameTask, TaskOptions
+
+    integ = Integrator(calibration, with_std=False, cache_dir=False)
+    options = TaskOptions(write_chi=False)
+    process_frames("b", [FrameTask(path, "x", 0)], options, integrator=integ)  # compile
+    t0 = time.perf_counter()
+    for first in range(0, n, task_frames):
+        tasks = [FrameTask(path, "x", i) for i in range(first, min(n, first + task_frames))]
+        assert all(r.status == "ok" for r in process_frames("b", tasks, options, integrator=integ))
+    ms = (time.perf_counter() - t0) / n * 1e3
+    peak = int(re.search(r"VmHWM:\s*(\d+) kB", open("/proc/self/status").read())[1]) / 1024
+    print(json.dumps({"ms_per_frame": ms, "peak_mb": peak}))
+
+
+def layouts(n: int, shape: tuple[int, int], task_frames: int) -> None:
+    """The ``--layouts`` table (module doc)."""
+    import h5py
+    import hdf5plugin
+
+    from saxs_pipeline.demo.eiger import eiger_calibration_dict
+    from saxs_pipeline.frames.compression import compress_bslz4
+
+    distinct = list(demo_frames(8, shape=shape))
+    stack = np.stack([distinct[i % 8] for i in range(n)])
+    with tempfile.TemporaryDirectory(prefix=".layouts-bench-", dir=os.getcwd()) as tmp:
+        np.save(os.path.join(tmp, "mask.npy"), distinct[0] == np.iinfo(np.uint32).max)
+        cal = os.path.join(tmp, "cal.json")
+        with open(cal, "w") as fh:
+            json.dump(eiger_calibration_dict(shape), fh)
+        rows = []
+        for name, k in ((f"one chunk of {n} frames", n), ("one chunk per frame", 1)):
+            path = os.path.join(tmp, f"k{k}.h5")
+            with h5py.File(path, "w") as fh:
+                d = fh.create_dataset("/entry/data/data", shape=stack.shape, dtype=np.uint32,
+                                      chunks=(k, *shape), **hdf5plugin.Bitshuffle(cname="lz4"))
+                for first in range(0, n, k):
+                    d.id.write_direct_chunk((first, 0, 0), compress_bslz4(stack[first : first + k]))
+            child = subprocess.run([sys.executable, "-m", "benchmarks.readers", "--task-case", path,
+                                    cal, str(n), str(task_frames)], capture_output=True, text=True,
+                                   check=True)
+            rows.append((name, json.loads(child.stdout.strip().splitlines()[-1])))
+    print(f"\nchunk layouts through the worker task: {n} frames {shape[0]}x{shape[1]} uint32, "
+          f"bitshuffle-LZ4, tasks of {task_frames} frames, one process per layout")
+    print(f"{'layout':32s} {'ms/frame':>9s} {'peak RSS MB':>12s} {'vs per frame':>13s}")
+    print("-" * 70)
+    base = rows[-1][1]["ms_per_frame"]
+    for name, r in rows:
+        print(f"{name:32s} {r['ms_per_frame']:9.2f} {r['peak_mb']:12.0f} "
+              f"{r['ms_per_frame'] / base:12.1f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.readers")
     parser.add_argument("-n", "--frames", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layouts", action="store_true", help="the chunk layout table instead")
+    parser.add_argument("--layout-frames", type=int, default=1000)
+    parser.add_argument("--layout-shape", type=int, nargs=2, default=(256, 256))
+    parser.add_argument("--task-frames", type=int, default=32)
+    parser.add_argument("--task-case", nargs=4, help=argparse.SUPPRESS)  # the child's part
     args = parser.parse_args(argv)
+    if args.task_case:
+        path, cal, n, task_frames = args.task_case
+        _task_case(path, cal, int(n), int(task_frames))
+        return 0
+    if args.layouts:
+        layouts(args.layout_frames, tuple(args.layout_shape), args.task_frames)
+        return 0
     n, shape = args.frames, EIGER2_X_4M_SHAPE
     with tempfile.TemporaryDirectory(prefix=".readers-bench-", dir=os.getcwd()) as tmp:
         series = write_eiger_series(Path(tmp), demo_frames(n, shape=shape), n_frames=n, frames_per_file=n,

@@ -205,7 +205,7 @@ def soak(root: Path, frames: int, hosts: int = 2, every: float = 5.0, batch: int
         while True:
             finished = dog.poll() is not None
             result.t.append(time.monotonic() - t0)
-            result.done.append(count_chi(work))
+            result.done.append(count_chi(work / "data"))
             for name, pid in pids.items():
                 alive = not finished or name != "driver"
                 result.rss[name].append(rss_mb(pid) if alive else None)
@@ -237,7 +237,7 @@ def soak(root: Path, frames: int, hosts: int = 2, every: float = 5.0, batch: int
     failures = work / "failures.log"
     result.checks = {
         "stack rows": int(st["n_valid"]), "distinct names": len(set(st["filename"])),
-        ".chi files": count_chi(work), "ledger done": counts.get("done", 0),
+        ".chi files": count_chi(work / "data"), "ledger done": counts.get("done", 0),
         "ledger pending": counts.get("pending", 0), "ledger failed": counts.get("failed", 0),
         "failures.log lines": len(failures.read_text().splitlines()) if failures.exists() else 0,
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["RateLimit", "flush_repeats", "install_rate_limit"]
 
-_filters: list[RateLimit] = []
+_filters: list[tuple[RateLimit, list[logging.Handler]]] = []
 
 
 class RateLimit(logging.Filter):
@@ -32,6 +32,14 @@ class RateLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
+        # One filter sits on every root handler: a record reaching the second handler is
+        # the same record, not a repeat, and gets the first handler's answer.
+        mark = f"_rate_limit_{id(self)}"
+        if mark not in record.__dict__:
+            record.__dict__[mark] = self._first(record)
+        return record.__dict__[mark]
+
+    def _first(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, str(record.msg))
         now = time.monotonic()
         with self._lock:
@@ -59,12 +67,19 @@ class RateLimit(logging.Filter):
 def install_rate_limit(interval: float = 10.0) -> RateLimit:
     """Put a :class:`RateLimit` on every handler of the root logger."""
     limit = RateLimit(interval)
-    for handler in logging.getLogger().handlers:
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
         handler.addFilter(limit)
-    _filters.append(limit)
+    _filters.append((limit, handlers))
     return limit
 
 
 def flush_repeats() -> None:
-    for limit in _filters:
+    """At exit: print the counts still held, then take the filters off their handlers (a
+    command run inside another program, a test or a notebook, leaves its logging as it
+    found it)."""
+    while _filters:
+        limit, handlers = _filters.pop()
         limit.flush(logging.getLogger())
+        for handler in handlers:
+            handler.removeFilter(limit)

@@ -32,9 +32,12 @@ class Stack:
 
 
 def make_stack(path: Path, n: int = 6, seed: int = 0, drop: int | None = None,
-               empty_bins: int = 3, q: np.ndarray = Q) -> Stack:
+               empty_bins: int = 3, q: np.ndarray = Q, completion: list[int] | None = None,
+               prefix: str = "sample") -> Stack:
     """``n`` Poisson frames (~1 % noise) of one model on ``q``, the last ``empty_bins`` bins
-    NaN (empty), frame ``drop`` scaled by 0.95; written through the real stack writer."""
+    NaN (empty), frame ``drop`` scaled by 0.95; written through the real stack writer in
+    the order ``completion`` (default: acquisition order). ``intensity`` etc. are in
+    acquisition order."""
     rng = np.random.default_rng(seed)
     model = 2e4 * np.exp(-(q**2) / 2) + 2e3
     counts = rng.poisson(model, (n, q.size)).astype(np.float32)
@@ -44,11 +47,11 @@ def make_stack(path: Path, n: int = 6, seed: int = 0, drop: int | None = None,
     if empty_bins:
         counts[:, -empty_bins:] = np.nan
         err[:, -empty_bins:] = np.nan
-    names = [f"sample_{i:05d}.tif" for i in range(n)]
+    names = [f"{prefix}_{i:05d}.tif" for i in range(n)]
     times = T0 + 2.0 * np.arange(n)
     spec = CurveSpec("R0", "Radial", q, labels=("q", "I", "err"))
     with CurveStackWriter(path, CALIBRATION, [spec], block_rows=4) as w:
-        for i in range(n):
+        for i in completion if completion is not None else range(n):
             params = {"I0": float(i), "I1": 2.0 * i, "I2": 3.0 * i}
             w.add(names[i], [Curve("Radial", 0, q, counts[i], err[i], None, params,
                                    ["q", "I", "err"])], times[i], times[i] + 1)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from calibrantframes import PILATUS_1M, Scene, make_frame, make_geometry
 
 from saxs_pipeline.ops.beamcentre import vote_centre
 from saxs_pipeline.ops.calibrants import CALIBRANTS
+
+from calibrantframes import PILATUS_1M, Scene, make_frame, make_geometry
 
 
 @pytest.mark.parametrize(("centre", "tilt"), [((520.3, 490.6), 0.0), ((950.0, 40.0), 3.0), ((-30.0, 1000.0), 0.0)])

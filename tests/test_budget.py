@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibration import CalibrationError, load_calibration
 from saxs_pipeline.ops.budget import BudgetError, build_limit, check_budget, operator_bytes
 
 from realdata import require
@@ -59,3 +59,19 @@ def test_limit_from_the_environment(monkeypatch) -> None:
     assert build_limit() == 512 * 2**20
     monkeypatch.delenv("SAXS_PIPELINE_MAX_BUILD_MEMORY")
     assert build_limit() > GiB
+
+
+def test_more_bins_than_pixels_is_refused_naming_the_path() -> None:
+    raw = copy.deepcopy(pilatus().raw)
+    raw["Geometry"]["Imagesize"] = [64, 48]
+    raw["Geometry"]["BeamCenter"] = [40.0, 20.0]
+    raw["Masks"][0].update({"RadialBins": 3073, "RadialRange": [0.1, 3.0]})
+    with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.RadialBins: 3.07e\+03 q bins "
+                       r"for a 64 x 48 pixel detector \(3072 pixels\)"):
+        check_budget(load_calibration(raw), limit=8 * GiB)
+    raw["Masks"][0].update({"RadialBins": 3072})
+    check_budget(load_calibration(raw), limit=8 * GiB)  # as many bins as pixels: kept
+    del raw["Masks"][0]["RadialBins"], raw["Masks"][0]["RadialRange"]
+    raw["Masks"][0]["PixelPerRadialElement"] = 0.01  # ~5000 bins of 0.01 pixel
+    with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.PixelPerRadialElement"):
+        check_budget(load_calibration(raw), limit=8 * GiB)

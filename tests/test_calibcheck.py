@@ -6,13 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-from calibrantframes import PILATUS_1M, make_frame, make_geometry
 
 from saxs_pipeline.ops.calibcheck import check_calibration
 from saxs_pipeline.ops.calibrants import CALIBRANTS
 from saxs_pipeline.ops.calibrate import calibrate
 from saxs_pipeline.ops.datamask import mask_from_frames
 
+from calibrantframes import PILATUS_1M, make_frame, make_geometry
 from realdata import require
 
 

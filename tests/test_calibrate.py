@@ -5,15 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from calibrantframes import (
-    CROP,
-    EIGER2_4M,
-    PILATUS_1M,
-    Scene,
-    expected_counts,
-    make_frame,
-    make_geometry,
-)
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS, calibrant_from_spec
 from saxs_pipeline.ops.calibrate import (
@@ -26,6 +17,15 @@ from saxs_pipeline.ops.calibresult import CalibrationRefused
 from saxs_pipeline.ops.datamask import mask_from_frames
 from saxs_pipeline.ops.ringmodel import Frame, Params, azimuth, radial_scale, two_theta_at
 
+from calibrantframes import (
+    CROP,
+    EIGER2_4M,
+    PILATUS_1M,
+    Scene,
+    expected_counts,
+    make_frame,
+    make_geometry,
+)
 from realdata import require
 
 # (detector, calibrant, distance mm, wavelength A, centre [Y, X], tilt deg, rot deg, scene)
@@ -38,8 +38,8 @@ CASES = {
                                Scene(ring_counts=300, ring_decay=0.93, ring_width_px=1.2)),
     "P1M-AgBh-5m-2rings-tilt1": (PILATUS_1M, "AgBh", 5000.0, 1.0, (200.4, 150.8), 1.0, 75.0,
                                  Scene(ring_counts=600, beamstop_px=40)),
-    "P1M-AgBh-10m-1ring": (PILATUS_1M, "AgBh", 10000.0, 1.0, (120.2, 110.9), 0.0, 0.0,
-                           Scene(ring_counts=800, beamstop_px=60, ring_width_px=2.0)),
+    "P1M-AgBh-10m-1ring": (PILATUS_1M, "AgBh", 10000.0, 0.7, (300.2, 250.9), 0.0, 0.0,
+                           Scene(ring_counts=1500, beamstop_px=60, ring_width_px=2.0)),
     "EIGER4M-AgBh-2m-tilt2": (EIGER2_4M, "AgBh", 2000.0, 1.0, (1300.4, 900.7), 2.0, 200.0,
                               Scene(oversampling=1, arm_deg=10.0, ring_width_px=2.0)),
 }

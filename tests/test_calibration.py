@@ -180,3 +180,34 @@ def test_normalisation_as_io_normalisation_reads_it() -> None:
                                                           "AbsoluteScale": 2.0}))
     r = NormalisationResolver.from_calibration(simple)
     assert r.resolve("x.tif").multiplier == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("center", [[50000, -30000], [808.37, 981 * 2 + 1], [-1044, 387.0]])
+def test_a_beam_centre_more_than_a_detector_size_off_is_refused(center) -> None:
+    # Issue 21: [50000, -30000] made a 58 820-bin curve with 66 finite bins.
+    raw = json.loads(json.dumps(NESTED))
+    raw["Geometry"]["BeamCenter"] = center
+    with pytest.raises(CalibrationError, match=r"\$\.Geometry\.BeamCenter: .* more than a "
+                       r"detector size outside the 1043 x 981 pixel detector"):
+        load_calibration(raw)
+    flat = json.loads(require("cal_flat.json").read_text())
+    flat["BeamCenter"] = center
+    with pytest.raises(CalibrationError, match=r"calibration: \$\.BeamCenter: "):
+        load_calibration(flat)  # the path in the file as written (the flat form)
+
+
+def test_a_beam_centre_off_the_detector_by_less_than_its_size_is_kept() -> None:
+    raw = json.loads(json.dumps(NESTED))
+    raw["Geometry"]["BeamCenter"] = [-1043, 2 * 981]  # GISAXS, corner detectors
+    assert load_calibration(raw).geometry.beam_center_y == -1043
+
+
+def test_empty_integral_windows() -> None:
+    from saxs_pipeline.config.calibration import empty_windows
+
+    raw = json.loads(json.dumps(NESTED))
+    raw["Masks"] = [dict(raw["Masks"][0], qStart=0, qStop=0), raw["Masks"][0],
+                    dict(raw["Masks"][0], qStart=2, qStop=2),
+                    dict(raw["Masks"][0], qStart=0, qStop=0, **{"Phi-mode": True})]
+    assert empty_windows(load_calibration(raw)) == [0, 2]
+    assert empty_windows(load_calibration(require("cal_flat.json"))) == [0]  # I0/I1/I2 all 0

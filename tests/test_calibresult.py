@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from calibrantframes import CROP, Scene, make_frame, make_geometry
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS
 from saxs_pipeline.ops.calibrate import calibrate
+
+from calibrantframes import CROP, Scene, make_frame, make_geometry
 
 
 def test_report_is_json_with_every_parameter_and_its_sigma() -> None:

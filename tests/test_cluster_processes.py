@@ -97,7 +97,7 @@ def test_200_frames_on_scheduler_and_two_saxs_workers(process_cluster) -> None:
     with ImageQueue(client, setup.calibration, setup.data) as q:
         q.readdir()
         assert q.join(60)
-    work = setup.root / "exp" / "work"
+    work = setup.root / "exp" / "work" / "data"
     assert len(list(work.glob("frame_*.chi"))) == 200
     setup.check_stack(q.zarr_path, range(200), chi_dir=work)
     snap = scheduler_stats(client, q.queue_id)  # the preloaded SaxsStats
@@ -124,7 +124,7 @@ def test_sigkill_of_a_worker_process_mid_run(process_cluster) -> None:
     stats = q.close()
     assert stats["images processed"] == n and stats["failed"] == 0
     setup.check_stack(q.zarr_path, range(n))
-    assert len(list((setup.root / "work").glob("frame_*.chi"))) == n
+    assert len(list((setup.root / "work" / "killrun").glob("frame_*.chi"))) == n
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 

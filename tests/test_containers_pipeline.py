@@ -68,7 +68,7 @@ def test_readdir_of_a_master_with_two_data_files(saxs_setup, saxs_local_cluster)
     stats = q.stats()
     assert stats["images processed"] == 1000 and stats["failed"] == 0
     check(setup, q.zarr_path, "run_master.h5", frames)
-    assert not list((setup.root / "exp" / "work").glob("*.chi"))  # --no-chi
+    assert not list((setup.root / "exp" / "work").rglob("*.chi"))  # --no-chi
 
 
 def test_chi_names_carry_the_frame_index(saxs_setup, saxs_local_cluster) -> None:
@@ -77,7 +77,7 @@ def test_chi_names_carry_the_frame_index(saxs_setup, saxs_local_cluster) -> None
     with ImageQueue(saxs_local_cluster, setup.calibration, setup.data, pattern="*.h5") as q:
         q.readdir()
         assert q.join(60)
-    names = sorted(p.name for p in (setup.root / "exp" / "work").glob("*.chi"))
+    names = sorted(p.name for p in (setup.root / "exp" / "work" / "data").glob("*.chi"))
     assert names == ["run_master_000000.chi", "run_master_000001.chi", "run_master_000002.chi"]
 
 

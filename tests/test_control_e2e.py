@@ -168,7 +168,8 @@ def processed(client: LeashClient) -> int:
 
 
 def chi_files(env: Env, directory: str) -> list[Path]:
-    work = (env.base / directory).parent / "work"
+    folder = env.base / directory  # the run's .chi files: work/<its name>/ beside it
+    work = folder.parent / "work" / folder.name
     return sorted(work.glob("*.chi")) if work.exists() else []
 
 
@@ -251,7 +252,7 @@ def test_close_finishes_queued_frames_and_ignores_new_ones(env, server, leash):
     time.sleep(2)
     assert processed(leash) == 300
     assert len(chi_files(env, "run3/data")) == 300
-    assert not any((f.parent.parent / "work" / f"{f.stem}.chi").exists() for f in late)
+    assert not any((f.parent.parent / "work" / "data" / f"{f.stem}.chi").exists() for f in late)
     assert checked(leash.request("readdir"))["result"] == "ValueError"
 
 

@@ -110,6 +110,7 @@ def custom_base(tmp_path: Path) -> dict:
     base = default_calibration()
     base["Geometry"]["PixelSizeMicroM"] = [75.0]
     base["Geometry"]["Imagesize"] = [195, 487]
+    base["Geometry"]["BeamCenter"] = [150.0, 250.0]  # on this detector (the default's is not)
     base["Masks"].append({"MaskFile": "second.msk", "Oversampling": 2, "Phi-mode": True,
                           "qStart": 1.0, "qStop": 2.0})
     base["Directory"] = ["data", "run1"]

@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from calibrantframes import EIGER2_4M, PILATUS_1M, Scene, make_frame, make_geometry
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS
 from saxs_pipeline.ops.datamask import BEAMSTOP, CAUSES, DEAD, GAP, HOT, mask_from_frames
 
+from calibrantframes import EIGER2_4M, PILATUS_1M, Scene, make_frame, make_geometry
 from realdata import require
 
 

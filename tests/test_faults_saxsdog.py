@@ -43,8 +43,8 @@ def test_sigkill_at_random_moments_then_resume_completes_the_set(saxs_setup, clu
     ledger, and every curve equals the engine's integration of its frame."""
     n = 500
     setup = saxs_setup(n_frames=n)
-    work = setup.root / "exp" / "work"
-    stack = work / "data.zarr"
+    work = setup.root / "exp" / "work" / "data"  # the run's .chi folder, beside its stack
+    stack = work.parent / "data.zarr"
     args = ["-c", str(setup.calibration), "--scheduler", cluster, "--batch-size", "8",
             "-S", str(setup.data)]
     rng = random.Random(20261202)
@@ -81,7 +81,7 @@ def test_a_second_writer_is_refused_and_takes_over_when_the_first_is_gone(saxs_s
                                                                            tmp_path) -> None:
     n = 300
     setup = saxs_setup(n_frames=n)
-    work = setup.root / "exp" / "work"
+    work = setup.root / "exp" / "work" / "data"  # the run's .chi folder, beside its stack
     args = ["-c", str(setup.calibration), "--scheduler", cluster, "--batch-size", "4", "-S",
             str(setup.data)]
     first = saxsdog(["-w", *args], tmp_path / "first.log", tmp_path)  # watching: keeps the stack
@@ -98,10 +98,10 @@ def test_a_second_writer_is_refused_and_takes_over_when_the_first_is_gone(saxs_s
         stop([first])
     third = saxsdog([*args, "-r"], tmp_path / "third.log", tmp_path)
     assert third.wait(120) == 0, (tmp_path / "third.log").read_text()
-    st = read_stack(work / "data.zarr")
+    st = read_stack(work.parent / "data.zarr")
     assert st["n_valid"] == n == len(set(st["filename"]))
-    setup.check_stack(work / "data.zarr", range(n), chi_dir=work)
-    assert ledger_counts(work / "data.zarr")[State.DONE.value] == n
+    setup.check_stack(work.parent / "data.zarr", range(n), chi_dir=work)
+    assert ledger_counts(work.parent / "data.zarr")[State.DONE.value] == n
 
 
 def test_scheduler_killed_and_restarted_on_the_same_port(saxs_setup, tmp_path, saxs_operator_cache) -> None:
@@ -112,7 +112,7 @@ def test_scheduler_killed_and_restarted_on_the_same_port(saxs_setup, tmp_path, s
     within 10 s of SIGTERM."""
     n = 400
     setup = saxs_setup(n_frames=n)
-    work = setup.root / "exp" / "work"
+    work = setup.root / "exp" / "work" / "data"  # the run's .chi folder, beside its stack
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
 
@@ -147,16 +147,16 @@ def test_scheduler_killed_and_restarted_on_the_same_port(saxs_setup, tmp_path, s
         stop([p for p in [dog] if p is not None] + procs[1:], grace=10)
         stop(procs[:1], grace=10)
         assert time.monotonic() - t < 25
-    st = read_stack(work / "data.zarr")
+    st = read_stack(work.parent / "data.zarr")
     assert st["n_valid"] == n == len(set(st["filename"]))
-    setup.check_stack(work / "data.zarr", range(n), chi_dir=work)
+    setup.check_stack(work.parent / "data.zarr", range(n), chi_dir=work)
 
 
 def test_scheduler_gone_for_good_exits_4_and_resume_completes(saxs_setup, tmp_path,
                                                             saxs_operator_cache) -> None:
     n = 600
     setup = saxs_setup(n_frames=n)
-    work = setup.root / "exp" / "work"
+    work = setup.root / "exp" / "work" / "data"  # the run's .chi folder, beside its stack
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [scheduler(port, tmp_path / "s.log")]
@@ -184,4 +184,4 @@ def test_scheduler_gone_for_good_exits_4_and_resume_completes(saxs_setup, tmp_pa
         assert again.wait(120) == 0, (tmp_path / "again.log").read_text()
     finally:
         stop(procs, grace=10)
-    setup.check_stack(work / "data.zarr", range(n), chi_dir=work)
+    setup.check_stack(work.parent / "data.zarr", range(n), chi_dir=work)

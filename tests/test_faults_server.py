@@ -9,6 +9,7 @@ import base64
 import json
 import signal
 import time
+from pathlib import Path
 
 import jsonschema
 import psutil
@@ -198,7 +199,68 @@ def test_sigkill_of_the_server_then_restart_resumes_from_the_ledger(env) -> None
         assert proc.stop() == 0, proc.text()
     st = read_stack(stack)
     assert len(set(st["filename"])) == 60 == st["n_valid"]
-    assert len(list((env.base / "kill" / "work").glob("*.chi"))) == 60
+    assert len(list((env.base / "kill" / "work" / "data").glob("*.chi"))) == 60
     state = json.loads((env.base / ".saxsdogserver" / "Queue1.json").read_text())
     assert state["state"] == "closed"
     time.sleep(0)  # the state file says the queue ended: a next start takes nothing up
+
+
+def test_a_captured_request_is_refused_after_a_restart(env) -> None:
+    """Signed requests captured on the wire -- a v2 ``new`` and a v1 ``abort``, each
+    accepted once -- replayed after the server was SIGKILLed and started again (inside
+    their time windows) are refused as replays; the queue the restarted server took up
+    keeps running. The replay cache is on disk (<basedir>/.saxsdogserver/<name>.replay)."""
+    from test_server import send_frames
+
+    data = env.base / "replay" / "data"
+    write_frames(data, 3)
+    att = encode_attachment(env.mask, filename=env.mask.name)
+    argument = {"calibration": calibration(["replay", "data"]), "data": {}}
+    v1 = LeashClient("", SECRET, legacy=True)
+    v2 = LeashClient("", SECRET)
+    proc, url = start_server(env.root, env.base, env.env, "-w")
+    try:
+        new = v2.frames("new", argument, [att])
+        assert send_frames(url, new, timeout=120)["result"] == "new queue"
+        abort = v1.frames("abort")
+        assert send_frames(url, abort, timeout=60)["result"] == "queue aborted"
+        with LeashClient(url, SECRET, timeout=120, retries=1) as leash:
+            assert leash.request("new", argument, [att])["result"] == "new queue"
+    finally:
+        kill_tree(proc)
+    proc, url = start_server(env.root, env.base, env.env, "-w")
+    try:
+        assert wait_until(lambda: "took up queue" in proc.text(), 60), proc.text()
+        for frames in (abort, new):
+            reply = send_frames(url, frames)
+            assert reply == {"result": "AuthenticationError",
+                             "data": {"Error": "'Replayed request.'"}}, reply
+        with LeashClient(url, SECRET, timeout=60) as leash:
+            assert leash.request("get")["result"] == "cal"  # not aborted by the replay
+            assert leash.request("readdir")["result"] == "queue restarted with all files"
+            leash.request("close")
+    finally:
+        assert proc.stop() == 0, proc.text()
+
+
+def test_a_100_mb_mask_gets_an_error_reply_and_the_server_keeps_serving(env) -> None:
+    """A 100 MB mask (base64, as py2 clients sent masks: a 133 MB frame) is refused from
+    its frame's length with an error reply, before anything is decoded or copied; the
+    server answers the next request and its peak memory stays far below 1 GB."""
+    proc, url = start_server(env.root, env.base, env.env)
+    try:
+        big = {"filename": "mask0.msk", "data": base64.b64encode(bytes(100 << 20)).decode()}
+        with LeashClient(url, SECRET, timeout=60, retries=1) as leash:
+            reply = leash.request("new", {"calibration": calibration(["data"]), "data": {}},
+                                  [big])
+            assert reply["result"] == "ValueError in request", reply
+            assert "request too large" in reply["data"]["Error"]
+            assert "attachment 0 has 13981" in reply["data"]["Error"]  # its 139810153 bytes
+            assert leash.request("stat")["result"] == "stat"
+        status = Path(f"/proc/{proc.popen.pid}/status").read_text()
+        peak = int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("VmHWM"))) << 10
+        # measured 303 MB: the message once (133 MB, not copied) over the server's own
+        assert peak < 600 << 20, f"server peak RSS {peak >> 20} MB"
+    finally:
+        assert proc.stop() == 0, proc.text()

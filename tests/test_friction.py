@@ -88,8 +88,8 @@ def test_frames_in_sub_folders_keep_their_own_outputs(saxs_setup, saxs_local_clu
         q.readdir()
         assert q.join(30)
     work = setup.root / "exp" / "work"
-    assert (work / "s1" / "x.chi").exists() and (work / "s2" / "x.chi").exists()
-    assert q.zarr_path.parent == work  # stack and .chi files share one outputs root
+    assert (work / "data" / "s1" / "x.chi").exists() and (work / "data" / "s2" / "x.chi").exists()
+    assert q.zarr_path.parent == work  # stack and the run's .chi folder share one outputs root
     assert read_stack(q.zarr_path)["n_valid"] == 2
 
 
@@ -173,7 +173,7 @@ def test_watch_mode_shows_live_progress_and_ctrl_c_is_clean(saxs_setup, tmp_path
         wait_until(lambda: "watching" in log.read_text(), 60, "watching", [dog])
         for i in range(5, 8):
             setup.write(i)
-        wait_until(lambda: len(list((setup.root / "exp" / "work").glob("*.chi"))) == 8, 60,
+        wait_until(lambda: len(list((setup.root / "exp" / "work" / "data").glob("*.chi"))) == 8, 60,
                    "the new frames", [dog])
         for p in [psutil.Process(dog.pid), *psutil.Process(dog.pid).children(recursive=True)]:
             p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C does: every process

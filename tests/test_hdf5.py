@@ -50,7 +50,7 @@ def test_every_frame_and_ranges_read_back(series) -> None:
         assert isinstance(src, Hdf5Frames)
         assert src.frame_count() == len(stack)
         assert src.shape == SHAPE and src.dtype == np.uint32
-        assert all(p.direct for p in src._parts)  # the DECTRIS layout takes the direct path
+        assert all(p.chunking.direct for p in src._parts)  # the DECTRIS layout: direct read
         for i in range(len(stack)):
             np.testing.assert_array_equal(src.read(i, i + 1)[0], stack[i])
         whole = src.read(0, len(stack))
@@ -89,7 +89,9 @@ def _plain(path: Path, data: np.ndarray, chunks: tuple[int, ...] | None, **filte
 
 @pytest.mark.parametrize("chunks, filters, direct", [
     ((3, *SHAPE), hdf5plugin.Bitshuffle(cname="lz4"), True),  # several frames per chunk
-    ((1, 16, 16), hdf5plugin.Bitshuffle(cname="lz4"), False),  # tiles: through h5py
+    ((1, 16, 16), hdf5plugin.Bitshuffle(cname="lz4"), True),  # tiles, edge tiles cut
+    ((2, 16, 20), {"compression": "gzip", "shuffle": True}, True),  # deflate + shuffle
+    ((4, 16, 16), {"compression": "gzip", "fletcher32": True}, False),  # through h5py
     (None, {}, False),  # contiguous, uncompressed
 ])
 def test_plain_dataset_ranges_and_chunks(tmp_path: Path, chunks, filters, direct) -> None:
@@ -97,7 +99,7 @@ def test_plain_dataset_ranges_and_chunks(tmp_path: Path, chunks, filters, direct
     path = tmp_path / "plain.h5"
     _plain(path, stack, chunks, **filters)
     with open_frames(path, dataset="/entry/data/data", shape=SHAPE) as src:
-        assert src._parts[0].direct is direct
+        assert (src._parts[0].chunking is not None and src._parts[0].chunking.direct) is direct
         assert src.chunk_frames == (chunks[0] if chunks else 1)
         for start, stop in [(0, 10), (1, 2), (2, 8), (9, 10), (3, 6)]:
             np.testing.assert_array_equal(src.read(start, stop), stack[start:stop])

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.live.feed import MAX_CURVES_PER_PUSH, LiveFeed, calibration_summary
+from saxs_pipeline.live import feed as feed_module
+from saxs_pipeline.live.feed import (
+    MAX_CURVES_PER_PUSH,
+    PICTURE_INTERVAL,
+    LiveFeed,
+    calibration_summary,
+)
 from saxs_pipeline.live.state import FPS_WINDOW, OVERLAY, WATERFALL, QueueLive, decode
+from saxs_pipeline.ops.picture import frame_picture
 from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
@@ -50,8 +58,9 @@ def test_feed_message_carries_what_the_results_had() -> None:
     f.fail({"file": "/d/bad.tif", "frame": 0, "error": "broken", "attempts": 3, "time": now})
     msg = f.message()
     assert (msg["processed"], msg["failed"], msg["backlog"], msg["retried"]) == (3, 1, 3, 1)
-    assert msg["calibration"] == {"id": "cal-id", "distance_mm": 1000.0, "wavelength": 1.54,
-                                  "masks": 1, "slices": 0}
+    assert msg["calibration"] == {"id": "cal-id", "I_unit": "counts/pixel", "distance_mm": 1000.0,
+                                  "wavelength": 1.54, "masks": 1, "slices": 0}
+    assert msg["axis"] == ["q", "1/nm"] and "picture" not in msg
     np.testing.assert_array_equal(decode(msg["q"]), Q.astype(np.float32))
     assert [c["name"] for c in msg["curves"]] == ["frame_00000", "frame_00001", "frame_00002"]
     np.testing.assert_array_equal(decode(msg["curves"][2]["I"]), np.full(NQ, 3.0, np.float32))
@@ -73,6 +82,28 @@ def test_feed_caps_the_curves_of_one_push_not_the_frames() -> None:
     assert len(msg["frames"]) == MAX_CURVES_PER_PUSH + 10  # every frame counts in /metrics
     assert len(msg["curves"]) == MAX_CURVES_PER_PUSH
     assert msg["curves"][-1]["name"] == f"frame_{MAX_CURVES_PER_PUSH + 9:05d}"  # the newest
+
+
+def test_feed_asks_for_a_picture_at_most_every_interval_and_pushes_the_latest(
+        monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(feed_module, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                             time=time.time))
+    f, live = feed(), QueueLive("q1")
+    assert f.picture_due() and not f.picture_due()  # one task of those submitted now
+    clock[0] += PICTURE_INTERVAL
+    assert f.picture_due()
+    pairs = [result(i, time.time()) for i in range(3)]
+    for i in (0, 1):  # two tasks' pictures in one push: only the newer one goes
+        pairs[i][1].picture = frame_picture(np.full((6, 4), 10.0 + i), long_side=4)
+    f.add(pairs)
+    live.push(f.message())
+    assert live.picture_name == "frame_00001" and live.pictures_total == 1
+    assert live.picture.shape == (6, 4) and live.picture.block == 2
+    version = live.version
+    live.push(f.message())  # sent once: the next push has none and changes nothing
+    assert live.pictures_total == 1 and live.version == version
+    assert calibration_summary({"Normalisation": {"AbsoluteScale": 2.0}}, "c")["I_unit"] == "1/cm"
 
 
 def test_queue_live_is_bounded_and_counts_every_frame() -> None:

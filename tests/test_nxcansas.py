@@ -138,7 +138,8 @@ def test_entries_layout_is_read_frame_by_frame_by_sasdata(tmp_path: Path) -> Non
 
 def test_export_stack(tmp_path: Path) -> None:
     stack = make_stack(tmp_path / "run.zarr", n=4)
-    out = export_stack(stack.path, tmp_path / "run.h5", indices="1-2", q_units="1/angstrom")
+    out = export_stack(stack.path, tmp_path / "run.h5", indices="1-2", q_units="1/angstrom",
+                       layout="stack")
     with h5py.File(out, "r") as f:
         d = f["sasentry01/sasdata01"]
         np.testing.assert_array_equal(d["I"][()], stack.intensity[1:3].astype(np.float64))
@@ -146,7 +147,7 @@ def test_export_stack(tmp_path: Path) -> None:
         np.testing.assert_array_equal(d["Q"][()], Q * 0.1)
         np.testing.assert_array_equal(d["Time"][()], [0.0, 2.0])
         assert f["sasentry01/run"][()] == b"run.zarr"
-    one = export_stack(stack.path, tmp_path / "one.h5", names=["sample_00003.tif"])
+    one = export_stack(stack.path, tmp_path / "one.h5", patterns=["sample_00003.tif"])
     (data,) = sasdata_load(one)
     assert data.title == "sample_00003.tif"
     np.testing.assert_array_equal(data.y, stack.intensity[3][:-3].astype(np.float64))

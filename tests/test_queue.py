@@ -31,11 +31,11 @@ def test_readdir_200_frames_match_the_engine(saxs_setup, saxs_local_cluster) -> 
     assert gc.get_freeze_count() == 0  # given back
     assert stats["images processed"] == 200 and stats["failed"] == 0 and stats["queue length"] == 0
     work = setup.root / "exp" / "work"
-    assert len(list(work.glob("*.chi"))) == 200
+    assert len(list((work / "data").glob("*.chi"))) == 200  # the run's own folder
     assert q.zarr_path == work / "data.zarr"
-    setup.check_stack(q.zarr_path, range(200), chi_dir=work)
+    setup.check_stack(q.zarr_path, range(200), chi_dir=work / "data")
     lines = (setup.root / "exp" / "results" / "filelist_data.log").read_text().splitlines()
-    assert len(lines) == 200 and sorted(lines)[0].startswith("/work/frame_00000.chi, ")
+    assert len(lines) == 200 and sorted(lines)[0].startswith("/work/data/frame_00000.chi, ")
     assert q.closed and not q.aborted
     assert q.close()["images processed"] == 200  # closing twice is harmless
     assert q.abort()["images processed"] == 200 and not q.aborted  # so is aborting after
@@ -53,7 +53,7 @@ def test_exactly_once_redo_and_reporting(saxs_setup, saxs_local_cluster) -> None
     outside = setup.root / "elsewhere.tif"
     assert q.submit_paths([str(outside), str(setup.data / "notes.txt")]) == 0
     assert q.join(30)
-    chi0 = setup.root / "exp" / "work" / "frame_00000.chi"
+    chi0 = setup.root / "exp" / "work" / "data" / "frame_00000.chi"
     first_mtime = chi0.stat().st_mtime_ns
     q.readdir(wait=True)  # "Redo all images": everything again, rows updated in place
     assert q.join(30)
@@ -66,7 +66,7 @@ def test_exactly_once_redo_and_reporting(saxs_setup, saxs_local_cluster) -> None
                           "workers left", "worker events", "frames by worker"}
     assert sum(stats["frames by worker"].values()) == 60 and stats["workers left"] == 0
     latest = q.latest()
-    assert latest["filename"].startswith(str(setup.root / "exp" / "work" / "frame_"))
+    assert latest["filename"].startswith(str(setup.root / "exp" / "work" / "data" / "frame_"))
     assert latest["Image"].endswith(".tif") and latest["graphs"][0]["kind"] == "Radial"
     assert len(latest["graphs"][0]["array"]) == 3 and "Integparam" in latest["graphs"][0]
     hist = q.history()
@@ -137,7 +137,7 @@ def test_resume_goes_by_the_ledger_and_overwrite_false_keeps_chi_files(saxs_setu
     with ImageQueue(saxs_local_cluster, setup.calibration, setup.data) as q:
         q.readdir()
         assert q.join(30)
-    work = setup.root / "exp" / "work"
+    work = setup.root / "exp" / "work" / "data"
     chi = work / "frame_00003.chi"
     mtime = chi.stat().st_mtime_ns
     (work / "frame_00004.chi").unlink()  # a .chi file says nothing: the ledger does
@@ -152,12 +152,13 @@ def test_resume_goes_by_the_ledger_and_overwrite_false_keeps_chi_files(saxs_setu
     assert chi.stat().st_mtime_ns == mtime and not (work / "frame_00004.chi").exists()
     setup.check_stack(q.zarr_path, range(13))  # the stack was continued, not doubled
     cal = json.loads(setup.calibration.read_text())
-    cal["OverwriteFiles"] = False  # another calibration: its own stack, the .chi files stay
+    cal["OverwriteFiles"] = False  # another calibration: its own stack and .chi folder
     with ImageQueue(saxs_local_cluster, cal, setup.data, attachments=q.attachments) as q3:
         q3.readdir()
         assert q3.join(30)
     assert q3.zarr_path != q.zarr_path and q3.zarr_path.name.startswith("data-")
     assert chi.stat().st_mtime_ns == mtime
+    assert len(list((work.parent / q3.zarr_path.stem).glob("*.chi"))) == 13
     assert read_stack(q3.zarr_path)["n_valid"] == 13
 
 

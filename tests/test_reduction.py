@@ -44,11 +44,12 @@ def test_buffer_subtraction_of_identical_frames_is_zero_within_error(tmp_path: P
 
 def test_outputs(tmp_path: Path) -> None:
     stack = make_stack(tmp_path / "run.zarr", n=6)
-    red = reduce_stack(stack.path, sample=Selection(globs=["sample_0000[0-2].tif"]))
+    red = reduce_stack(stack.path, sample=Selection(names=["sample_0000[0-2].tif"]))
     chi = read_chi(write_chi(red, tmp_path / "avg.chi"))
     np.testing.assert_array_equal(chi.radial, Q)
     np.testing.assert_array_equal(chi.intensity, red.intensity)
-    assert chi.config == CALIBRATION and chi.integparams == red.integparams
+    assert chi.config == CALIBRATION
+    assert chi.integparams == {**red.integparams, "frames": stack.names[:3]}
     (data,) = Loader().load(str(write_nxcansas(red, tmp_path / "avg.h5", q_units="1/angstrom")))
     np.testing.assert_array_equal(data.y, red.intensity[:-3])
     np.testing.assert_array_equal(data.dy, red.error[:-3])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from calibrantframes import PILATUS_1M, make_frame, make_geometry
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS
 from saxs_pipeline.ops.ringfind import circle_fit, find_rings
+
+from calibrantframes import PILATUS_1M, make_frame, make_geometry
 
 
 def test_circle_fit_is_exact_on_a_circle() -> None:

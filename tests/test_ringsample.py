@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from calibrantframes import CROP, Scene, make_frame, make_geometry
 
 from saxs_pipeline.ops.calibrants import CALIBRANTS, calibrant_from_spec
 from saxs_pipeline.ops.ringmodel import Frame, Params
 from saxs_pipeline.ops.ringsample import Pixels, extract_rings
+
+from calibrantframes import CROP, Scene, make_frame, make_geometry
 
 
 def _frame(tilt: float = 3.0):

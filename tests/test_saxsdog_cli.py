@@ -60,6 +60,44 @@ def test_startup_errors(saxs_setup, tmp_path: Path, capsys) -> None:
     assert time.monotonic() - t < 20
 
 
+def test_cheap_checks_come_before_any_cluster(saxs_setup, tmp_path: Path, capsys) -> None:
+    import h5py
+    import numpy as np
+
+    from saxs_pipeline.pipeline.lock import StackLock
+
+    setup = saxs_setup(n_frames=1)
+    # An unreachable scheduler: a check made after the cluster would end in exit status 3
+    # ("cannot reach") after the connect timeout; made before, it is status 2 and its reason.
+    nowhere = ["--scheduler", f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "5"]
+
+    def refused(*args: str, cal: dict | None = None) -> str:
+        path = setup.calibration
+        if cal is not None:
+            path = tmp_path / "cal-variant.json"
+            path.write_text(json.dumps(cal))
+        assert main(["-c", str(path), *nowhere, *args]) == 2
+        return capsys.readouterr().err
+
+    cal = json.loads(setup.calibration.read_text())
+    gone = dict(cal, Masks=[dict(cal["Masks"][0], MaskFile="gone.npy")])
+    assert "gone.npy" in refused(str(setup.data), cal=gone)
+    np.save(tmp_path / "small.npy", np.zeros((10, 10), bool))
+    small = dict(cal, Masks=[dict(cal["Masks"][0], MaskFile=str(tmp_path / "small.npy"))])
+    err = refused(str(setup.data), cal=small)
+    assert "small.npy" in err and "(10, 10)" in err
+    (tmp_path / "a-file").write_text("")
+    err = refused("-o", str(tmp_path / "a-file" / "out"), str(setup.data))
+    assert f"the outputs folder {tmp_path / 'a-file' / 'out'} cannot be written" in err
+    with StackLock(setup.root / "exp" / "work" / "data.zarr"):  # another run writes it
+        err = refused(str(setup.data))
+    assert "data.zarr is being written by pid" in err
+    with h5py.File(setup.data / "plain.h5", "w") as f:
+        f["entry/data/data"] = np.zeros((2, 64, 48), np.int32)
+    err = refused("--pattern", "*.h5", "--h5-path", "/entry/nothing", str(setup.data))
+    assert f"{setup.data / 'plain.h5'}: dataset /entry/nothing does not exist" in err
+
+
 def saxsdog(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([SAXSDOG, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, **kw)
@@ -72,11 +110,12 @@ def test_batch_run_with_pictures_live_plot_profile_and_resume(saxs_setup, tmp_pa
     assert r.returncode == 0, r.stderr
     assert "24/24" in r.stderr and "100%" in r.stderr  # the progress bar
     assert "24 frames in" in r.stderr
-    work = setup.root / "exp" / "work"
+    stack = setup.root / "exp" / "work" / "data.zarr"
+    work = setup.root / "exp" / "work" / "data"  # the run's own folder beside its stack
     assert len(list(work.glob("*.chi"))) == 24 and len(list(work.glob("*.svg"))) == 24
     assert (work / "live.png").stat().st_size > 0  # -m without a display
     assert (tmp_path / "prof").stat().st_size > 0  # -P
-    setup.check_stack(work / "data.zarr", range(24), chi_dir=work)
+    setup.check_stack(stack, range(24), chi_dir=work)
     mtime = (work / "frame_00005.chi").stat().st_mtime_ns
     r = saxsdog(["-c", str(setup.calibration), "-t", "1", "-r", "-S", str(setup.data)], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -130,7 +169,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
             time.sleep(0.1)
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(staged), str(setup.data), "4",
                                    "0.03"])
-        work = setup.root / "exp" / "work"
+        work = setup.root / "exp" / "work" / "data"
         killed = False
         while len(list(work.glob("frame_*.chi"))) < n:
             if not killed and len(list(work.glob("frame_*.chi"))) >= n // 3:
@@ -141,7 +180,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
             assert dog.poll() is None and time.monotonic() < deadline + 60
             time.sleep(0.05)
         assert writer.wait(30) == 0
-        failures = work / "failures.log"
+        failures = work.parent / "failures.log"
         while not failures.exists():
             assert time.monotonic() < deadline + 90
             time.sleep(0.1)
@@ -156,6 +195,7 @@ def test_watch_partial_writes_never_complete_and_sigkill(saxs_setup, tmp_path: P
     assert killed
     assert dog.returncode == 1, err  # a frame failed
     assert f"{n} frames in" in err and "1 failed" in err
+    assert "1 frame(s) failed (first: " in err  # the reason on the console, not only the log
     record = json.loads(failures.read_text())
     assert record["file"].endswith("never_00000.tif") and record["attempts"] == 4
     setup.check_stack(zarr_path, range(n), chi_dir=work)
@@ -166,7 +206,7 @@ def test_demo_subcommand(tmp_path: Path, saxs_operator_cache: Path) -> None:
     r = saxsdog(["demo", str(tmp_path / "d"), "-N", "3", "-t", "1"], tmp_path)
     assert r.returncode == 0, r.stderr
     work = tmp_path / "d" / "demo" / "work"
-    assert sorted(p.name for p in work.glob("*.chi")) == [
+    assert sorted(p.name for p in (work / "data").glob("*.chi")) == [
         "sample_00000.chi", "sample_00001.chi", "sample_00002.chi"]
     assert read_stack(work / "data.zarr")["n_valid"] == 3
 

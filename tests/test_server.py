@@ -408,6 +408,25 @@ def test_new_errors(leash, basedir, tmp_path):
     assert leash.request("stat")["data"]["stat"] == {}  # nothing started
 
 
+def test_new_refuses_calibrations_that_cannot_be_meant(leash, tmp_path):
+    (att,) = [encode_attachment(m) for m in write_masks(tmp_path)]
+    made = len(FakeQueue.instances)
+    far = calibration()
+    far["Geometry"]["BeamCenter"] = [50000, -30000]  # issue 21: accepted, 58 820 bins
+    reply = checked(leash.request("new", {"calibration": far}, [att]))
+    assert reply["result"] == "ValueError"
+    assert "$.Geometry.BeamCenter" in reply["data"]["Error"]
+    fine = calibration()
+    fine["Masks"][0].update({"RadialBins": 64 * 48 + 1, "RadialRange": [0.1, 3.0]})
+    reply = checked(leash.request("new", {"calibration": fine}, [att]))
+    assert reply["result"] == "ValueError"
+    assert "$.Masks[0].RadialBins" in reply["data"]["Error"]
+    assert "more bins than pixels" in reply["data"]["Error"]
+    assert len(FakeQueue.instances) == made  # refused before a queue was made
+    assert checked(leash.request("stat")) == {"result": "stat", "data": {"stat": {}}}  # serving
+    assert checked(new_queue(leash, tmp_path))["result"] == "new queue"
+
+
 @pytest.fixture
 def outside(tmp_path: Path, basedir: Path) -> Path:
     out = tmp_path / "outside"
@@ -435,7 +454,9 @@ def test_paths_leaving_basedir_are_refused(leash, tmp_path, outside, directory):
 def test_listdir_inside_basedir(leash, basedir, outside):
     reply = checked(leash.request("listdir", {"directory": []}))
     content = {d["path"]: d["isdir"] for d in reply["data"]["dircontent"]}
-    assert content == {"data": True, "results": True, "escape": True, "inside": True}
+    # .saxsdogserver: the server's own state (its replay cache, its queue)
+    assert content == {"data": True, "results": True, "escape": True, "inside": True,
+                       ".saxsdogserver": True}
     assert reply["data"]["directory"] == str(basedir.resolve()).split(os.sep)
     reply = checked(leash.request("listdir", {"directory": ["inside"]}))  # a link that stays in
     assert [d["path"] for d in reply["data"]["dircontent"]] == ["inner"]
@@ -717,6 +738,8 @@ def test_cli_server_options(netfile, tmp_path):
     assert cfg.outdir == (tmp_path / "out").resolve() and cfg.outdir.is_dir()
     cfg = _args("--max-request-size", "100", "--max-message-size", "1000", str(tmp_path))
     assert (cfg.limits.max_request_bytes, cfg.limits.max_total_bytes) == (100, 1000)
+    cfg = _args("--allow-data-root", "/a", "--allow-data-root", "/b", str(tmp_path))
+    assert cfg.queue_options["data_roots"] == ("/a", "/b")  # every queue's ImageQueue gets them
 
 
 def test_cli_server_refuses_bad_setups(netfile, tmp_path, capsys):

@@ -182,6 +182,35 @@ def test_replay_cache_prunes_expired_entries():
     assert len(cache) == 3 and "b" not in cache
 
 
+def test_a_persisted_replay_cache_outlives_its_process(tmp_path):
+    """What a restarted server reads: the keys of requests still inside their window
+    (the real server restarted: test_faults_server.py)."""
+    path = tmp_path / "state" / "server.replay"
+    clock = Clock()
+    v = verifier(clock, replay_path=path)
+    v1 = original_sign({"command": "abort"}, SECRET, NOW)
+    v2 = json.loads(v2_sign({"command": "abort"}, SECRET, now=NOW))
+    v.verify(dict(v1))
+    v.verify(dict(v2))
+    v.cache.close()
+    again = verifier(clock, replay_path=path)  # a new process on the same file
+    for req in (v1, v2):
+        with pytest.raises(AuthenticationError, match="Replayed request"):
+            again.verify(dict(req))
+    # expired keys leave the file at the next prune; the cache stays as small as the window
+    clock.t = NOW + 1000
+    again.verify(original_sign({"command": "stat"}, SECRET, clock.t))
+    again.cache.close()
+    assert len(ReplayCache(path=path)) == 1
+    # a file that cannot be written costs the persistence (logged), never a request
+    (tmp_path / "file").write_text("")
+    v = verifier(clock, replay_path=tmp_path / "file" / "x.replay")
+    req = original_sign({"command": "stat"}, SECRET, clock.t)
+    v.verify(dict(req))
+    with pytest.raises(AuthenticationError, match="Replayed request"):
+        v.verify(dict(req))  # still refused while this process runs
+
+
 def test_empty_secret_is_refused():
     with pytest.raises(ValueError):
         Verifier("")

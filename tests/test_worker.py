@@ -111,6 +111,19 @@ def test_payload_carries_mask_bytes_not_paths(saxs_setup) -> None:
         load_payload({k: v for k, v in cal.items() if k != "Wavelength"}, atts)
 
 
+def test_prepare_warns_once_of_an_empty_integral_window(saxs_setup, caplog) -> None:
+    from saxs_pipeline.plugins.worker import prepare
+
+    # cal_flat.json's qStart = qStop = 0: I0/I1/I2 all 0 (the converter warns the same)
+    setup = saxs_setup(Masks=[{"MaskFile": "mask.npy", "Oversampling": 2, "qStart": 0.5,
+                               "qStop": 0.5}])
+    with caplog.at_level("WARNING", logger="saxs_pipeline.plugins.worker"):
+        prepare(setup.calibration)
+    warned = [r.getMessage() for r in caplog.records if "I0/I1/I2" in r.getMessage()]
+    assert warned == ["calibration $.Masks[0]: qStart = qStop = 0.5, an empty I0/I1/I2 window: "
+                      "they will all be 0 (set qStart and qStop to the q range to monitor)"]
+
+
 def _payload(tmp: Path):
     valid = np.ones((64, 48), bool)
     np.save(tmp / "mask.npy", ~valid)

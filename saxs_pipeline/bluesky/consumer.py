@@ -48,6 +48,7 @@ class ConsumerOptions:
     write_chi: bool = True
     batch_size: int = 32
     close_timeout: float | None = None  # s a finishing run may take (None: as long as needed)
+    data_roots: tuple[Path, ...] = ()  # where HDF5 links may lead besides the frames' folder
 
 
 class _Reduction:
@@ -174,13 +175,13 @@ class BlueskyConsumer:
             red.record.files[action.resource.uid] = (action.resource, action.offset)
             red.record.save()
         elif isinstance(action, Located):
-            queue = self._queue(red, action.dataset)
+            queue = self._queue(red, action.dataset, action.frames[0].path)
             if queue is not None:
                 queue.offer_frames(action.frames)
         elif isinstance(action, Filled):
             frames = spool(red.record.folder, action.stream, action.first, action.time,
                            action.array)
-            queue = self._queue(red, AD_DATASET)
+            queue = self._queue(red, AD_DATASET, frames[0].path)
             if queue is not None:
                 queue.offer_frames(frames)
         elif isinstance(action, Closed):
@@ -253,7 +254,7 @@ class BlueskyConsumer:
             return False
         return True
 
-    def _queue(self, red: _Reduction, dataset: str) -> Any:
+    def _queue(self, red: _Reduction, dataset: str, path: str) -> Any:
         if red.queue is not None:
             if dataset != red.dataset:
                 log.error("run %s: frames in dataset %s, the run's are in %s; not reduced",
@@ -267,10 +268,12 @@ class BlueskyConsumer:
         if calibration is None:
             return None
         folder = red.record.folder
+        # the detector's folder: its files are read, and links in them may lead there
+        roots = [Path(path).parent, *self.options.data_roots]
         queue = ImageQueue(self.link, calibration, folder, relpath=".",
                            zarr_path=folder / f"{start.name}.zarr", dataset=dataset,
                            write_chi=self.options.write_chi, batch_size=self.options.batch_size,
-                           queue_id=start.name)
+                           queue_id=start.name, data_roots=roots)
         queue.start()
         red.queue, red.dataset = queue, dataset
         if self.publisher is not None:

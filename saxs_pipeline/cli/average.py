@@ -19,12 +19,20 @@ EPILOG = """\
 Frames are compared pairwise with the CorMap test (Franke et al. 2015, as ATSAS and RAW)
 or chi-square; p-values are adjusted for the number of pairs (Bonferroni by default) and
 a pair with adjusted p < alpha (0.01) is different. The frame that differs from most
-others is rejected until no different pair is left. The report (kept and rejected
-frames, reasons, p-values) is printed as JSON.
+others is rejected until no different pair is left. The report (what was subtracted from
+what, kept and rejected frames by name, reasons, p-values) is printed as JSON; the .chi
+file names the frames averaged on its I0/I1/I2 line.
+
+Frames are chosen in acquisition order, the order open_dataset shows (source file, numbers
+in names compared as numbers, then frame index), never by stack row; --names takes shell
+patterns on the frame names (source files, FILE#N in multi-frame files). Without a
+sample selection every frame is averaged. A buffer is subtracted when a buffer selection
+or --buffer-stack is given; --buffer-stack alone means all of its frames.
 
 examples:
-  saxs-average work/run.zarr --glob 'lyso_*' -o lyso.chi
-  saxs-average work/run.zarr --glob 'lyso_*' --buffer-glob 'buf_*' -o sub.chi --nxcansas sub.h5
+  saxs-average work/run.zarr --names 'lyso_*' -o lyso.chi
+  saxs-average work/run.zarr --frames 0-19 --buffer-stack work/buffer.zarr -o sub.chi
+  saxs-average work/run.zarr --names 'lyso_*' --buffer-names 'buf_*' -o sub.chi --nxcansas sub.h5
 
 exit status: 0 on success, 1 on errors, 2 on usage errors.
 """
@@ -38,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", "--key", default="R0", help="curve key (default: R0)")
     add_selection(parser, what="sample frames")
     add_selection(parser, "buffer-", "buffer frames")
-    parser.add_argument("--buffer-stack", help="stack of the buffer frames (default: the same)")
+    parser.add_argument("--buffer-stack", help="stack of the buffer frames (default: the same; "
+                        "without a buffer selection, all of its frames)")
     parser.add_argument("--test", choices=("cormap", "chi2"), default="cormap",
                         help="pairwise similarity test (default: cormap)")
     parser.add_argument("--alpha", type=float, default=0.01,
@@ -59,12 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out and not args.nxcansas:
         parser.error("give -o FILE.chi and/or --nxcansas FILE.h5")
     logging.basicConfig(level=logging.WARNING, format="saxs-average: %(message)s")
-    wants_buffer = args.buffer_frames is not None or args.buffer_names or args.buffer_globs
-    buffer = (reduction.Selection(args.buffer_frames, args.buffer_names, args.buffer_globs)
-              if wants_buffer else None)
+    wants_buffer = args.buffer_frames is not None or args.buffer_names
+    buffer = reduction.Selection(args.buffer_frames, args.buffer_names) if wants_buffer else None
     try:
         result = reduction.reduce_stack(
-            args.stack, args.key, reduction.Selection(args.frames, args.names, args.globs),
+            args.stack, args.key, reduction.Selection(args.frames, args.names),
             buffer=buffer, buffer_stack=args.buffer_stack, test=args.test, alpha=args.alpha,
             correction=args.correction)
         if args.out:

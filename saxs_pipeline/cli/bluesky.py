@@ -68,7 +68,8 @@ def run_bluesky(opts: Options, make_link: Callable[[Options, int], Any]) -> int:
     try:
         consumer = BlueskyConsumer(link, ConsumerOptions(
             opts.bluesky, opts.directory.absolute(), calibration, opts.bluesky_field,
-            opts.bluesky_idle, write_chi=not opts.no_chi, batch_size=opts.batch_size),
+            opts.bluesky_idle, write_chi=not opts.no_chi, batch_size=opts.batch_size,
+            data_roots=opts.allow_data_root),
             publisher).start()
         while consumer.running:
             time.sleep(0.5)

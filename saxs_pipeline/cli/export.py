@@ -12,14 +12,20 @@ from saxs_pipeline.curves.nxcansas import Q_UNITS, export_stack
 __all__ = ["add_selection", "build_parser", "main"]
 
 EPILOG = """\
-examples:
-  saxs-export work/run.zarr -o run.h5                       every frame, one 2-D I(frame, Q)
-  saxs-export work/run.zarr -o run.h5 --layout entries      one SASentry per frame (SasView)
-  saxs-export work/run.zarr -o s.h5 --glob 'sample_*' --q-units 1/angstrom
+Frames are chosen in acquisition order, the order open_dataset shows (source file, numbers
+in names compared as numbers, then frame index), never by stack row (rows are stored as
+frames complete): --frames 10-20 is the 11th to the 21st frame taken. A frame's name is
+its source file relative to the run's directory (FILE#N for frame N of a multi-frame
+file); --names takes shell patterns on those names. --frames and --names add up.
 
-SasView (sasdata) reads a 2-D I(frame, Q) as copies of its last frame: use --layout
-entries for files meant for SasView. Exit status: 0 on success, 1 on errors, 2 on usage
-errors.
+examples:
+  saxs-export work/run.zarr -o run.h5                       every frame, one SASentry each
+  saxs-export work/run.zarr -o s.h5 --frames 10-20          the 11th to the 21st frame
+  saxs-export work/run.zarr -o s.h5 --names 'sample_*' --q-units 1/angstrom
+  saxs-export work/run.zarr -o run.h5 --layout stack        one 2-D I(frame, Q)
+
+SasView (sasdata) reads a 2-D I(frame, Q) as copies of its last frame: the stack layout
+is for other readers. Exit status: 0 on success, 1 on errors, 2 on usage errors.
 """
 
 
@@ -27,12 +33,12 @@ def add_selection(parser: argparse.ArgumentParser, prefix: str = "", what: str =
     """The frame-selection options (a union; none selects every frame)."""
     dest = prefix.replace("-", "_")
     parser.add_argument(f"--{prefix}frames", dest=f"{dest}frames", metavar="RANGES",
-                        help=f"{what} by stack index: 0-9,12,-1 (ranges inclusive)")
-    parser.add_argument(f"--{prefix}name", dest=f"{dest}names", metavar="FILE", action="append",
-                        default=[], help=f"{what} by file name (repeatable)")
-    parser.add_argument(f"--{prefix}glob", dest=f"{dest}globs", metavar="PATTERN",
-                        action="append", default=[],
-                        help=f"{what} whose file name matches a shell pattern (repeatable)")
+                        help=f"{what} by position in acquisition order: 0-9,12,-1 (ranges "
+                        "inclusive, negative from the end)")
+    parser.add_argument(f"--{prefix}names", f"--{prefix}name", f"--{prefix}glob",
+                        dest=f"{dest}names", metavar="PATTERN", action="append", default=[],
+                        help=f"{what} whose name matches a shell pattern, e.g. 'sample_*' "
+                        "(repeatable; --name and --glob are the same option)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection(parser)
     parser.add_argument("--q-units", choices=Q_UNITS, default="1/nm",
                         help="units of Q in the file (default: 1/nm)")
-    parser.add_argument("--layout", choices=("stack", "entries"), default="stack",
-                        help="stack: one SASdata with I(frame, Q); entries: one SASentry per "
-                        "frame (default: stack)")
+    parser.add_argument("--layout", choices=("entries", "stack"), default="entries",
+                        help="entries: one SASentry per frame, what SasView reads (the default); "
+                        "stack: one SASdata with I(frame, Q)")
     parser.add_argument("--title", help="entry title (default: the stack's name)")
     return parser
 
@@ -58,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="saxs-export: %(message)s")
     try:
         out = export_stack(args.stack, args.out, key=args.key, indices=args.frames,
-                           names=args.names, globs=args.globs, q_units=args.q_units,
+                           patterns=args.names, q_units=args.q_units,
                            layout=args.layout, title=args.title)
     except (ValueError, OSError) as exc:
         print(f"saxs-export: error: {exc}", file=sys.stderr)

@@ -11,19 +11,21 @@ The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--sc
 ``--poll`` and ``--no-chi``. Exit status: 0 done, 1 some frames failed (see ``failures``
 in the ledger and ``failures.log``), 2 bad start-up input (calibration, directory,
 options, a curve stack another run writes), 3 scheduler unreachable, 4 the cluster was
-lost and did not come back (rerun with ``--resume``), 130 interrupted (``--resume``
-completes the run).
+lost and did not come back (rerun with ``--resume``), 5 the output disk is full (free
+space, then rerun with ``--resume``), 130 interrupted (``--resume`` completes the run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import logging
 import pstats
+import shlex
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from saxs_pipeline.cli.saxsdog_options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_LOST,
+    EXIT_NO_SPACE,
     EXIT_OK,
     EXIT_SCHEDULER,
     Options,
@@ -62,29 +65,35 @@ def _setup_logging(opts: Options) -> None:
         logging.getLogger(name).setLevel(quiet)
 
 
-def _link(opts: Options, threads: int) -> Any:
-    """The cluster link, connected: ``--scheduler``/``--scheduler-file`` or an embedded
-    local cluster whose worker processes ignore Ctrl-C (the terminal signals the whole
-    process group; the driver alone stops them, in order, without tracebacks)."""
-    from saxs_pipeline.pipeline.cluster import ClusterGoneError, ClusterLink
+def _new_link(opts: Options, threads: int) -> Any:
+    """The cluster link, not started yet: ``--scheduler``/``--scheduler-file`` or an
+    embedded local cluster of ``threads`` worker processes."""
+    from saxs_pipeline.pipeline.cluster import ClusterLink
     from saxs_pipeline.pipeline.pathmap import PathMap, PathMapError
 
     try:
         path_map = PathMap.parse(opts.path_map)
     except PathMapError as exc:
         raise StartupError(str(exc)) from None
-    external = bool(opts.scheduler or opts.scheduler_file)
-    link = ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
+    return ClusterLink(opts.scheduler, scheduler_file=str(opts.scheduler_file) if
                        opts.scheduler_file else None, threads=threads,
                        connect_timeout=opts.connect_timeout,
                        reconnect_timeout=opts.reconnect_timeout, path_map=path_map)
+
+
+def _start_link(opts: Options, link: Any) -> None:
+    """Connect, or start the embedded cluster, whose worker processes ignore Ctrl-C (the
+    terminal signals the whole process group; the driver alone stops them, in order,
+    without tracebacks)."""
+    from saxs_pipeline.pipeline.cluster import ClusterGoneError
+
+    external = bool(opts.scheduler or opts.scheduler_file)
     previous = signal.getsignal(signal.SIGINT)
     if not external:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the spawned workers
     try:
         link.start(wait=True)  # an embedded cluster gets our worker settings there
     except ClusterGoneError as exc:
-        link.close()
         where = opts.scheduler or f"the scheduler of {opts.scheduler_file}"
         if external:
             raise StartupError(f"cannot reach {where} within {opts.connect_timeout:g} s: "
@@ -93,6 +102,16 @@ def _link(opts: Options, threads: int) -> Any:
     finally:
         if not external:
             signal.signal(signal.SIGINT, previous)
+
+
+def _linked(opts: Options, threads: int) -> Any:
+    """A started cluster link (``--bluesky``: no queue to prepare before it)."""
+    link = _new_link(opts, threads)
+    try:
+        _start_link(opts, link)
+    except BaseException:
+        link.close()
+        raise
     return link
 
 
@@ -122,13 +141,30 @@ def _sigterm_as_interrupt() -> None:
         pass  # not the main thread (e.g. called from a test runner thread)
 
 
-def _make_queue(opts: Options, link: Any) -> Any:
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """Start-up failures as StartupError: the reason on the console, exit status 2."""
     from saxs_pipeline.config.calibration import CalibrationError
     from saxs_pipeline.config.masks import MaskError
+    from saxs_pipeline.frames.source import ImageError
     from saxs_pipeline.pipeline.lock import StackLockedError
-    from saxs_pipeline.pipeline.queue import ImageQueue
 
     try:
+        yield
+    except (CalibrationError, MaskError, StackLockedError, ImageError) as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise StartupError(f"cannot start: {exc.strerror or exc}{where}") from None
+
+
+def _make_queue(opts: Options, link: Any) -> Any:
+    """The run's queue, prepared (calibration, masks, outputs folder, the dataset of
+    plain HDF5 files, the stack's lock: :meth:`ImageQueue.prepare`) before any cluster
+    starts, so these mistakes are told at once."""
+    from saxs_pipeline.pipeline.queue import ImageQueue
+
+    with _starting():
         queue = ImageQueue(
             link, opts.calibration, opts.directory, out_dir=opts.out_dir,
             relpath=opts.relpath, pattern=opts.pattern, watch=opts.watch, poll=opts.poll,
@@ -137,13 +173,9 @@ def _make_queue(opts: Options, link: Any) -> Any:
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
             stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
+            data_roots=opts.allow_data_root,
         )
-        queue.start()
-    except (CalibrationError, MaskError, StackLockedError) as exc:
-        raise StartupError(f"cannot start: {exc}") from None
-    except OSError as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise StartupError(f"cannot start: {exc.strerror or exc}{where}") from None
+        queue.prepare()
     return queue
 
 
@@ -151,8 +183,9 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     """Feed the queue and wait for it; False when interrupted (batch mode)."""
     from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
 
-    gone = lambda: link.status.state == "gone"  # noqa: E731
-    live = LivePlot(queue.outputs_dir / "live.png") if opts.plot else None
+    # the cluster gone for good, or the run stopped by itself (a full disk)
+    ended = lambda: link.status.state == "gone" or queue.stopped is not None  # noqa: E731
+    live = LivePlot(queue.layout.run_file("live.png")) if opts.plot else None
     try:
         walk = not (opts.no_walk or opts.stream or opts.files)
         if opts.files:
@@ -161,12 +194,12 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
             queue.readdir(wait=False)
         if not opts.watch or not opts.walk_thread:
             if opts.files or walk or (opts.stream and not opts.watch):
-                show_progress(queue, silent=opts.silent, stop=gone)
+                show_progress(queue, silent=opts.silent, stop=ended)
         if opts.watch:
             log.info("watching %s (Ctrl-C to stop)", opts.directory)
             status = None if opts.silent else WatchStatus(queue)
             try:
-                while not gone():
+                while not ended():
                     if live is not None:
                         live.update(queue.latest())
                     if status is not None:
@@ -193,7 +226,7 @@ def run(opts: Options) -> int:
     if opts.bluesky:
         from saxs_pipeline.cli.bluesky import run_bluesky
 
-        return run_bluesky(opts, _link)
+        return run_bluesky(opts, _linked)
     if opts.tiled:
         raise StartupError("--tiled publishes the runs of --bluesky")
     if not opts.directory.is_dir():
@@ -208,21 +241,29 @@ def run(opts: Options) -> int:
     if opts.batch_size < 1 or threads < 1:
         raise StartupError("--batch-size and --threads must be at least 1")
     t0 = time.perf_counter()
-    link = _link(opts, threads)
+    link = _new_link(opts, threads)
     try:
         queue = _make_queue(opts, link)
+        try:
+            _start_link(opts, link)
+        except BaseException:
+            queue.close()  # prepared, never started: releases the stack's lock
+            raise
+        with _starting():
+            queue.start()
         url = queue.live.url() if queue.live is not None else None
         if url:
             log.info("live SAXS page: %s", url)
         startup = time.perf_counter() - t0
         t1 = time.perf_counter()
         finished = _wait(opts, queue, link)
-        gone = link.status.state == "gone"
-        stats = queue.close(timeout=None if finished and not gone else 5.0)
+        lost = link.status.state == "gone"
+        ended = lost or queue.stopped is not None
+        stats = queue.close(timeout=None if finished and not ended else 5.0)
         elapsed = time.perf_counter() - t1
-        if opts.linger > 0 and finished and not gone:
+        if opts.linger > 0 and finished and not ended:
             _linger(queue, opts.linger)
-        lost = gone or link.status.state == "gone"
+        lost = lost or link.status.state == "gone"
         cluster = link.status.describe()
     finally:
         link.close()
@@ -232,12 +273,27 @@ def run(opts: Options) -> int:
               f"was done is committed in {queue.zarr_path}): rerun with --resume",
               file=sys.stderr)
         return EXIT_LOST
+    if queue.stopped is not None:
+        print(f"saxsdog: {queue.stopped}: the run stopped (what was done is committed in "
+              f"{queue.zarr_path}) — free space, then run `{_resume_command(opts)}`",
+              file=sys.stderr)
+        return EXIT_NO_SPACE
     if not finished:
         return EXIT_INTERRUPTED
     if stats["failed"]:
-        log.warning("%d frame(s) failed; see %s", stats["failed"], queue.failures_log)
+        first = (queue.failures() or [{}])[0]
+        reason = f" (first: {first['file']}: {first['error']})" if first else ""
+        log.warning("%d frame(s) failed%s; see %s", stats["failed"], reason, queue.failures_log)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _resume_command(opts: Options) -> str:
+    """The command line that completes this run."""
+    if not opts.argv:  # saxsdog demo
+        return "saxsdog --resume ..."
+    resume = [] if {"-r", "--resume"} & set(opts.argv) else ["--resume"]
+    return shlex.join(["saxsdog", *resume, *opts.argv])
 
 
 def _linger(queue: Any, seconds: float) -> None:
@@ -286,7 +342,8 @@ def _cache(argv: Sequence[str]) -> int:
 
 # Subcommands that are tools of their own (also as saxs-average, saxs-absolute, saxs-export).
 _TOOLS = {"average": "saxs_pipeline.cli.average", "calibrate-absolute": "saxs_pipeline.cli.absolute",
-          "export": "saxs_pipeline.cli.export"}
+          "export": "saxs_pipeline.cli.export", "calibrate": "saxs_pipeline.cli.calibrate",
+          "mask": "saxs_pipeline.cli.mask", "check": "saxs_pipeline.cli.check"}
 
 
 def _execute(opts: Options) -> int:

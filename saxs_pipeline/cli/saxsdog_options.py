@@ -6,16 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_SCHEDULER",
-           "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_NO_SPACE", "EXIT_OK",
+           "EXIT_SCHEDULER", "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",
            "parse_args"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
+EXIT_NO_SPACE = 5  # the output disk is full: the run stopped, --resume completes it
 EXIT_INTERRUPTED = 130
 
 
@@ -54,6 +55,8 @@ class Options:
     verbose: int = 0
     linger: float = 0.0  # seconds the cluster stays up after the run
     path_map: tuple[str, ...] = ()
+    allow_data_root: tuple[Path, ...] = ()  # where HDF5 links may lead besides the directory
+    argv: tuple[str, ...] = ()  # as given: the command a message tells to run again
     bluesky: str | None = None  # a Bluesky 0MQ proxy's out address
     bluesky_field: str | None = None
     bluesky_idle: float = 120.0
@@ -67,7 +70,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("-t", "--threads", type=int, default=None,
       help="worker processes of the embedded cluster (default: the calibration's Threads)")
     a("-m", "--plot", action="store_true",
-      help="live plot of the latest frame (a window, or live.png beside the outputs without a display)")
+      help="live plot of the latest frame (a window, or live.png beside the run's .chi files "
+      "without a display)")
     a("-w", "--watch", action="store_true", help="keep watching the directory for new frames")
     a("-r", "--resume", action="store_true",
       help="take only frames the run's ledger does not have as done (also after a crash)")
@@ -106,6 +110,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--h5-path", default=None, metavar="DATASET",
       help="the 3-D dataset of plain HDF5 files (default: the EIGER master layout, else "
       "/entry/data/data); use with --pattern '*.h5'")
+    a("--allow-data-root", action="append", type=Path, default=[], metavar="DIR",
+      help="HDF5 external links and virtual datasets may lead into DIR besides the run's "
+      "directory (repeatable); links elsewhere fail their frames")
     a("--stream", default=None, metavar="URL",
       help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
       "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
@@ -137,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saxsdog",
         description="Integrate SAXS detector frames into .chi curves and a zarr curve stack. "
-        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog cache "
-        "list|clear' shows or empties the operator cache.",
+        "'saxsdog demo [DIR]' generates a demo beamtime and reduces it; 'saxsdog calibrate', "
+        "'saxsdog mask' and 'saxsdog check' set up a new experiment from a calibrant frame; "
+        "'saxsdog cache list|clear' shows or empties the operator cache.",
+        epilog="exit status: 0 done, 1 some frames failed (failures.log), 2 bad start-up "
+        "input, 3 scheduler unreachable, 4 the cluster was lost, 5 the output disk is full "
+        "(free space, then rerun with --resume), 130 interrupted (--resume completes the run)",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIRECTORY | FILE",
                         help="directory of frames (searched recursively), or frame files")
@@ -194,6 +205,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         stream=ns.stream, stream_idle=ns.stream_idle,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
+        allow_data_root=tuple(ns.allow_data_root),
         bluesky=ns.bluesky, bluesky_field=ns.bluesky_field, bluesky_idle=ns.bluesky_idle,
         tiled=ns.tiled,
     )
@@ -202,6 +214,8 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
 def parse_args(argv: Sequence[str]) -> Options:
     ns = build_parser().parse_args(argv)
     if len(ns.paths) == 1 and not ns.paths[0].exists():
-        return options_from(ns, ns.paths[0], ns.calibration)  # reported by run()
-    directory, files = _targets(ns.paths)
-    return options_from(ns, directory, ns.calibration, files)
+        opts = options_from(ns, ns.paths[0], ns.calibration)  # reported by run()
+    else:
+        directory, files = _targets(ns.paths)
+        opts = options_from(ns, directory, ns.calibration, files)
+    return replace(opts, argv=tuple(argv))

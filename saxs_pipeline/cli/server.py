@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--outdir", default=None,
                    help="write all outputs into OUTDIR (flattened names) instead of RELPATH")
     p.add_argument("--pattern", default="*.tif", help="frame file pattern (default: *.tif)")
+    p.add_argument("--allow-data-root", action="append", default=[], metavar="DIR",
+                   help="HDF5 external links and virtual datasets may lead into DIR besides "
+                   "the queue's directory (repeatable); links elsewhere fail their frames")
     p.add_argument("--config", default=None,
                    help="network config (default: $SAXSDOG_NETWORK or ~/.saxsdognetwork)")
     p.add_argument("-N", "--index", type=int, default=0,
@@ -130,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         legacy_window=args.legacy_window, v2_window=args.v2_window,
         allow_legacy=not args.no_legacy, close_reply_timeout=args.close_timeout,
         name=entry.name,
+        queue_options={"data_roots": tuple(os.path.abspath(d) for d in args.allow_data_root)},
     )
 
 
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                              reconnect_timeout=None, path_map=PathMap.parse(args.path_map))
     except ValueError as exc:
         print(f"saxsdogserver: {exc}", file=sys.stderr)
+        flush_repeats()
         return 1
     try:
         config = config_from_args(args)
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = server.bind()
     except (NetConfError, OSError, ValueError, zmq.ZMQError) as exc:
         print(f"saxsdogserver: {exc}", file=sys.stderr)
+        flush_repeats()  # also takes the rate limit off: callers in this process log as before
         return 1
 
     def on_signal(signum: int, _frame: object) -> None:

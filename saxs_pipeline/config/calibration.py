@@ -36,6 +36,7 @@ __all__ = [
     "Polarization",
     "Sensor",
     "SliceConfig",
+    "empty_windows",
     "flat_to_nested",
     "load_calibration",
     "schema",
@@ -242,14 +243,39 @@ def load_calibration(
     if not isinstance(raw, dict):
         raise CalibrationError(source, "$", "a calibration must be a JSON object")
     _check_finite(raw, source)
-    if is_flat(raw):
+    flat = is_flat(raw)
+    if flat:
         _validate(raw, "flat", source)
         raw = flat_to_nested(raw)
     _validate(raw, "nested", source)
-    return _parse(raw, source, Path(base_dir) if base_dir is not None else None)
+    return _parse(raw, source, Path(base_dir) if base_dir is not None else None,
+                  "$" if flat else "$.Geometry")
 
 
-def _parse(raw: dict[str, Any], source: str, base_dir: Path | None) -> Calibration:
+def _check_beam_center(geometry: Geometry, source: str, where: str) -> None:
+    """A beam centre may lie off the detector (GISAXS, a corner detector), but not more
+    than a detector size off: that is a typo or swapped units, and its curve would be
+    tens of thousands of bins with a few dozen filled."""
+    rows, cols = geometry.image_shape
+    y, x = geometry.beam_center_y, geometry.beam_center_x
+    if not (-rows <= y <= 2 * rows and -cols <= x <= 2 * cols):
+        raise CalibrationError(
+            source, f"{where}.BeamCenter",
+            f"[{y:g}, {x:g}] (y, x in pixels) lies more than a detector size outside the "
+            f"{rows} x {cols} pixel detector (y within {-rows}..{2 * rows} and x within "
+            f"{-cols}..{2 * cols} are accepted)")
+
+
+def empty_windows(cal: Calibration) -> list[int]:
+    """Indices of the mask entries whose I0/I1/I2 window ``[qStart, qStop)`` is empty
+    (qStart = qStop, as the original's default 0, 0): their integral parameters are all 0.
+    Valid, and what the original did, so callers warn rather than refuse (Phi-mode entries
+    use the window to choose pixels, where 0..0 means all of them)."""
+    return [m.index for m in cal.masks if m.q_start == m.q_stop and not m.phi_mode]
+
+
+def _parse(raw: dict[str, Any], source: str, base_dir: Path | None,
+           geometry_path: str = "$.Geometry") -> Calibration:
     geo = raw["Geometry"]
     distance = geo.get("DedectorDistanceMM", geo.get("DetectorDistanceMM"))
     if distance is None:
@@ -266,6 +292,7 @@ def _parse(raw: dict[str, Any], source: str, base_dir: Path | None) -> Calibrati
         tilt_rot_deg=float(geo["Tilt"]["TiltRotDeg"]),
         wavelength_a=float(raw["Wavelength"]),
     )
+    _check_beam_center(geometry, source, geometry_path)
     masks = tuple(_parse_mask(m, i, source) for i, m in enumerate(raw["Masks"]))
     slices = tuple(_parse_slice(s, i, len(masks), source) for i, s in enumerate(raw.get("Slices", [])))
     pol = raw.get("PolarizationCorrection")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import CalibrationError, empty_windows, load_calibration
 from saxs_pipeline.config.nexus import (
     NexusError,
     NexusOverrides,
@@ -304,12 +304,11 @@ def _checked(result: dict[str, Any], *, default_base: bool) -> dict[str, Any]:
     from saxs_pipeline.ops.geometry import q_map
 
     qmax = None
-    for i, m in enumerate(result.get("Masks", []) if default_base else []):
-        if float(m.get("qStart", 0)) == 0 and float(m.get("qStop", 0)) == 0 and not m.get("Phi-mode"):
-            qmax = qmax if qmax is not None else float(f"{float(q_map(cal.geometry, 1).max()):.4g}")
-            m["qStop"] = qmax
-            log.warning("$.Masks[%d]: qStart = qStop = 0 would make I0/I1/I2 all 0; qStop set to "
-                        "%g 1/nm, the detector's largest q (edit it for your q window)", i, qmax)
+    for i in empty_windows(cal) if default_base else []:
+        qmax = qmax if qmax is not None else float(f"{float(q_map(cal.geometry, 1).max()):.4g}")
+        result["Masks"][i]["qStop"] = qmax
+        log.warning("$.Masks[%d]: qStart = qStop = 0 would make I0/I1/I2 all 0; qStop set to "
+                    "%g 1/nm, the detector's largest q (edit it for your q window)", i, qmax)
     return result
 
 

@@ -28,7 +28,8 @@ from saxs_pipeline.config.calibration import CalibrationError, load_calibration
 from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_bytes
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
-from saxs_pipeline.control.paths import confine, confined_relpath
+from saxs_pipeline.control.paths import confine, confined_relpath, state_file
+from saxs_pipeline.ops.budget import check_budget
 
 __all__ = ["QueueHost"]
 
@@ -56,7 +57,7 @@ class QueueHost:
         self.queue: Any = None
         self.lifecycle = threading.Lock()
         self._count = 0
-        self.state_file = basedir / ".saxsdogserver" / f"{config.name}.json"
+        self.state_file = state_file(basedir, config.name, ".json")
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class QueueHost:
         masks = [proto.parse_attachment(f, i) for i, f in enumerate(attachments)]
         try:
             cal = load_calibration(calibration)
+            check_budget(cal)  # before any mask is decoded or operator built
         except CalibrationError as exc:
             raise proto.RequestError("ValueError", str(exc)) from None
         if len(masks) < len(cal.masks):

@@ -1,4 +1,5 @@
-"""Keeping the server's clients inside its base directory."""
+"""Keeping the server's clients inside its base directory; where the server keeps its
+own state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, inside
 
-__all__ = ["confine", "confined_relpath"]
+__all__ = ["confine", "confined_relpath", "state_file"]
+
+STATE_DIR = ".saxsdogserver"
+
+
+def state_file(basedir: Path, name: str, suffix: str) -> Path:
+    """``<basedir>/.saxsdogserver/<name><suffix>``: what server ``name`` keeps across its
+    restarts (its queue ``.json``, its replay cache ``.replay``)."""
+    return basedir / STATE_DIR / f"{name}{suffix}"
 
 
 def confine(basedir: str | os.PathLike[str], components: Sequence[str] | str | None) -> Path:

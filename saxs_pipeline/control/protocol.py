@@ -12,6 +12,7 @@ as it did in the original (Python's ``json`` reads it back).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -55,6 +56,14 @@ NOT_IMPLEMENTED = "ErrorNotimplemented"
 MiB = 1024 * 1024
 
 
+# A frame past the soft limits still gets its error reply up to this many times
+# ``max_total_bytes``: a mask file travels as JSON text, latin-1 escaped (``\u0000``: up to
+# 6 bytes per byte), so a 100 MB mask is a 600 MB frame. Beyond it zmq cuts the
+# connection from the frame's declared size, before buffering it, and no reply can
+# reach the client (its message was never received).
+HARD_FACTOR = 10
+
+
 @dataclass(frozen=True)
 class Limits:
     """Size limits checked before anything is parsed. ``max_total_bytes`` bounds the whole
@@ -67,7 +76,7 @@ class Limits:
 
     @property
     def hard_limit(self) -> int:
-        return 2 * self.max_total_bytes
+        return HARD_FACTOR * self.max_total_bytes
 
 
 class RequestError(Exception):
@@ -135,8 +144,9 @@ def decode_reply(frame: bytes) -> dict[str, Any]:
     return obj
 
 
-def check_sizes(frames: list[bytes], limits: Limits) -> None:
-    """Refuse oversized requests before parsing anything."""
+def check_sizes(frames: Sequence[Sized], limits: Limits) -> None:
+    """Refuse oversized requests before parsing (or copying) anything: ``frames`` may be
+    zmq frames as received, only their lengths are read."""
     if not frames:
         raise RequestError(VALUE_ERROR, "empty request")
     if len(frames[0]) > limits.max_request_bytes:
@@ -151,8 +161,11 @@ def check_sizes(frames: list[bytes], limits: Limits) -> None:
         )
     total = sum(len(f) for f in frames)
     if total > limits.max_total_bytes:
+        largest = max(range(1, len(frames)), key=lambda i: len(frames[i]), default=0)
+        what = f"; attachment {largest - 1} has {len(frames[largest])}" if largest else ""
         raise RequestError(
-            VALUE_ERROR, f"request too large: {total} bytes (limit {limits.max_total_bytes})"
+            VALUE_ERROR,
+            f"request too large: {total} bytes (limit {limits.max_total_bytes}{what})",
         )
 
 

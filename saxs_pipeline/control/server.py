@@ -7,7 +7,8 @@ wedge it: every request gets exactly one reply, and a client that went away only
 logged ``EHOSTUNREACH``.
 
 Per request, in this order: size limits -> JSON -> authentication (v1 or v2, with the replay
-cache) -> LeashRequestSchema -> dispatch. Cheap commands (``stat``, ``plot``, ``get``) are
+cache, kept in ``<basedir>/.saxsdogserver/<name>.replay`` so that a restart forgets no
+request it has seen) -> LeashRequestSchema -> dispatch. Cheap commands (``stat``, ``plot``, ``get``) are
 answered from the loop; everything that can take long (``new`` builds operators,
 ``close`` waits for queued frames, ``readdir`` walks a beamtime, ``listdir`` and
 ``fileslist`` can be huge, ``abort``) runs on a small thread pool, and its reply is handed
@@ -38,6 +39,7 @@ from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.commands import QueueHost
 from saxs_pipeline.control.compat import for_version
 from saxs_pipeline.control.feeder import FeederSubscriber
+from saxs_pipeline.control.paths import state_file
 from saxs_pipeline.control.signing import (
     LEGACY_WINDOW,
     V2_WINDOW,
@@ -97,7 +99,8 @@ class SaxsdogServer:
         self.host = QueueHost(config, self.basedir, client, queue_factory, self._stopping)
         self._ctx = context or zmq.Context.instance()
         self.verifier = Verifier(config.secret, legacy_window=config.legacy_window,
-                                 v2_window=config.v2_window, allow_legacy=config.allow_legacy)
+                                 v2_window=config.v2_window, allow_legacy=config.allow_legacy,
+                                 replay_path=state_file(self.basedir, config.name, ".replay"))
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, "saxsdog-cmd")
         self._jobs: set[concurrent.futures.Future] = set()
         self._done: queue_mod.SimpleQueue[tuple[list[bytes], bytes]] = queue_mod.SimpleQueue()
@@ -135,8 +138,9 @@ class SaxsdogServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 1000)
-        # Hard cap, far above the soft limits that get a proper error reply: a peer
-        # sending more than this in one frame is disconnected before we buffer it.
+        # Hard cap, far above the soft limits that get a proper error reply (protocol.
+        # HARD_FACTOR): a peer sending more than this in one frame is disconnected before
+        # we buffer it.
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.limits.hard_limit)
         if self.config.endpoint.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
@@ -163,9 +167,9 @@ class SaxsdogServer:
         self._wake()
 
     def _wake(self) -> None:
-        if self._wake_tx is None:
-            return
-        with self._wake_lock:
+        with self._wake_lock:  # the loop closes the socket under it: never mid-send
+            if self._wake_tx is None:
+                return
             try:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -203,7 +207,9 @@ class SaxsdogServer:
         assert self._sock is not None
         for _ in range(100):  # bounded, so finished long commands get their turn
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                # Not copied: an oversized request is refused from its frames' lengths,
+                # and only a request within the limits is copied into bytes.
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self.served += 1
@@ -227,17 +233,16 @@ class SaxsdogServer:
             self._send(envelope, payload)
 
     @staticmethod
-    def _split(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    def _split(frames: list[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:
         # REQ peers put an empty delimiter after the identity; DEALER peers may not.
-        for i in range(1, len(frames)):
-            if frames[i] == b"":
-                return frames[: i + 1], frames[i + 1:]
-        return frames[:1], frames[1:]
+        end = next((i for i in range(1, len(frames)) if len(frames[i]) == 0), 0)
+        return [f.bytes for f in frames[: end + 1]], frames[end + 1:]
 
-    def _handle(self, frames: list[bytes]) -> None:
-        envelope, body = self._split(frames)
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        envelope, received = self._split(frames)
         try:
-            proto.check_sizes(body, self.config.limits)
+            proto.check_sizes(received, self.config.limits)
+            body = [f.bytes for f in received]
             message = proto.decode_json_frame(body[0])
             request, version = self.verifier.verify(message, body[1:])
             proto.validate_request(request)
@@ -307,9 +312,12 @@ class SaxsdogServer:
         self.host.close_queue(self.queue, self.config.shutdown_timeout)  # a "new" finished meanwhile
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._send_done()
-        for s in (self._sock, self._wake_rx, self._wake_tx):
-            if s is not None:
-                s.close()
+        with self._wake_lock:
+            for s in (self._sock, self._wake_rx, self._wake_tx):
+                if s is not None:
+                    s.close()
+            self._wake_tx = None
+        self.verifier.cache.close()
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:

@@ -9,6 +9,13 @@ hash, not an HMAC, and it covers frame 0 only (attachments are unsigned), so we 
 can be added without breaking the wire: a constant-time comparison and a replay cache (a
 signature is accepted once while its time stamp is inside the window).
 
+**Replays after a restart.** The server keeps its replay cache in a SQLite file beside its
+queue's state (:class:`ReplayCache` with a ``path``), written before a request runs, so a
+request captured before a restart is refused after it just the same. (Refusing requests
+signed before the server started was the other way; it would refuse every client whose
+clock is behind the server's for as long as it is behind -- up to the v1 window of 15
+minutes after each restart.)
+
 **v2 (used by ``saxsleash`` by default).** Frame 0 is an envelope
 ``{"v": 2, "payload": "<request JSON text>", "sign": "<hex>"}`` where ``sign`` is
 HMAC-SHA256 with the secret over the UTF-8 bytes of ``payload`` exactly as sent (never a
@@ -25,7 +32,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
 import secrets
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +59,8 @@ V2_WINDOW = 300.0  # v2 has a nonce cache, so a shorter window only needs NTP-sy
 UNTIMELY = "Untimely request."
 WRONG_SIGNATURE = "Wrong signature."
 REPLAYED = "Replayed request."
+
+log = logging.getLogger(__name__)
 
 
 class AuthenticationError(Exception):
@@ -104,12 +116,52 @@ def is_v2(message: Any) -> bool:
 
 class ReplayCache:
     """Keys seen while their request is still inside the time window; each entry expires
-    when its request would be rejected as untimely anyway, so the cache stays small."""
+    when its request would be rejected as untimely anyway, so the cache stays small.
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    With ``path`` the keys are kept in that SQLite file too, each committed before
+    :meth:`add` returns, and the cache starts with the keys a previous process left there.
+    A file that cannot be written costs the persistence, logged, never a request."""
+
+    def __init__(self, max_entries: int = 200_000, path: str | os.PathLike[str] | None = None) -> None:
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self.max_entries = max_entries
         self._pruned = 0.0
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._db = self._open(path)
+
+    def _open(self, path: str | os.PathLike[str]) -> sqlite3.Connection | None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            # One thread at a time (the server's loop), not always the opening one.
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: each key is in the file when add() returns, so a killed or crashed
+            # process forgets none; FULL (an fsync per request, 2 ms idle, tens of ms while
+            # a run writes) only adds a power cut, and made stat slow during a readdir.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires REAL)")
+            rows = db.execute("SELECT key, expires FROM seen ORDER BY rowid").fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("replay cache %s cannot be used (%s): requests seen before a restart "
+                      "are not refused after it", path, exc)
+            return None
+        self._expiry.update(rows)  # expired ones go at the first prune
+        return db
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        if self._db is None:
+            return
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            log.error("replay cache not saved (%s): requests seen now are not refused after "
+                      "a restart", exc)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -119,9 +171,11 @@ class ReplayCache:
 
     def prune(self, now: float) -> None:
         self._pruned = now
-        for key, expires in list(self._expiry.items()):
-            if expires < now:
-                del self._expiry[key]
+        expired = [key for key, expires in self._expiry.items() if expires < now]
+        for key in expired:
+            del self._expiry[key]
+        if expired:
+            self._write("DELETE FROM seen WHERE expires < ?", (now,))
 
     def add(self, key: str, expires: float, now: float) -> bool:
         """Record ``key``; False when it is already there (a replay)."""
@@ -132,7 +186,9 @@ class ReplayCache:
         if len(self._expiry) >= self.max_entries:
             # Only authenticated requests reach the cache; at this size something is
             # hammering us with valid signatures, so forget the oldest rather than grow.
-            self._expiry.popitem(last=False)
+            oldest, _ = self._expiry.popitem(last=False)
+            self._write("DELETE FROM seen WHERE key = ?", (oldest,))
+        self._write("INSERT OR REPLACE INTO seen (key, expires) VALUES (?, ?)", (key, expires))
         self._expiry[key] = expires
         return True
 
@@ -144,7 +200,8 @@ def _timestamp(value: Any) -> float | None:
 
 
 class Verifier:
-    """Checks v1 and v2 requests against one shared secret; holds the replay cache."""
+    """Checks v1 and v2 requests against one shared secret; holds the replay cache (kept
+    in the SQLite file ``replay_path`` when given: see the module doc)."""
 
     def __init__(
         self,
@@ -154,6 +211,7 @@ class Verifier:
         v2_window: float = V2_WINDOW,
         allow_legacy: bool = True,
         clock: Callable[[], float] = time.time,
+        replay_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not secret:
             raise ValueError("an empty secret would let anybody sign requests")
@@ -162,7 +220,7 @@ class Verifier:
         self.v2_window = v2_window
         self.allow_legacy = allow_legacy
         self.clock = clock
-        self.cache = ReplayCache()
+        self.cache = ReplayCache(path=replay_path)
 
     def verify(self, message: Any, attachments: Sequence[bytes] = ()) -> tuple[dict[str, Any], int]:
         """The authenticated request and its version (1 or 2); raises

@@ -28,7 +28,8 @@ forbids).
 **SasView.** sasdata (SasView's loader, checked with 0.11) reads both layouts without
 error, but reads a 2-D (frame, Q) ``I`` as n data sets that all hold the *last* frame
 (its reader appends the same object once per frame). The stack layout is valid NXcanSAS
-and h5py/nexusformat read it right; for SasView write ``layout="entries"``. sasdata
+and h5py/nexusformat read it right; for SasView write ``layout="entries"``, which is what
+:func:`export_stack` writes unless asked for the stack layout. sasdata
 converts Q to 1/angstrom on load (value * 1e9 / 1e10 from 1/nm), keeps I in the file's
 units and drops bins where Q, I or Idev is NaN (empty bins are written as NaN).
 """
@@ -269,17 +270,19 @@ def export_stack(
     *,
     key: str = "R0",
     indices: str | Sequence[int] | None = None,
-    names: Sequence[str] | None = None,
-    globs: Sequence[str] | None = None,
+    patterns: Sequence[str] | None = None,
     q_units: str = "1/nm",
-    layout: Layout = "stack",
+    layout: Layout = "entries",
     title: str | None = None,
 ) -> Path:
     """Write the selected frames of curve ``key`` of a zarr curve stack as NXcanSAS
-    (intensity in counts per pixel, "arbitrary"; error the Poisson column)."""
+    (intensity in counts per pixel, "arbitrary"; error the Poisson column), in acquisition
+    order: ``indices`` are positions in that order, ``patterns`` match frame names
+    (:mod:`saxs_pipeline.stack.select`). ``layout`` "entries" (one SASentry per frame,
+    what SasView reads whole) or "stack" (one 2-D I(frame, Q))."""
     from saxs_pipeline.stack.select import load_curves
 
-    curves = load_curves(stack, key, indices=indices, names=names, globs=globs)
+    curves = load_curves(stack, key, indices=indices, patterns=patterns)
     if curves.axis_units != "1/nm":
         raise NXcanSASError(f"curve {key} has a {curves.axis_units} axis, not q: only radial "
                             "curves can be written as NXcanSAS")
@@ -292,10 +295,10 @@ def export_stack(
         curves.intensity[0] if one else curves.intensity,
         curves.error[0] if one else curves.error,
         i_units="1/cm" if scale is not None else "arbitrary",
-        title=title or (curves.filenames[0] if one else name), run=name, q_units=q_units,
-        frame_names=curves.filenames, frame_times=curves.image_time,
+        title=title or (curves.names[0] if one else name), run=name, q_units=q_units,
+        frame_names=curves.names, frame_times=curves.image_time,
         calibration=curves.calibration,
-        process_notes={"source": f"{os.fspath(stack)} curve {key}", "frames": curves.filenames},
+        process_notes={"source": f"{os.fspath(stack)} curve {key}", "frames": curves.names},
         layout=layout,
     )
 

@@ -218,14 +218,15 @@ def run(root: Path, n_frames: int, rate: float, threads: int,
         print(f"saxsleash close -> {closed.get('result')}")
         files = leash("fileslist").get("data", {}).get("fileslist", {})
 
-    chi_files = sorted((demo.root / "work").glob("*.chi"))
+    chi_dir = demo.root / "work" / live.name  # the queue's run is named after its folder
+    chi_files = sorted(chi_dir.glob("*.chi"))
     zarrs = sorted(demo.root.rglob("*.zarr"))
     summary: dict[str, Any] = {
         "frames written": n_frames,
         "frames integrated": stat.get("images processed", 0),
         "failed": stat.get("failed", 0),
         "frames/s (arrival-limited)": round(stat.get("images processed", 0) / elapsed, 1),
-        "chi files": f"{len(chi_files)} in {demo.root / 'work'}",
+        "chi files": f"{len(chi_files)} in {chi_dir}",
         "listed by fileslist": sum(len(v) for v in files.values()),
         "zarr stack": str(zarrs[0]) if zarrs else None,
         "live plot (saxsleash plot --out)": str(curves_live),

@@ -12,11 +12,15 @@ Two layouts are read (see :mod:`saxs_pipeline.frames.registry` for the interface
 * **Plain file**: a dataset named by the caller (default ``/entry/data/data``) of shape
   ``(frames, rows, cols)``, or ``(rows, cols)`` as one frame.
 
-Pixel data are read chunk by chunk: where the chunks hold whole frames and the only filter
-is bitshuffle-LZ4 (the DECTRIS layout), by direct chunk read and
-:func:`saxs_pipeline.frames.compression.decompress` -- faster than h5py's filter pipeline (see
-``benchmarks/readers.py``) and safe on corrupt chunks, which crash the bitshuffle filter
-behind h5py's read; otherwise through h5py (with hdf5plugin's filters).
+Pixel data are read a block at a time: the frames of one chunk (all its tiles), by direct
+chunk read where :mod:`saxs_pipeline.frames.hdf5chunks` decodes the filters (the DECTRIS
+bitshuffle-LZ4 among them: faster than h5py's filter pipeline, see ``benchmarks/readers.py``,
+and safe on corrupt chunks), else through h5py; every chunk's stored size is checked
+before it is read. The block read last is kept (for the whole process), so a chunk of many
+frames is decoded once for all the ranges read from it, not once per range or task.
+
+Links (external links, virtual dataset sources) are followed only into the data roots
+(:mod:`saxs_pipeline.frames.hdf5links`); a part linked elsewhere fails its frames.
 
 Per-frame metadata (:meth:`Hdf5Frames.metadata`): every 1-D numeric dataset of the
 (master) file whose length is the frame count, keyed by its HDF5 path; ``"image_number"``
@@ -30,16 +34,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters with HDF5)
 import numpy as np
 
-from saxs_pipeline.frames.compression import CompressionError, decompress
+from saxs_pipeline.frames.hdf5chunks import Chunking, chunking, file_identity, read_block
+from saxs_pipeline.frames.hdf5links import check_dataset, data_roots, link_target, outside_roots
 from saxs_pipeline.frames.pilatusheader import iso_to_timestamp
 from saxs_pipeline.frames.source import (
     FrameIncompleteError,
@@ -49,7 +54,7 @@ from saxs_pipeline.frames.source import (
     invalid_value_for,
 )
 
-__all__ = ["DETECTOR", "Hdf5Frames", "open_hdf5"]
+__all__ = ["DETECTOR", "Hdf5Frames", "declared_frame_count", "open_hdf5"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +64,6 @@ DETECTOR = "/entry/instrument/detector"
 _DATA_GROUP = "/entry/data"
 _DEFAULT_DATASET = "/entry/data/data"
 _PIXEL_MASKS = (f"{DETECTOR}/detectorSpecific/pixel_mask",)
-_BSHUF_FILTER = 32008
-_BSHUF_LZ4 = 2
 
 
 def _size(path: str) -> int:
@@ -95,6 +98,25 @@ def open_hdf5(path: PathLike) -> h5py.File:
         raise ImageError(f"{source} is not a readable HDF5 file ({text})") from None
 
 
+def _declared(fh: h5py.File) -> int | None:
+    """Frames a DECTRIS master declares (``nimages * ntrigger``), None if it does not."""
+    spec = fh.get(f"{DETECTOR}/detectorSpecific")
+    if not isinstance(spec, h5py.Group) or "nimages" not in spec:
+        return None
+    ntrigger = int(spec["ntrigger"][()]) if "ntrigger" in spec else 1
+    return int(spec["nimages"][()]) * max(ntrigger, 1)
+
+
+def declared_frame_count(path: PathLike) -> int | None:
+    """The frames the file at ``path`` declares without any of them being read (a DECTRIS
+    master's ``nimages * ntrigger``); None when it declares none or cannot be opened."""
+    try:
+        with open_hdf5(path) as fh:
+            return _declared(fh)
+    except (ImageError, OSError):
+        return None
+
+
 @dataclass
 class _Part:
     """One dataset holding frames ``[start, start + count)`` of the source."""
@@ -105,30 +127,23 @@ class _Part:
     start: int
     count: int
     dset: h5py.Dataset | None = None  # None: not available, see ``unavailable``
-    unavailable: FrameIncompleteError | None = None
+    # why not: a FrameIncompleteError (still being written), or an ImageError (a link
+    # outside the data roots)
+    unavailable: ImageError | None = None
     image_nr_low: int | None = None
-    direct: bool = False  # chunks of whole frames, bitshuffle-LZ4 only
-
-
-def _direct_readable(dset: h5py.Dataset) -> bool:
-    chunks = dset.chunks
-    if chunks is None or tuple(chunks[1:]) != tuple(dset.shape[1:]) or not dset.dtype.isnative:
-        return False
-    plist = dset.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    if len(filters) != 1 or filters[0][0] != _BSHUF_FILTER:
-        return False
-    options = filters[0][2]
-    return len(options) >= 5 and options[4] == _BSHUF_LZ4 and options[2] == dset.dtype.itemsize
+    chunking: Chunking | None = None  # None: not chunked
+    source: tuple = ()  # the file as opened and the dataset: what its blocks are kept by
 
 
 class Hdf5Frames:
     """Frames of an HDF5 file (module doc); a context manager that closes its files."""
 
     def __init__(
-        self, path: PathLike, *, dataset: str | None = None, shape: tuple[int, int] | None = None
+        self, path: PathLike, *, dataset: str | None = None, shape: tuple[int, int] | None = None,
+        roots: Sequence[PathLike] | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.roots = data_roots(roots, self.path)
         try:
             self._file = open_hdf5(self.path)
         except FileNotFoundError:
@@ -139,7 +154,7 @@ class Hdf5Frames:
             self._parts = self._layout(dataset)
             first = next((p for p in self._parts if p.dset is not None), None)
             if first is None:
-                raise self._parts[0].unavailable or ImageError(f"{self.path}: no frame data")
+                raise self._why(self._parts[0], None)
             self.shape = (int(first.dset.shape[-2]), int(first.dset.shape[-1]))
             self.dtype = first.dset.dtype
             for part in self._parts:
@@ -172,18 +187,21 @@ class Hdf5Frames:
             raise ImageError(
                 f"{self.path}: dataset {name} has shape {obj.shape}; frames need (frames, rows, cols) or (rows, cols)"
             )
+        check_dataset(obj, self.roots, f"{self.path}: {name}")
         count = 1 if obj.ndim == 2 else int(obj.shape[0])
-        return _Part(name, self.path, name, 0, count, obj, direct=obj.ndim == 3 and _direct_readable(obj))
+        return self._found(_Part(name, self.path, name, 0, count), obj)
 
     def _linked(self, name: str) -> _Part:
         link = self._file[_DATA_GROUP].get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
-            target = Path(link.filename)
-            file = os.fspath(target if target.is_absolute() else Path(self.path).parent / target)
-            dataset = link.path
+            file, dataset = link_target(self.path, link.filename), link.path
         else:
             file, dataset = self.path, f"{_DATA_GROUP}/{name}"
         part = _Part(name, file, dataset, 0, 0)
+        refused = outside_roots(file, self.roots)
+        if refused is not None:  # not even opened
+            part.unavailable = ImageError(f"{name}: {refused}")
+            return part
         try:
             handle = self._open.get(file) or open_hdf5(file)
         except FileNotFoundError:
@@ -199,9 +217,22 @@ class Hdf5Frames:
         if not isinstance(dset, h5py.Dataset) or dset.ndim != 3:
             found = "nothing" if dset is None else f"shape {getattr(dset, 'shape', 'a group')}"
             raise ImageError(f"{self.path}: {name} -> {file}:{dataset} is {found}, not a 3-D dataset")
+        try:  # the data file's dataset may be a link again
+            check_dataset(dset, self.roots, name)
+        except ImageError as exc:
+            part.unavailable = exc
+            return part
         low = dset.attrs.get("image_nr_low")
-        part.dset, part.count, part.direct = dset, int(dset.shape[0]), _direct_readable(dset)
-        part.image_nr_low = int(low) if low is not None else None
+        part.count, part.image_nr_low = int(dset.shape[0]), int(low) if low is not None else None
+        return self._found(part, dset)
+
+    @staticmethod
+    def _found(part: _Part, dset: h5py.Dataset) -> _Part:
+        try:
+            identity = file_identity(dset.file.filename)
+        except OSError as exc:
+            raise ImageError(f"{part.file}: cannot be looked at ({exc})") from None
+        part.dset, part.chunking, part.source = dset, chunking(dset), (*identity, dset.name)
         return part
 
     def _check_part(self, part: _Part, expected: tuple[int, int] | None) -> None:
@@ -229,96 +260,72 @@ class Hdf5Frames:
     def frame_count(self) -> int:
         """Frames the file declares (``nimages * ntrigger`` of a DECTRIS master), else the
         frames its parts hold."""
-        spec = self._file.get(f"{DETECTOR}/detectorSpecific")
-        if isinstance(spec, h5py.Group) and "nimages" in spec:
-            ntrigger = int(spec["ntrigger"][()]) if "ntrigger" in spec else 1
-            return int(spec["nimages"][()]) * max(ntrigger, 1)
+        declared = _declared(self._file)
+        if declared is not None:
+            return declared
         last = self._parts[-1]
         return last.start + last.count
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` as an ``(n, rows, cols)`` array of the stored dtype; a
-        range that is exactly one chunk comes back read-only (the decoded chunk itself)."""
+        range within one chunk comes back read-only (a view of the decoded block)."""
         if stop > self.frame_count() and self._file.swmr_mode:
             raise FrameIncompleteError(self.path, f"frame {stop - 1} is not flushed yet (the "
                                        f"file is being written, {self.frame_count()} frames so "
                                        "far)", _size(self.path))
         check_range(self.path, start, stop, self.frame_count())
-        whole = self._whole_chunk(start, stop)
-        if whole is not None:
-            return whole
-        out = np.empty((stop - start, *self.shape), dtype=self.dtype)
+        out: np.ndarray | None = None
         done = start
         for part in self._parts:
             lo, hi = max(start, part.start), min(stop, part.start + part.count)
             if lo >= hi:
                 continue
             if part.dset is None:
-                raise FrameIncompleteError(
-                    self.path, f"frame {lo}: {part.unavailable}", part.unavailable.present
-                ) from None
-            self._read_part(part, lo - part.start, hi - part.start, out[lo - start : hi - start])
+                raise self._why(part, lo)
+            for first, frames in self._pieces(part, lo - part.start, hi - part.start):
+                at = part.start + first - start
+                if out is None and at == 0 and len(frames) == stop - start:
+                    return frames  # the whole range in one block
+                if out is None:  # filled block by block: one decoded block alive at a time
+                    out = np.empty((stop - start, *self.shape), dtype=self.dtype)
+                out[at : at + len(frames)] = frames
             done = max(done, hi)
-        if done < stop:
+        if done < stop or out is None:
             raise FrameIncompleteError(
                 self.path, f"frame {done} is beyond the frames written so far ({done})", _size(self.path)
             )
         return out
 
-    def _whole_chunk(self, start: int, stop: int) -> np.ndarray | None:
-        """The decoded chunk itself (read-only, no copy) when ``[start, stop)`` is exactly one
-        direct-read chunk -- the usual one-frame read of EIGER data, 1.7 times faster."""
-        for part in self._parts:
-            if part.dset is not None and part.direct and part.start <= start < part.start + part.count:
-                k, local = int(part.dset.chunks[0]), start - part.start
-                if local % k == 0 and stop - start == k and local + k <= part.count:
-                    return self._chunk(part, local, k)
-        return None
+    def _why(self, part: _Part, frame: int | None) -> ImageError:
+        """The error for the frames of an unavailable part (``frame``: the first asked)."""
+        exc = part.unavailable
+        if exc is None:
+            return ImageError(f"{self.path}: no frame data")
+        if isinstance(exc, FrameIncompleteError):
+            return exc if frame is None else FrameIncompleteError(self.path, f"frame {frame}: {exc}", exc.present)
+        return ImageError(f"{self.path}: {exc}" if frame is None else f"{self.path}: frame {frame}: {exc}")
 
-    def _read_part(self, part: _Part, lo: int, hi: int, out: np.ndarray) -> None:
-        if part.dset.ndim == 2:
-            self._highlevel(part, lo, hi, out[0], ())
-        elif part.direct:
-            self._direct(part, lo, hi, out)
-        else:
-            self._highlevel(part, lo, hi, out, np.s_[lo:hi])
+    def _pieces(self, part: _Part, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``[lo, hi)`` of ``part`` as (first frame, frames) pieces: one read of a
+        dataset without chunks, else a view of each block (the last one kept)."""
+        dset = part.dset
+        if part.chunking is None:
+            out = np.empty((hi - lo, *self.shape), dtype=self.dtype)
+            try:
+                dset.read_direct(out, np.s_[lo:hi]) if dset.ndim == 3 else dset.read_direct(out[0])
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ImageError(f"{self._where(part, lo)}: cannot be read ({exc})") from None
+            yield lo, out
+            return
+        k = part.chunking.chunks[0] if len(part.chunking.shape) == 3 else 1
+        for first in range(lo - lo % k, hi, k):
+            block = read_block(dset, part.chunking, first, lambda i: self._where(part, i), part.source)
+            a = max(lo, first)
+            yield a, block[a - first : min(hi, first + k) - first]
 
     def _where(self, part: _Part, local: int) -> str:
         src = self.path if part.file == self.path else f"{self.path} ({part.name}: {part.file})"
         return f"{src}: frame {part.start + local} ({part.dataset} [{local}])"
-
-    def _highlevel(self, part: _Part, lo: int, hi: int, out: np.ndarray, sel: Any) -> None:
-        try:
-            part.dset.read_direct(out, source_sel=sel)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise ImageError(f"{self._where(part, lo)}: cannot be read ({exc})") from None
-
-    def _direct(self, part: _Part, lo: int, hi: int, out: np.ndarray) -> None:
-        k = int(part.dset.chunks[0])
-        for first in range(lo - lo % k, hi, k):
-            n = min(k, part.dset.shape[0] - first)
-            frames = self._chunk(part, first, k)[:n]
-            a, b = max(lo, first), min(hi, first + n)
-            out[a - lo : b - lo] = frames[a - first : b - first]
-
-    def _chunk(self, part: _Part, first: int, k: int) -> np.ndarray:
-        if part.dset.id.get_chunk_info_by_coord((first, 0, 0)).byte_offset is None:
-            raise FrameIncompleteError(
-                self._where(part, first), "its chunk is not written yet", _size(part.file)
-            )
-        try:
-            mask, raw = part.dset.id.read_direct_chunk((first, 0, 0))
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise ImageError(f"{self._where(part, first)}: chunk cannot be read ({exc})") from None
-        shape = (k, *self.shape)
-        if mask:  # the filter was skipped for this chunk: stored as is
-            if len(raw) != k * int(np.prod(self.shape)) * self.dtype.itemsize:
-                raise ImageError(f"{self._where(part, first)}: unfiltered chunk of {len(raw)} bytes")
-            return np.frombuffer(raw, dtype=self.dtype).reshape(shape)
-        try:
-            return decompress(raw, "bslz4", self.dtype, shape)
-        except CompressionError as exc:
-            raise ImageError(f"{self._where(part, first)}: corrupt chunk ({exc})") from None
 
     def pixel_mask(self) -> np.ndarray | None:
         """The detector's pixel mask (True = bad): ``detectorSpecific/pixel_mask``, else the

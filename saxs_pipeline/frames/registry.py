@@ -36,6 +36,7 @@ Messages name the file and the frame index.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ import numpy as np
 from saxs_pipeline.frames.source import FrameIncompleteError, FrameSource, ImageError, PathLike
 from saxs_pipeline.frames.tiff import TiffFrames
 
-__all__ = ["HDF5_MAGIC", "TIFF_MAGICS", "detect_format", "frame_count", "open_frames", "read_frames"]
+__all__ = ["HDF5_MAGIC", "TIFF_MAGICS", "declared_frame_count", "detect_format", "frame_count",
+           "open_frames", "read_frames"]
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -78,14 +80,17 @@ def detect_format(path: PathLike) -> str:
 
 
 def open_frames(
-    path: PathLike, *, dataset: str | None = None, shape: tuple[int, int] | None = None
+    path: PathLike, *, dataset: str | None = None, shape: tuple[int, int] | None = None,
+    roots: Sequence[PathLike] | None = None,
 ) -> FrameSource:
     """The frame source for ``path`` (reader chosen as in the module doc).
 
     ``dataset`` names the 3-D (frames, rows, cols) dataset of a plain HDF5 file (default:
     EIGER master layout, else ``/entry/data/data``); it is an error for other formats.
     ``shape`` (the calibration's Imagesize) is checked against the declared frame shape
-    before any pixel data are read. Use it as a context manager.
+    before any pixel data are read. ``roots``: the directories HDF5 links may lead into
+    (:mod:`saxs_pipeline.frames.hdf5links`; default: the file's own directory). Use it as
+    a context manager.
     """
     kind = detect_format(path)
     if dataset is not None and kind != "hdf5":
@@ -95,16 +100,31 @@ def open_frames(
     if kind == "hdf5":
         from saxs_pipeline.frames.hdf5 import Hdf5Frames
 
-        return Hdf5Frames(path, dataset=dataset, shape=shape)
+        return Hdf5Frames(path, dataset=dataset, shape=shape, roots=roots)
     from saxs_pipeline.frames.fabioformats import FabioFrames
 
     return FabioFrames(path, shape=shape)
 
 
-def frame_count(path: PathLike, *, dataset: str | None = None) -> int:
+def frame_count(path: PathLike, *, dataset: str | None = None,
+                roots: Sequence[PathLike] | None = None) -> int:
     """Number of frames in ``path``; reads no pixel data (except for a TIFF, read whole)."""
-    with open_frames(path, dataset=dataset) as src:
+    with open_frames(path, dataset=dataset, roots=roots) as src:
         return src.frame_count()
+
+
+def declared_frame_count(path: PathLike) -> int | None:
+    """The frames ``path`` declares in its metadata alone (an EIGER/PILATUS4 master's
+    ``nimages * ntrigger``), for a file whose frames cannot be opened; None when unknown."""
+    try:
+        kind = detect_format(path)
+    except ImageError:
+        return None
+    if kind != "hdf5":
+        return None
+    from saxs_pipeline.frames.hdf5 import declared_frame_count as hdf5_declared
+
+    return hdf5_declared(path)
 
 
 def read_frames(

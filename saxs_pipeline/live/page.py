@@ -9,12 +9,20 @@ Bokeh server once when the scheduler starts (from a fixed table of pages), and o
 plugin arrives later (``register_plugin``), so it cannot join that table. Each browser
 session reads the plugin's :class:`~saxs_pipeline.live.state.QueueLive` buffers in a
 periodic callback; a session closing leaves them untouched.
+
+Its websocket takes browsers only from pages of the dashboard's own host
+(:func:`own_origins`), not distributed's default ``allow_websocket_origin: ["*"]``, under
+which any web page a beamline user opens could read the run's data through their
+browser. Other names (an SSH tunnel's port) are added in that setting, or in Bokeh's
+``BOKEH_ALLOW_WS_ORIGIN``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -25,6 +33,7 @@ from bokeh.document import Document
 from bokeh.models import Div
 from bokeh.server.tornado import BokehTornado
 from bokeh.server.util import create_hosts_allowlist
+from distributed.comm import get_address_host
 from tornado.ioloop import IOLoop
 
 from saxs_pipeline.live import PAGE_ROUTE
@@ -35,7 +44,7 @@ if TYPE_CHECKING:
 
     from saxs_pipeline.live.state import LiveQueues
 
-__all__ = ["make_document", "serve_page", "shown_queues", "stop_page"]
+__all__ = ["make_document", "own_origins", "serve_page", "shown_queues", "stop_page"]
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +55,26 @@ MIN_UPDATE_S = 1.0
 TICK_MS = 250
 
 
+def own_origins(scheduler_host: str, port: int, configured: Sequence[str] = ()) -> list[str]:
+    """``host:port`` of every name under which a browser reaches this dashboard from its
+    own pages: the scheduler's host, this machine's names and IPv4 addresses, localhost;
+    plus ``configured`` (distributed's ``allow_websocket_origin``) without ``*``."""
+    names = {scheduler_host, "localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= {str(a[4][0]) for a in socket.getaddrinfo(socket.gethostname(), None,
+                                                           socket.AF_INET)}
+    except OSError:  # a host name that does not resolve: its other names still count
+        pass
+    hosts = [f"{n}:{port}" for n in sorted(names) if n and ":" not in n]  # IPv4 and names
+    return create_hosts_allowlist([*hosts, *(h for h in configured if h != "*")], port)
+
+
 def serve_page(scheduler: Scheduler, plugin: LiveQueues) -> BokehTornado:
     """Add the page to the scheduler's HTTP server (call on its event loop)."""
     app = Application(FunctionHandler(partial(make_document, plugin)))
     kwargs = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
-    origins = create_hosts_allowlist(kwargs.pop("allow_websocket_origin"),
-                                     scheduler.http_server.port)
+    origins = own_origins(get_address_host(scheduler.address), scheduler.http_server.port,
+                          kwargs.pop("allow_websocket_origin", None) or ())
     server = BokehTornado({f"/{PAGE_ROUTE}": app}, prefix="/", use_index=False,
                           extra_websocket_origins=origins, **kwargs)
     scheduler.http_application.add_application(server)

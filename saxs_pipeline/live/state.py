@@ -15,6 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from saxs_pipeline.live.picture import from_message
+from saxs_pipeline.ops.picture import FramePicture
+
 __all__ = [
     "INTEGRATION_BUCKETS",
     "LATENCY_BUCKETS",
@@ -77,6 +80,7 @@ class QueueLive:
         self.processed = self.failed = self.retried = self.backlog = 0
         self.calibration: dict[str, Any] = {}
         self.curve_key = ""
+        self.axis = ("q", "1/nm")  # the curves' axis: name and unit
         self.q = np.zeros(0, np.float32)
         self.latest_name = ""
         self.curves: deque[tuple[str, np.ndarray, np.ndarray]] = deque(maxlen=OVERLAY + 1)
@@ -89,6 +93,9 @@ class QueueLive:
         self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.integration = Histogram(INTEGRATION_BUCKETS)
+        self.picture: FramePicture | None = None  # the latest frame's picture
+        self.picture_name = ""
+        self.pictures_total = 0  # pictures ever received: a page redraws the frame when it grew
         self.closed = False
         self.last_push = time.time()
 
@@ -104,6 +111,12 @@ class QueueLive:
             self.calibration = dict(msg["calibration"])
         if msg.get("curve_key"):
             self.curve_key = str(msg["curve_key"])
+        if msg.get("axis"):
+            self.axis = (str(msg["axis"][0]), str(msg["axis"][1]))
+        picture = from_message(msg["picture"]) if msg.get("picture") else None
+        if picture is not None:
+            self.picture_name, self.picture = picture
+            self.pictures_total += 1
         if msg.get("q"):
             q = decode(msg["q"])
             if len(q) != len(self.q):  # another calibration: old rows do not fit the map
@@ -139,6 +152,7 @@ class QueueLive:
     def _shown_state(self) -> tuple[Any, ...]:
         return (self.processed, self.failed, self.retried, self.backlog, self.closed,
                 self.series_total, self.curves_total, len(self.q), self.curve_key,
+                self.axis, self.pictures_total,
                 tuple(sorted(self.calibration.items(), key=str)), len(self.failures),
                 self.failures[-1] if self.failures else None)
 

@@ -19,10 +19,12 @@ import math
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import ColumnDataSource, Div, LinearColorMapper
+from bokeh.models import ColorBar, ColumnDataSource, Div, LinearColorMapper
 from bokeh.plotting import figure
 
+from saxs_pipeline.live.frameview import FRAME_WIDTH, FrameView
 from saxs_pipeline.live.state import OVERLAY, SERIES, QueueLive
+from saxs_pipeline.live.units import axis_label, i_unit, intensity_label, param_unit
 
 __all__ = ["QueueView", "display_index", "set_changed"]
 
@@ -72,26 +74,37 @@ class QueueView:
         self.series = ColumnDataSource({"t": [], "I0": [], "I1": [], "I2": []},
                                        name=f"saxs-series-{qid}")
         self.failures = Div(name=f"saxs-failures-{qid}", width=1100)
+        self.frame = FrameView(live)
+        # the queue's units came with its first push, before its view is made
+        x_label, i_label = axis_label(*live.axis), intensity_label(live.calibration)
 
         curve = figure(title="I(q): latest, previous fading", x_axis_type="log",
                        y_axis_type="log", width=PLOT_WIDTH, height=330,
-                       x_axis_label="q", y_axis_label="I", tools="pan,wheel_zoom,reset")
+                       x_axis_label=x_label, y_axis_label=i_label, tools="pan,wheel_zoom,reset")
         curve.multi_line("xs", "ys", source=self.previous, line_alpha="alpha",
                          line_color="gray")
         curve.varea("q", "lo", "hi", source=self.curve, fill_alpha=0.3, fill_color="orange")
         curve.line("q", "I", source=self.curve, line_width=2)
         self.mapper = LinearColorMapper(palette="Viridis256")
         waterfall = figure(title="log10 I: frame x q (last curves)", width=PLOT_WIDTH,
-                           height=330, x_axis_label="q", y_axis_label="frame (newest on top)",
-                           tools="pan,wheel_zoom,reset")
+                           height=330, x_axis_label=x_label,
+                           y_axis_label="curve (count, newest on top)", tools="pan,wheel_zoom,reset")
         waterfall.image("image", "x", "y", "dw", "dh", source=self.map,
                         color_mapper=self.mapper)
-        params = figure(title="I0 / I1 / I2", x_axis_type="datetime", width=2 * PLOT_WIDTH,
-                        height=260, tools="pan,wheel_zoom,reset")
-        for name, color in (("I0", "navy"), ("I1", "firebrick"), ("I2", "green")):
-            params.line("t", name, source=self.series, legend_label=name, color=color)
+        waterfall.add_layout(ColorBar(color_mapper=self.mapper, width=10,
+                                      title=f"log₁₀ {i_label}"), "right")
+        params = figure(title="I0 / I1 / I2", x_axis_type="datetime",
+                        width=2 * PLOT_WIDTH - FRAME_WIDTH, height=420,
+                        x_axis_label="time (UTC)", y_axis_label="I0, I1, I2 (units in the legend)",
+                        tools="pan,wheel_zoom,reset")
+        unit = i_unit(live.calibration)
+        for power, (name, color) in enumerate((("I0", "navy"), ("I1", "firebrick"),
+                                               ("I2", "green"))):
+            params.line("t", name, source=self.series, color=color,
+                        legend_label=f"{name} ({param_unit(unit, live.axis[1], power)})")
         params.legend.location = "top_left"
-        self.roots = [self.info, row(curve, waterfall), params, self.failures]
+        self.roots = [self.info, row(curve, waterfall), self.frame.caption,
+                      row(self.frame.figure, params), self.failures]
 
     def update(self) -> bool:
         """Bring this view up to date; True when anything was sent to the browser."""
@@ -103,6 +116,7 @@ class QueueView:
         sent |= self._curves()
         sent |= self._map()
         sent |= self._series()
+        sent |= self.frame.update()
         failures = "<b>failures</b><br>" + ("<br>".join(
             f"{html.escape(str(f.get('file')))}[{f.get('frame')}]: "
             f"{html.escape(str(f.get('error')))}" for f in reversed(live.failures)) or "none")

@@ -1,4 +1,5 @@
-"""How much memory an operator build needs, known before it starts.
+"""How much memory an operator build needs, known before it starts (and grids with more
+bins than the detector has pixels, refused as not meant).
 
 A calibration with ``RadialBins: 2e9`` or ``PixelPerRadialElement: 1e-7`` is valid JSON
 whose build would try to allocate tens of GiB. :func:`check_budget` estimates the build's
@@ -92,16 +93,26 @@ def operator_bytes(geometry: Geometry, mc: MaskConfig) -> tuple[int, float]:
 
 def check_budget(cal: Calibration, limit: int | None = None) -> None:
     """Raise :class:`BudgetError` (naming the mask entry's JSON path) when a mask entry's
-    operator would need more than ``limit`` bytes (default :func:`build_limit`) to build."""
+    operator would need more than ``limit`` bytes (default :func:`build_limit`) to build,
+    and :class:`CalibrationError` when its curve would have more bins than the detector
+    has pixels (most bins empty: not a grid anyone means)."""
     limit = build_limit() if limit is None else limit
+    rows, cols = cal.geometry.image_shape
     for mc in cal.masks:
         need, nbins = operator_bytes(cal.geometry, mc)
+        where = f"$.Masks[{mc.index}]"
+        what = ("RadialBins" if mc.radial_bins is not None else
+                "RadialEdges" if mc.radial_edges is not None else "PixelPerRadialElement")
         if need > limit:
-            where = f"$.Masks[{mc.index}]"
-            what = ("RadialBins" if mc.radial_bins is not None else
-                    "RadialEdges" if mc.radial_edges is not None else "PixelPerRadialElement")
             raise BudgetError(
                 "calibration", f"{where}.{what}",
                 f"{nbins:.3g} bins at Oversampling {mc.oversampling} would need about "
                 f"{need / GiB:.1f} GiB to build (limit {limit / GiB:.1f} GiB; raise it with "
                 f"{LIMIT_ENV} if this is intended)")
+        curve_bins = _bins(cal.geometry, mc)[0]  # of one curve: a cake's are per azimuth
+        if curve_bins > rows * cols:
+            raise CalibrationError(
+                "calibration", f"{where}.{what}",
+                f"{curve_bins:.3g} {'phi' if mc.phi_mode else 'q'} bins for a {rows} x {cols} "
+                f"pixel detector ({rows * cols} pixels): more bins than pixels leaves most of "
+                "them empty")

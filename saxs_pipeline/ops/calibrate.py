@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from saxs_pipeline.ops.calibresult import (
     DroppedRing,
     RingReport,
 )
-from saxs_pipeline.ops.datamask import mask_from_frames
+from saxs_pipeline.ops.datamask import invalid_values, mask_from_frames
 from saxs_pipeline.ops.georefine import Refinement, RingPointSet, refine, tilt_sigma
 from saxs_pipeline.ops.ringfind import FoundRing, find_rings
 from saxs_pipeline.ops.ringmodel import Frame, Params
@@ -77,14 +77,8 @@ def usable_pixels(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndar
     if valid is not None and valid.shape != image.shape:
         raise CalibrationRefused(f"the frame's shape {image.shape[0]} x {image.shape[1]} differs from the "
                                  f"mask's {valid.shape[0]} x {valid.shape[1]}")
-    ok = np.ones(image.shape, dtype=bool) if valid is None else valid.astype(bool).copy()
-    if image.dtype.kind == "f":
-        ok &= np.isfinite(image)
-    if image.dtype.kind in "fi":
-        ok &= image >= 0
-    if image.dtype.kind == "u":
-        ok &= image != np.iinfo(image.dtype).max
-    return ok
+    ok = ~invalid_values(image)
+    return ok if valid is None else ok & valid.astype(bool)
 
 
 def _coverage_profile(usable: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
@@ -173,8 +167,6 @@ def calibrate(image: np.ndarray, calibrant: Calibrant, wavelength_a: float, pixe
 
 
 def _with_time(r: CalibrationResult, seconds: float) -> CalibrationResult:
-    from dataclasses import replace
-
     return replace(r, seconds=seconds)
 
 

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from saxs_pipeline.ops import geometry as geo
 
-__all__ = ["CAUSES", "DataMask", "mask_from_frames"]
+__all__ = ["CAUSES", "DataMask", "invalid_values", "mask_from_frames"]
 
 GOOD, GAP, INVALID, DETECTOR, BEAMSTOP, SHADOW, HOT, DEAD = range(8)
 CAUSES = {GAP: "module gap", INVALID: "invalid value", DETECTOR: "detector mask", BEAMSTOP: "beam stop",
@@ -52,7 +52,8 @@ class DataMask:
     counts: dict[str, int]
 
 
-def _invalid(frame: np.ndarray) -> np.ndarray:
+def invalid_values(frame: np.ndarray) -> np.ndarray:
+    """Pixels with no measurement: not finite, negative, or the unsigned type's maximum."""
     bad = np.zeros(frame.shape, dtype=bool)
     if frame.dtype.kind == "f":
         bad |= ~np.isfinite(frame)
@@ -163,7 +164,7 @@ def mask_from_frames(frames: np.ndarray | Sequence[np.ndarray], *, detector_mask
     zero = np.ones(shape, dtype=bool)
     total = np.zeros(shape)
     for f in stack:
-        bad = _invalid(f)
+        bad = invalid_values(f)
         invalid |= bad
         zero &= f == 0
         total += np.where(bad, 0.0, f)

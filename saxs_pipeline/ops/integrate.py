@@ -104,7 +104,9 @@ def _frame(op: IntegrationOperator, image: np.ndarray) -> np.ndarray:
 
 
 def _limits(exclude_negative: bool, invalid: float | None) -> tuple[float, float]:
-    return (0.0 if exclude_negative else -np.inf), (np.nan if invalid is None else float(invalid))
+    # the lowest finite value, not -inf: -inf pixels are excluded too (kernels._excluded)
+    lower = 0.0 if exclude_negative else -float(np.finfo(np.float64).max)
+    return lower, (np.nan if invalid is None else float(invalid))
 
 
 def _pass1(op: IntegrationOperator, x: np.ndarray, limits, *, variance: bool):

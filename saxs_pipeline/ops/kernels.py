@@ -12,7 +12,7 @@ Consecutive pixels of a row often fall into the same bin; a scatter ``acc[b] += 
 then wait on the store of the previous pixel. Each accumulator is therefore split into
 ``LANES`` interleaved copies (pixel ``j`` adds into lane ``j % LANES``), summed at the end.
 
-Pixels excluded per frame (negative values, NaN, or ``invalid``) are skipped and their flat
+Pixels excluded per frame (negative values, NaN, +-inf, or ``invalid``) are skipped and their flat
 indices written to ``bad``; the caller corrects the per-bin constants for them (rare).
 
 ``pass1_batch`` is ``pass1`` for up to ``BATCH`` frames at once: each pixel's bin and
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LANES = 4
 BATCH = 8
+FMAX = float(np.finfo(np.float64).max)  # the largest finite value: +inf lies above it
 
 
 def _jit(fn):
@@ -55,10 +56,10 @@ def _jit(fn):
 
 @_jit
 def _excluded(v, lower, invalid):  # pragma: no cover - compiled
-    # One test for all three rules: lower = 0 drops negatives and NaN (NaN compares False),
-    # lower = -inf only NaN; invalid = NaN matches nothing.
+    # One test for all the rules: lower = 0 drops negatives and NaN (NaN compares False),
+    # lower = -FMAX NaN and -inf; +inf lies above FMAX; invalid = NaN matches nothing.
     f = np.float64(v)
-    return not (f >= lower) or f == invalid
+    return not (lower <= f <= FMAX) or f == invalid
 
 
 @_jit
@@ -133,7 +134,7 @@ def pass1_batch(xs, k, segments, start, weights, s1, s2, bad, lower, invalid):
                 x = np.float64(xs[f][p])
                 v[f] = x
                 # _excluded without branches: this loop stays a straight line
-                anybad |= not ((x >= lower) & (x != invalid))
+                anybad |= not ((x >= lower) & (x <= FMAX) & (x != invalid))
             if anybad:  # rare: zero and record the excluded ones
                 for f in range(BATCH):
                     if _excluded(v[f], lower, invalid):

@@ -84,14 +84,15 @@ def _weights(op: IntegrationOperator) -> tuple[sp.csc_matrix, sp.csc_matrix, sp.
 
 def frame_sums(op: IntegrationOperator, image: np.ndarray, *, invalid: float | None = None) -> BinSums:
     """The sums of one frame (float64 arithmetic, whatever the image dtype); pixels equal
-    to ``invalid`` (an EIGER's 2**32 - 1) are excluded like negative ones."""
+    to ``invalid`` (an EIGER's 2**32 - 1) and non-finite ones are excluded like negative
+    ones."""
     x = np.asarray(image, dtype=np.float64).reshape(-1)
     if x.size != op.shape[0] * op.shape[1]:
         raise ValueError(f"frame has shape {np.shape(image)} but the operator expects {op.shape}")
     lo, hi = op.span
     xs = x[lo:hi]
-    # NaN fails both comparisons, so this also drops NaN pixels.
-    good = (xs >= 0) if invalid is None else (xs >= 0) & (xs != invalid)
+    # NaN fails every comparison, +inf the second: both are dropped.
+    good = (xs >= 0) & (xs < np.inf) if invalid is None else (xs >= 0) & (xs < np.inf) & (xs != invalid)
     good = good.astype(np.float64)
     xs = np.where(good > 0, xs, 0.0)
     w, w2, a = _weights(op)

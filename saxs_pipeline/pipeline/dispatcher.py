@@ -71,7 +71,9 @@ class _Counts:
 
 class Dispatcher:
     """See the module doc. ``on_results(pairs)`` gets ``(job, result)`` pairs of frames
-    done or failed in a task; ``on_failed(job, reason)`` frames that failed here."""
+    done or failed in a task; ``on_failed(job, reason)`` frames that failed here;
+    ``want_picture()``, asked as each task is submitted, whether the task brings its last
+    frame's picture (the live page's)."""
 
     def __init__(
         self,
@@ -85,11 +87,13 @@ class Dispatcher:
         max_in_flight: int | None = None,
         retries: int = 5,
         retry_delay: float = 0.2,
+        want_picture: Callable[[], bool] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.link, self.queue_id, self.options = link, queue_id, options
         self.on_results, self.on_failed = on_results, on_failed
+        self.want_picture = want_picture
         self.batch_size = int(batch_size)
         self.max_in_flight = max_in_flight
         self.retries, self.retry_delay = int(retries), float(retry_delay)
@@ -277,9 +281,10 @@ class Dispatcher:
                 # scheduler inside the task's arguments.
                 payloads = client.scatter([j.payload for j in batch.jobs], hash=False)
             tasks = [self.link.path_map.task(j.task()) for j in batch.jobs]  # as workers see them
+            picture = self.want_picture is not None and self.want_picture()
             future = client.submit(process_frames, self.queue_id, tasks,
-                                   self.options, payloads=payloads, key=batch.key, pure=False,
-                                   retries=1)
+                                   self.options, payloads=payloads, picture=picture,
+                                   key=batch.key, pure=False, retries=1)
             with self._lock:
                 if batch.key not in self._out:  # cancelled meanwhile
                     future.cancel()

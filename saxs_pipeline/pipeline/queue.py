@@ -31,7 +31,15 @@ from saxs_pipeline.pipeline.frames import FrameAt
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
-from saxs_pipeline.pipeline.sinks import FailureSink, FileListSink, HistorySink, StackSink
+from saxs_pipeline.pipeline.nospace import DiskGuard
+from saxs_pipeline.pipeline.preflight import check_run
+from saxs_pipeline.pipeline.sinks import (
+    FailureSink,
+    FileListSink,
+    HistorySink,
+    NonfiniteSink,
+    StackSink,
+)
 from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
 from saxs_pipeline.pipeline.status import RunStatus
 from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
@@ -86,6 +94,7 @@ class ImageQueue:
         stream_series: int | None = None,
         stream_idle: float = 5.0,
         nxcansas: str | None = None,
+        data_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         directory = Path(os.path.abspath(os.fspath(directory)))
         if not directory.is_dir():
@@ -104,21 +113,26 @@ class ImageQueue:
         self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
-        self.finder = FrameFinder(self.layout, pattern, dataset)
+        self.finder = FrameFinder(self.layout, pattern, dataset,
+                                  [os.path.abspath(os.fspath(r)) for r in data_roots],
+                                  task_frames=batch_size)
         self.zarr_path = Path(os.path.abspath(zarr_path)) if zarr_path else self.layout.stack()
         self.options = TaskOptions(write_chi=write_chi, keep_existing_chi=not self._cal.overwrite_files,
-                                   write_svg=write_svg, write_png=write_png, dataset=dataset)
+                                   write_svg=write_svg, write_png=write_png, dataset=dataset,
+                                   data_roots=tuple(self.link.path_map.to_worker(r)
+                                                    for r in self.finder.roots))
         self.plugin_name = f"{PLUGIN_NAME}-{self.queue_id}"
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
         self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
                                      self._on_failed, batch_size=batch_size,
                                      max_in_flight=max_in_flight, retries=retries,
-                                     retry_delay=retry_delay)
+                                     retry_delay=retry_delay, want_picture=self._picture_due)
         self.history_sink = HistorySink([c.key for c in self._templates], history_limit)
         self._lock = threading.RLock()
         self._state = "new"  # new -> running -> closing -> closed (or aborted)
         self._aborted = False
+        self.disk = DiskGuard(self.layout.root, self.zarr_path, self.abort, self.queue_id)
         self.sources = SourceSet()
         self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
         self.taker: Taker | None = None
@@ -138,6 +152,7 @@ class ImageQueue:
     directory = property(lambda self: self.layout.directory)
     outputs_dir = property(lambda self: self.layout.root)
     closed = property(lambda self: self._state == "closed")
+    stopped = property(lambda self: self.disk.message)  # why it stopped by itself (full disk)
     aborted = property(lambda self: self._aborted)
     curve_keys = property(lambda self: [c.key for c in self._templates])
     failures_log = property(lambda self: self.layout.failures_log())
@@ -148,16 +163,24 @@ class ImageQueue:
                 "directory": str(self.directory), "queue_id": self.queue_id,
                 "start_time": self.start_time}
 
+    def _picture_due(self) -> bool:
+        """The live page's frame picture: asked of a task now and then (the feed decides)."""
+        live = self.live
+        return live is not None and live.picture_due()
+
     # -- life cycle ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Take the stack's writer lock and open its ledger (StackLockedError names the
-        run holding it). :meth:`start` does this when it was not done."""
+        """Check what needs no cluster (:func:`.preflight.check_run`), take the stack's
+        writer lock and open its ledger (StackLockedError names the run holding it).
+        :meth:`start` does this when it was not done."""
         if self.store is not None:
             return
+        check_run(self.layout, self.pattern, self.options.dataset)
         specs = CurveSpec.from_curves(self._templates)
         self.store = RunStore.open(self.zarr_path, specs, self.calibration_id, self.manifest())
         self.zarr_path = self.store.stack
+        self.layout = self.layout.for_run(self.store.suffix)  # outputs named after the run
 
     def start(self) -> None:
         """Open the outputs, register the plugins, start the dispatcher and the watcher;
@@ -174,17 +197,19 @@ class ImageQueue:
         self.link.get()  # waits for a cluster still starting; raises when it cannot
         self.link.add_hook(self.plugin_name, self._register_plugins)
         writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates))
-        self._stack = StackSink(writer, self.store.ledger, self._templates).start()
+        self._stack = StackSink(writer, self.store.ledger, self._templates,
+                                stops=self.disk.check).start()
         self.live = LiveFeed(self.queue_id, lambda: self.link.get(timeout=1), self._templates,
                              calibration_summary(self._calibration, self.calibration_id),
                              lambda: {"backlog": self.dispatcher.queue_length(),
-                                      "retried": self.dispatcher.counters()["retried"]})
+                                      "retried": self.dispatcher.counters()["retried"]},
+                             roots=[self.directory, self.layout.root])
         self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
                            self._stack, self._failures, overwrite=self._cal.overwrite_files,
                            stream=self.stream)
-        self._sinks = [self._stack, self.history_sink, self.live]
+        self._sinks = [self._stack, self.history_sink, self.live, NonfiniteSink(self.queue_id)]
         if self._cal.live_filelisting:
             self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
                                             self.directory, truncate=not self.resume))
@@ -226,13 +251,18 @@ class ImageQueue:
         """Stop taking frames (watcher, walks), finish what is queued, flush and commit
         the stack. With ``wait=False`` the finishing happens in the background. After
         ``timeout`` seconds, or at once while the scheduler is lost, what is left stays
-        pending in the ledger (``--resume`` redoes it) and the queue closes."""
+        pending in the ledger (``--resume`` redoes it) and the queue closes. A run that
+        stopped for a full disk is waited for until it has closed."""
+        if wait:
+            self.disk.join(30)
         with self._lock:
             start = self._state == "running"
             if start:
                 self._state = "closing"
             elif self._state == "new":
                 self._state = "closed"
+                if self.store is not None:  # prepared, never started: the lock goes
+                    self.store.close("closed")
         if start:
             self.sources.stop()
             finisher = threading.Thread(target=self._finish, args=(timeout,),
@@ -256,7 +286,7 @@ class ImageQueue:
         self.sources.stop()
         dropped = self.dispatcher.cancel_all()
         log.info("queue %s aborted: %d frame(s) dropped", self.queue_id, len(dropped))
-        self._shutdown("aborted")
+        self._shutdown("stopped" if self.stopped else "aborted")
         return self.stats()
 
     def _finish(self, timeout: float | None) -> None:
@@ -280,6 +310,11 @@ class ImageQueue:
                 self.store.close(status)
                 if self.nxcansas and self.status.processed:
                     self.store.export_nxcansas(self._templates, self.nxcansas)
+        except Exception as exc:
+            # The last flush found the disk full: the ledger is closed and the lock
+            # released all the same (RunStore.close), those frames stay pending.
+            if not self.disk.check(exc, stop=False):
+                raise
         finally:
             self.link.remove_hook(self.plugin_name)
             if self.link.status.connected:
@@ -310,7 +345,12 @@ class ImageQueue:
         with self._lock:
             if self._state != "running" or self.taker is None:
                 return 0
-        return self.taker.offer(paths, why, since)
+        try:
+            return self.taker.offer(paths, why, since)
+        except Exception as exc:  # the ledger's disk is full: the run stops
+            if self.disk.check(exc):
+                return 0
+            raise
 
     def submit_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Offer frames (feeder events, explicit files). Paths outside the directory, not
@@ -351,14 +391,22 @@ class ImageQueue:
     # -- results ---------------------------------------------------------------------------
 
     def _on_results(self, pairs: list[tuple[Job, FrameResult]]) -> None:
+        full = next((r for _, r in pairs if r.status == "nospace"), None)
+        if full is not None:  # a worker's outputs found the disk full: no frame failed
+            self.disk.full(full.error or "no space left on device")
+            return
         ok = [(j, r) for j, r in pairs if r.status == "ok"]
         for sink in self._sinks:
             try:
                 sink.add(ok)
-            except Exception:
+            except Exception as exc:
+                if self.disk.check(exc):
+                    return  # not committed: the ledger keeps them pending
                 log.exception("queue %s: %s failed", self.queue_id, type(sink).__name__)
         if self._failures is not None:
             self._failures.clear([j.ref for j, _ in ok])
+        if self.taker is not None:
+            self.taker.relist(ok)
         for job, r in pairs:
             if r.status != "ok":
                 self._on_failed(job, r.error or r.status)
@@ -366,13 +414,21 @@ class ImageQueue:
 
     def _on_failed(self, job: Job, reason: str) -> None:
         if self._failures is not None:
-            self._failures.fail(job.ref, reason, job.attempt, job.path)
+            try:
+                self._failures.fail(job.ref, reason, job.attempt, job.path)
+            except Exception as exc:
+                if not self.disk.check(exc):
+                    raise
 
     # -- reading ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The ``stat`` reply: see :meth:`RunStatus.stats`."""
-        return self.status.stats()
+        """The ``stat`` reply: see :meth:`RunStatus.stats`; ``stopped`` says why a run
+        stopped by itself (a full disk)."""
+        stats = self.status.stats()
+        if self.stopped is not None:
+            stats["stopped"] = self.stopped
+        return stats
 
     def progress(self) -> dict[str, Any]:
         return self.status.progress()

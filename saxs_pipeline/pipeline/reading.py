@@ -1,11 +1,12 @@
-"""Reading a task's frames on the worker: consecutive frames of one file as one range
-(:mod:`saxs_pipeline.frames.registry`: TIFF, HDF5/NeXus, CBF/EDF), or stream frames from their
-messages, with what the engine must exclude."""
+"""Reading a task's frames on the worker: consecutive frames of one file through one open
+source (:mod:`saxs_pipeline.frames.registry`: TIFF, HDF5/NeXus, CBF/EDF), or stream frames
+from their messages, with what the engine must exclude and how many non-finite pixels a
+float frame holds."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +16,9 @@ from saxs_pipeline.frames.source import ImageError, ImageIncompleteError
 
 if TYPE_CHECKING:
     from saxs_pipeline.integrator import Integrator
-    from saxs_pipeline.pipeline.tasktypes import FrameResult, FrameTask
+    from saxs_pipeline.pipeline.tasktypes import FrameResult, FrameTask, TaskOptions
 
-__all__ = ["Loaded", "decode_stream", "ranges", "read_range"]
+__all__ = ["Loaded", "decode_stream", "nonfinite", "ranges", "read_run"]
 
 
 @dataclass
@@ -51,46 +52,74 @@ def ranges(frames: Sequence[FrameTask]) -> list[list[FrameTask]]:
     return out
 
 
-def read_range(group: list[FrameTask], integ: Integrator, dataset: str | None,
-               results: list[FrameResult]) -> Loaded | None:
-    """Read one run of frames; on failure every frame's result says why (incomplete:
-    retried by the driver; error: reported) and None is returned."""
+def read_run(run: list[FrameTask], integ: Integrator, options: TaskOptions,
+             results: list[FrameResult], size: int) -> Iterator[Loaded]:
+    """The frames of one run (consecutive frames of one file), ``size`` at a time, through
+    one open source (a chunk of many frames is decoded once, not once per group: the
+    reader keeps the block it read last). A frame that cannot be read has its result say why (incomplete: retried by the
+    driver; error: reported) and is left out; a chunk that cannot be read fails only its
+    own frames."""
     from saxs_pipeline.frames.registry import open_frames
 
-    path = group[0].path
     try:
-        with open_frames(path, dataset=dataset, shape=integ.shape) as src:
-            images = _read_chunks(src, group[0].index, group[-1].index + 1)
-            meta = src.metadata(group[0].index, group[-1].index + 1)
-            invalid = src.invalid_value
-            images = _apply_pixel_mask(integ, path, src, images)
-        st = os.stat(path)
-    except ImageIncompleteError as exc:
-        for r in results:
-            r.status, r.error, r.size = "incomplete", str(exc), exc.present
-        return None
+        src = open_frames(run[0].path, dataset=options.dataset, shape=integ.shape,
+                          roots=options.data_roots or None)
     except (ImageError, OSError) as exc:
-        for r in results:
+        _failed(results, exc)
+        return
+    with src:
+        for i in range(0, len(run), size):
+            loaded = _read_group(src, integ, run[i : i + size], results[i : i + size])
+            if loaded is not None:
+                yield loaded
+
+
+def _failed(results: Sequence[FrameResult], exc: Exception) -> None:
+    for r in results:
+        if isinstance(exc, ImageIncompleteError):
+            r.status, r.error, r.size = "incomplete", str(exc), exc.present
+        else:
             r.status, r.error = "error", str(exc)
-        return None
-    for r, m in zip(results, meta, strict=True):
-        r.fingerprint = (st.st_size, st.st_mtime_ns)
-        r.image_time = m.get("time")
-    return Loaded(list(group), list(results), images, invalid, list(meta))
 
 
-def _read_chunks(src: Any, start: int, stop: int) -> list[np.ndarray]:
-    """Frames ``[start, stop)`` one chunk at a time: a whole chunk comes back as decoded,
-    where one read of the range would copy every frame into a new block (for 4 Mpx EIGER
-    frames 18 MB of copying and of fresh pages per frame)."""
+def _read_group(src: Any, integ: Integrator, group: list[FrameTask],
+                results: list[FrameResult]) -> Loaded | None:
+    path, start, stop = group[0].path, group[0].index, group[-1].index + 1
+    frames: list[np.ndarray | None] = []
     k = max(int(src.chunk_frames), 1)
-    images: list[np.ndarray] = []
     lo = start
-    while lo < stop:
-        hi = min(stop, (lo // k + 1) * k)
-        images.extend(src.read(lo, hi))
-        lo = hi
-    return images
+    try:
+        meta = src.metadata(start, stop)
+        while lo < stop:  # a chunk at a time: a whole chunk comes back as decoded, no copy
+            hi = min(stop, (lo // k + 1) * k)
+            try:
+                frames.extend(src.read(lo, hi))
+            except (ImageError, OSError) as exc:
+                _failed(results[lo - start : hi - start], exc)
+                frames.extend([None] * (hi - lo))
+            lo = hi
+        read = [i for i, f in enumerate(frames) if f is not None]
+        images = _apply_pixel_mask(integ, path, src, [frames[i] for i in read])
+        st = os.stat(path)
+    except (ImageError, OSError) as exc:
+        _failed([r for r in results if r.status == "ok"], exc)
+        return None
+    if not read:
+        return None
+    for i, image in zip(read, images, strict=True):
+        results[i].fingerprint = (st.st_size, st.st_mtime_ns)
+        results[i].image_time = meta[i].get("time")
+        results[i].nonfinite_pixels = nonfinite(image)
+    return Loaded([group[i] for i in read], [results[i] for i in read], images,
+                  src.invalid_value, [meta[i] for i in read])
+
+
+def nonfinite(image: np.ndarray) -> int:
+    """How many pixels of ``image`` are +inf, -inf or NaN (0 for integer frames); the
+    engine excludes them as it excludes invalid pixels."""
+    if image.dtype.kind not in "fc":
+        return 0
+    return int(image.size - np.count_nonzero(np.isfinite(image)))
 
 
 # (integrator id, file) -> flat indices of the file's bad pixels the calibration lets through
@@ -145,6 +174,7 @@ def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ:
             res.status, res.error = "error", str(exc)
             continue
         res.image_time = msg.metadata.get("start_time")
+        res.nonfinite_pixels = nonfinite(msg.array)
         tasks.append(task)
         kept.append(res)
         images.append(msg.array)

@@ -1,5 +1,6 @@
 """Where results go in the driver: the curve stack and its ledger commit, the live file
-list, the failures record, and the recent history that ``plot`` shows.
+list, the failures record, the recent history that ``plot`` shows, and the report of
+frames with non-finite pixels.
 
 Each sink consumes ``(job, result)`` pairs of frames a task finished; the run decides
 which sinks it has. The ``.chi`` files are written by the tasks themselves, on the
@@ -13,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.naming import filelist_entry
+from saxs_pipeline.pipeline.nospace import is_no_space
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult
 from saxs_pipeline.stack.writer import CurveStackWriter
 
-__all__ = ["FailureSink", "FileListSink", "HistorySink", "StackSink", "curves_of"]
+__all__ = ["FailureSink", "FileListSink", "HistorySink", "NonfiniteSink", "StackSink", "curves_of"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,13 @@ def curves_of(templates: Sequence[Curve], data: Sequence[CurveData]) -> list[Cur
 
 class StackSink:
     """Curves into the stack; every flush commits its rows to the ledger (the commit
-    protocol of :mod:`saxs_pipeline.pipeline.ledger`)."""
+    protocol of :mod:`saxs_pipeline.pipeline.ledger`). ``stops(exc)`` is asked about a
+    timed flush's error: True (a full disk) ends the timed flushes."""
 
-    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve]) -> None:
+    def __init__(self, writer: CurveStackWriter, ledger: Ledger, templates: Sequence[Curve],
+                 stops: Callable[[Exception], bool] | None = None) -> None:
         self.writer, self.ledger, self.templates = writer, ledger, list(templates)
+        self.stops = stops
         writer.on_commit = self._commit
         self._lock = threading.Lock()
         # frames whose rows are given out but not committed: (row, fingerprint, when)
@@ -98,7 +103,9 @@ class StackSink:
         while not self._stop.wait(every):
             try:
                 self.writer.maybe_flush()
-            except Exception:
+            except Exception as exc:
+                if self.stops is not None and self.stops(exc):
+                    return  # the run stops: no flushing into a full disk every 0.25 s
                 log.exception("flushing the curve stack failed")
 
 
@@ -164,12 +171,34 @@ class FailureSink:
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(dict(record, queue=self.queue_id)) + "\n")
         except OSError as exc:
+            if is_no_space(exc):
+                raise  # not one frame's trouble: the run stops (pipeline.nospace)
             log.error("cannot write %s: %s", self.log_path, exc)
         if self.event is not None:
             try:
                 self.event(record)
             except Exception as exc:  # the stats are informative; the ledger is the record
                 log.debug("stats event failed: %s", exc)
+
+
+class NonfiniteSink:
+    """Frames with non-finite pixels (+inf, -inf, NaN; excluded like invalid ones): the
+    run's first is a warning, the others are counted (``frames``) and logged at debug
+    level."""
+
+    def __init__(self, queue_id: str) -> None:
+        self.queue_id = queue_id
+        self.frames = 0
+
+    def add(self, pairs: Sequence[tuple[Job, FrameResult]]) -> None:
+        for job, r in pairs:
+            if not r.nonfinite_pixels:
+                continue
+            self.frames += 1
+            log.log(logging.WARNING if self.frames == 1 else logging.DEBUG,
+                    "queue %s: %s has %d non-finite pixels (inf, NaN), excluded like invalid "
+                    "ones (later frames with them are logged at debug level)", self.queue_id,
+                    job.ref, r.nonfinite_pixels)
 
 
 class HistorySink:

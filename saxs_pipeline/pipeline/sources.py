@@ -15,7 +15,7 @@ import logging
 import os
 import queue as queue_mod
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from saxs_pipeline.pipeline.frames import matches
@@ -23,11 +23,21 @@ from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.streamsource import StreamSource
 from saxs_pipeline.pipeline.watch import FrameWatcher
 
-__all__ = ["Offer", "SourceSet", "WalkSource", "WatchSource"]
+__all__ = ["Offer", "SourceSet", "WalkSource", "WatchSource", "walk_files"]
 
 log = logging.getLogger(__name__)
 
 Offer = Callable[[list[str], Why], int]
+
+
+def walk_files(directory: Path, skip: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(path, file name) of every file below ``directory`` in sorted order, lazily; hidden
+    folders, curve stacks and ``skip`` are not entered."""
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".zarr")
+                         and (skip is None or os.path.join(root, d) != str(skip)))
+        for name in sorted(files):
+            yield os.path.join(root, name), name
 
 
 class WalkSource:
@@ -74,24 +84,19 @@ class WalkSource:
     def run(self) -> None:
         try:
             chunk: list[str] = []
-            for root, dirs, files in os.walk(self.directory):
+            for path, name in walk_files(self.directory, self.skip):
                 if self.stop_event.is_set():
                     return
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                                 and not d.endswith(".zarr")
-                                 and (self.skip is None or os.path.join(root, d) != str(self.skip)))
-                for name in sorted(files):
-                    path = os.path.join(root, name)
-                    if not matches(name, self.pattern):
-                        self.ignored += 1
-                        continue
-                    if not self._recent(path):
-                        continue
-                    chunk.append(path)
-                    if len(chunk) >= self.chunk:
-                        if not self._flush(chunk):
-                            return
-                        chunk = []
+                if not matches(name, self.pattern):
+                    self.ignored += 1
+                    continue
+                if not self._recent(path):
+                    continue
+                chunk.append(path)
+                if len(chunk) >= self.chunk:
+                    if not self._flush(chunk):
+                        return
+                    chunk = []
             if chunk:
                 self._flush(chunk)
         except Exception:

@@ -1,14 +1,20 @@
 """A run's durable store: the curve stack, its ledger and its writer lock, opened together.
 
-The stack for a calibration is ``<outputs>/<name>.zarr``; when that path holds the stack
-of another calibration (its ledger says so, or its curve axes differ) this run writes
-``<name>-<calibration id>.zarr`` instead: a stack is never overwritten or mixed. A stack
-written before stacks had ledgers is adopted: its rows become the ledger's done frames.
+A stack belongs to one run: one calibration and one data folder (its ledger records both).
+The stack of a run is ``<outputs>/<name>.zarr``; when that path holds the stack of
+another run (its ledger says so, or its curve axes differ) this run writes
+``<name>-<calibration id>.zarr``, and when that one is another's too (a folder of the same
+name elsewhere, same calibration) ``<name>-<calibration id>-<folder id>.zarr``: a stack is
+never overwritten or mixed, and the suffix names the run's other outputs too
+(:mod:`.naming`). A stack written before stacks had ledgers is adopted: its rows become the
+ledger's done frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +42,27 @@ def ledger_path(stack: Path) -> Path:
     return stack.with_suffix(".ledger")
 
 
-def _owner(stack: Path) -> str | None:
-    """The calibration id of the ledger beside ``stack``, None without one."""
+def _owner(stack: Path) -> tuple[str, str | None] | str | None:
+    """(calibration id, data folder) of the ledger beside ``stack``, None without one."""
     path = ledger_path(stack)
     if not path.exists():
         return None
     try:
-        return read_manifest(path)[0]
+        cal_id, manifest = read_manifest(path)
     except LedgerError:
         return ""  # held by a running writer, or unreadable: the lock tells which
+    return cal_id, (manifest or {}).get("directory")
+
+
+def _folder(directory: str, stack: Path) -> str:
+    # relative to the outputs: a beamtime moved whole (data and work) is the same run
+    return os.path.relpath(os.path.realpath(directory), os.path.realpath(stack.parent))
+
+
+def _candidates(default: Path, calibration_id: str, directory: str | None) -> list[Path]:
+    folder = hashlib.sha256(_folder(directory or "", default).encode()).hexdigest()[:8]
+    alt = f"{default.stem}-{calibration_id[:8]}"
+    return [default, default.with_name(f"{alt}.zarr"), default.with_name(f"{alt}-{folder}.zarr")]
 
 
 @dataclass
@@ -52,34 +70,45 @@ class RunStore:
     stack: Path
     lock: StackLock
     ledger: Ledger
+    default: Path  # the stack path the run asked for
     writer: CurveStackWriter | None = None
+
+    @property
+    def suffix(self) -> str:
+        """What the run's name has after the default stack's (module doc)."""
+        return self.stack.stem[len(self.default.stem):]
 
     @classmethod
     def open(cls, default: Path, specs: Sequence[CurveSpec], calibration_id: str,
              manifest: dict[str, Any]) -> RunStore:
-        """Take the lock and open the ledger of this calibration's stack (see the module
-        doc). Raises StackLockedError naming the holder when another run writes it."""
-        alt = default.with_name(f"{default.stem}-{calibration_id[:8]}.zarr")
-        stack = default
-        owner = _owner(default)
-        if owner not in (None, "", calibration_id) or (
-                owner is None and default.exists() and not stack_compatible(default, specs)):
-            log.warning("%s holds curves of another calibration; this run writes %s", default, alt)
-            stack = alt
-        lock = StackLock(stack)
-        lock.acquire()
-        try:
-            ledger = Ledger(ledger_path(stack), calibration_id, manifest)
-        except LedgerError:
-            lock.release()
-            if stack == alt:
+        """Take the lock and open the ledger of this run's stack (see the module doc).
+        Raises StackLockedError naming the holder when another run writes it."""
+        directory = manifest.get("directory")
+        error: LedgerError | None = None
+        for stack in _candidates(default, calibration_id, directory):
+            owner = _owner(stack)
+            if owner is None and stack.exists() and not stack_compatible(stack, specs):
+                continue  # curves of another calibration, from before ledgers
+            if isinstance(owner, tuple) and (owner[0] != calibration_id or (
+                    owner[1] is not None and directory is not None
+                    and _folder(owner[1], stack) != _folder(directory, stack))):
+                continue
+            lock = StackLock(stack)
+            lock.acquire()
+            try:
+                ledger = Ledger(ledger_path(stack), calibration_id, manifest)
+            except LedgerError as exc:  # another calibration's after all
+                lock.release()
+                error = exc
+                continue
+            except BaseException:
+                lock.release()
                 raise
-            log.warning("%s holds curves of another calibration; this run writes %s", default, alt)
-            return cls.open(alt, specs, calibration_id, manifest)
-        except BaseException:
-            lock.release()
-            raise
-        return cls(stack, lock, ledger)
+            if stack != default:
+                log.warning("%s holds the curves of another run (another calibration or "
+                            "data folder); this run writes %s", default, stack)
+            return cls(stack, lock, ledger, default)
+        raise error or LedgerError(f"{default} and its alternatives hold other runs' curves")
 
     def open_writer(self, calibration: dict[str, Any], specs: Sequence[CurveSpec]) -> CurveStackWriter:
         """The stack's writer, cut back to what the ledger committed (adopting a stack

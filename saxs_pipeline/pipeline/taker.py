@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
-from saxs_pipeline.pipeline.finder import FrameFinder
-from saxs_pipeline.pipeline.frames import FrameAt, FrameRef, fingerprint
+from saxs_pipeline.pipeline.finder import Found, FrameFinder
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameAt, FrameRef, fingerprint
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, wanted
 from saxs_pipeline.pipeline.naming import OutputLayout
@@ -48,11 +48,10 @@ class Taker:
             found = self.finder.find(p)
             if found is None:
                 continue
-            if found.error is not None:
-                self.failures.fail(FrameRef.of(self.layout.source(found.path) or p), found.error,
-                                   1, found.path)
-                continue
             fp = fingerprint(found.path)
+            if found.error is not None:
+                self._unlisted(FrameRef.of(self.layout.source(found.path) or p), found, fp)
+                continue
             for ref in found.refs:
                 if ref in refs:
                     continue
@@ -83,6 +82,18 @@ class Taker:
               if not self.dispatcher.active(f.ref) and self.stack.buffered(f.ref) is None}
         return self._take({ref: (f.path, None, None) for ref, f in at.items()}, Why.EVENT,
                           located=at)
+
+    def relist(self, done: list[tuple[Job, Any]]) -> int:
+        """Take the frames of files whose frame 0, offered alone while they could not be
+        counted, has been read (``done``: frames read): they can be counted now."""
+        paths = sorted({j.path for j, _ in done if j.ref.container and self.finder.stood_in(j.path)})
+        return self.offer(paths, Why.EVENT) if paths else 0
+
+    def _unlisted(self, ref: FrameRef, found: Found, fp: Fingerprint | None) -> None:
+        """A file whose frames cannot be listed: failed as its frame 0, in the ledger too
+        (taken first: the ledger records failures of frames it has)."""
+        self.ledger.take([Take(ref, fp, self.layout.output(ref))])
+        self.failures.fail(ref, found.error or "", 1, found.path)
 
     def missing(self, ref: FrameRef, reason: str) -> None:
         """A stream image that never came: recorded as failed, with the reason."""

@@ -4,9 +4,10 @@ The driver sends :class:`FrameTask` values (frame path as the worker sees it and
 the file, output base name decided by the driver, so two frames never share one) and
 :class:`TaskOptions`; the task returns one :class:`FrameResult` per frame, in the same
 order. Frames are read by :mod:`saxs_pipeline.pipeline.reading` (consecutive frames of
-one file as one range; stream frames from their messages in ``payloads``) and integrated
-a group at a time (``kernels.BATCH`` frames, also across files: one pass over the operator
-for the group), excluding the file's invalid pixels. ``.chi``
+one file through one open source; stream frames from their messages in ``payloads``) and
+integrated a group at a time (``kernels.BATCH`` frames, also across files: one pass over
+the operator for the group), excluding the file's invalid and non-finite pixels. A frame
+that cannot be read fails alone (with the other frames of its chunk), never its task. ``.chi``
 writes are atomic replaces, so a task re-run after a lost worker or a lost scheduler is
 harmless. Incomplete frames are *reported*, not waited for: the driver retries them
 later, so a worker thread never sleeps on a slow detector.
@@ -24,7 +25,9 @@ import numpy as np
 from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.pipeline.naming import chi_paths
-from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_range
+from saxs_pipeline.pipeline.nospace import is_no_space
+from saxs_pipeline.pipeline.picture import LastFrame
+from saxs_pipeline.pipeline.reading import Loaded, decode_stream, ranges, read_run
 from saxs_pipeline.pipeline.tasktypes import CurveData, FrameResult, FrameTask, TaskOptions
 from saxs_pipeline.plugins.stats import PROGRESS_TOPIC
 
@@ -40,6 +43,7 @@ def process_frames(
     integrator: Integrator | None = None,
     payloads: Sequence[bytes] | None = None,
     normalisation: NormalisationResolver | None = None,
+    picture: bool = False,
 ) -> list[FrameResult]:
     """Integrate a batch of frames and write their outputs (the Dask task). With
     ``payloads`` (stream frames), frame ``i`` is decoded from ``payloads[i]``. Each frame's
@@ -50,34 +54,43 @@ def process_frames(
 
         integrator, normalisation = get_integrator(queue_id), get_normalisation(queue_id)
     results = [FrameResult("ok") for _ in frames]
+    last = LastFrame() if picture else None
     if payloads is not None:
         _integrate_loaded(integrator, decode_stream(frames, payloads, integrator, results),
-                          options, normalisation)
+                          options, normalisation, last)
     else:
         from saxs_pipeline.ops.kernels import BATCH
 
         k = 0
         pending: Loaded | None = None
-        # ranges of at most BATCH frames: a task holds one kernel group of decoded frames,
+        # groups of at most BATCH frames: a task holds one kernel group of decoded frames,
         # not its whole range (32 EIGER 4M frames are 570 MB)
-        for group in (g[i : i + BATCH] for g in ranges(frames) for i in range(0, len(g), BATCH)):
-            part = results[k : k + len(group)]
-            k += len(group)
-            loaded = read_range(group, integrator, options.dataset, part)
-            if loaded is None:
-                continue
-            if pending is not None and pending.invalid != loaded.invalid:
-                _integrate_loaded(integrator, pending, options, normalisation)
-                pending = None
-            # One-frame files (TIFF) are gathered into groups the kernel takes at once.
-            pending = loaded if pending is None else pending.joined(loaded)
-            if len(pending.images) >= BATCH:
-                _integrate_loaded(integrator, pending, options, normalisation)
-                pending = None
+        for run in ranges(frames):
+            k += len(run)
+            for loaded in read_run(run, integrator, options, results[k - len(run) : k], BATCH):
+                pending = _gather(integrator, pending, loaded, options, normalisation, last)
         if pending is not None:
-            _integrate_loaded(integrator, pending, options, normalisation)
+            _integrate_loaded(integrator, pending, options, normalisation, last)
+    if last is not None:
+        last.attach(integrator)
     _log_progress(queue_id, results)
     return results
+
+
+def _gather(integ: Integrator, pending: Loaded | None, loaded: Loaded, options: TaskOptions,
+            normalisation: NormalisationResolver | None, last: LastFrame | None) -> Loaded | None:
+    """``loaded`` added to the frames waiting for integration; a full group is integrated."""
+    from saxs_pipeline.ops.kernels import BATCH
+
+    if pending is not None and pending.invalid != loaded.invalid:
+        _integrate_loaded(integ, pending, options, normalisation, last)
+        pending = None
+    # One-frame files (TIFF) are gathered into groups the kernel takes at once.
+    pending = loaded if pending is None else pending.joined(loaded)
+    if len(pending.images) >= BATCH:
+        _integrate_loaded(integ, pending, options, normalisation, last)
+        return None
+    return pending
 
 
 def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Loaded:
@@ -99,7 +112,8 @@ def _scales(loaded: Loaded, normalisation: NormalisationResolver | None) -> Load
 
 
 def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
-                      normalisation: NormalisationResolver | None = None) -> None:
+                      normalisation: NormalisationResolver | None = None,
+                      last: LastFrame | None = None) -> None:
     from saxs_pipeline.ops.kernels import BATCH as step
 
     loaded = _scales(loaded, normalisation)
@@ -110,19 +124,25 @@ def _integrate_loaded(integ: Integrator, loaded: Loaded, options: TaskOptions,
         t0 = time.perf_counter()
         integrated = _integrate(integ, images, loaded.invalid, scales)
         share = (time.perf_counter() - t0) / max(len(images), 1)  # frames go as one product
-        for task, res, image, curves in zip(loaded.tasks[k : k + step], loaded.results[k : k + step],
-                                            images, integrated, strict=True):
+        for task, res, image, curves, meta in zip(loaded.tasks[k : k + step],
+                                                  loaded.results[k : k + step], images,
+                                                  integrated, loaded.meta[k : k + step],
+                                                  strict=True):
             res.integration_time = share
             if isinstance(curves, Exception):
                 res.status, res.error = "error", f"integration failed: {curves}"
                 continue
             try:
                 _write_outputs(integ, curves, image, Path(task.output), suffixes, options, res)
-            except Exception as exc:  # a full disk or a permission problem: report, go on
-                res.status, res.error = "error", f"writing outputs failed: {exc}"
+            except Exception as exc:  # a permission problem: report, go on
+                # A full disk is not this frame's failure: the driver stops the run.
+                res.status = "nospace" if is_no_space(exc) else "error"
+                res.error = f"writing outputs failed: {exc}"
                 continue
             res.curves = [CurveData.from_curve(c) for c in curves]
             res.processed_time = time.time()
+            if last is not None:
+                last.offer(res, image, loaded.invalid, meta)
 
 
 def _write_outputs(integ: Integrator, curves: list[Curve], image: np.ndarray, base: Path,
@@ -171,7 +191,7 @@ def _log_progress(queue_id: str, results: Sequence[FrameResult]) -> None:
         worker = get_worker()
     except ValueError:
         return  # called outside a Dask worker (tests, a local loop)
-    counts = {"ok": 0, "incomplete": 0, "error": 0}
+    counts = {"ok": 0, "incomplete": 0, "error": 0, "nospace": 0}
     name = str(worker.name)
     for r in results:
         counts[r.status] += 1

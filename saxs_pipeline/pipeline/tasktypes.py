@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from saxs_pipeline.integrator import Curve
+from saxs_pipeline.ops.picture import FramePicture
 
 __all__ = ["CurveData", "FrameResult", "FrameTask", "TaskOptions"]
 
@@ -37,6 +38,9 @@ class TaskOptions:
     write_svg: bool = False
     write_png: bool = False
     dataset: str | None = None  # the 3-D dataset of plain HDF5 files
+    # where HDF5 links may lead, as the workers see them (frames.hdf5links); empty: the
+    # frame file's own directory
+    data_roots: tuple[str, ...] = ()
 
 
 @dataclass
@@ -61,7 +65,8 @@ class CurveData:
 @dataclass
 class FrameResult:
     """What a task reports per frame. ``status``: ``"ok"``, ``"incomplete"`` (still being
-    written: retry later; ``size`` is how many bytes were there) or ``"error"``.
+    written: retry later; ``size`` is how many bytes were there), ``"error"`` or
+    ``"nospace"`` (its outputs found the disk full: the run stops, the frame stays pending).
     ``fingerprint`` is (size, mtime_ns) of the file as it was read."""
 
     status: str
@@ -73,4 +78,6 @@ class FrameResult:
     chi: list[str] = field(default_factory=list)
     curves: list[CurveData] | None = None
     integration_time: float | None = None  # s of integration, the frame's share of its group
+    nonfinite_pixels: int = 0  # +inf, -inf and NaN pixels of a float frame (excluded)
     worker: str | None = None  # the name of the worker that ran it (stat: frames by worker)
+    picture: FramePicture | None = None  # the frame as the live page shows it, when asked

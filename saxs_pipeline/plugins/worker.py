@@ -36,7 +36,7 @@ import dask
 import numpy as np
 from distributed import Worker, WorkerPlugin, get_worker
 
-from saxs_pipeline.config.calibration import Calibration, load_calibration
+from saxs_pipeline.config.calibration import Calibration, empty_windows, load_calibration
 from saxs_pipeline.config.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.config.masks import encode_attachment
 from saxs_pipeline.config.normalisation import NormalisationResolver
@@ -127,6 +127,10 @@ def prepare(calibration: Mapping[str, Any] | str | os.PathLike[str],
     # Paths in the calibration (Dark, Flat, normalisation tables) are relative to its file.
     cal = load_calibration(calibration if not isinstance(calibration, Mapping) else raw)
     check_budget(cal)
+    for i in empty_windows(cal):  # valid (the original's default), but rarely meant
+        log.warning("calibration $.Masks[%d]: qStart = qStop = %g, an empty I0/I1/I2 window: "
+                    "they will all be 0 (set qStart and qStop to the q range to monitor)",
+                    i, cal.masks[i].q_start)
     images = load_correction_images(cal) if cal.summed_normalisation else None
     resolver = NormalisationResolver.from_calibration(cal) if raw.get("Normalisation") else None
     template = build_integrator(cal, atts, with_std=with_std, correction_images=images)

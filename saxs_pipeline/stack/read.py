@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
+from saxs_pipeline.pipeline.frames import FrameRef
 from saxs_pipeline.stack.layout import (
     CURVE_ARRAYS,
     FORMATS_READ,
@@ -23,7 +24,7 @@ from saxs_pipeline.stack.layout import (
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["frame_order", "open_dataset", "read_frames", "read_stack"]
+__all__ = ["frame_names", "frame_order", "open_dataset", "read_frames", "read_stack"]
 
 PathLike = str | os.PathLike[str]
 
@@ -42,6 +43,12 @@ def frame_order(filenames: Any, frame_index: Any) -> np.ndarray:
     index = [int(i) for i in frame_index]
     return np.array(sorted(range(len(names)), key=lambda r: (_natural(names[r]), index[r])),
                     dtype=np.int64)
+
+
+def frame_names(filenames: Any, frame_index: Any) -> list[str]:
+    """The name of each frame, what selections match: its source file relative to the run's
+    directory, ``file#index`` for frames of multi-frame files (``run_master.h5#3``)."""
+    return [str(FrameRef.of(str(f), int(i))) for f, i in zip(filenames, frame_index, strict=True)]
 
 
 def _open(path: PathLike) -> tuple[zarr.Group, dict[str, Any]]:
@@ -103,8 +110,9 @@ def read_stack(path: PathLike) -> dict[str, Any]:
 
 def open_dataset(path: PathLike, key: str = "R0") -> xarray.Dataset:
     """The curves of ``key`` as an xarray Dataset of the committed rows in acquisition
-    order (:func:`frame_order`), with the frame's source file, frame index and times
-    (datetime64) as ``frame`` coordinates. Needs xarray."""
+    order (:func:`frame_order`), with the frame's source file, frame index, name
+    (:func:`frame_names`), stack row and times (datetime64) as ``frame`` coordinates.
+    Positions along ``frame`` are what ``--frames`` selects. Needs xarray."""
     import xarray as xr  # optional dependency, only for notebooks
 
     root, attrs = _open(path)
@@ -115,7 +123,9 @@ def open_dataset(path: PathLike, key: str = "R0") -> xarray.Dataset:
     index = coords["frame_index"].values if "frame_index" in coords else np.zeros(n, np.int64)
     order = frame_order(coords["filename"].values, index)
     ds = curves.assign_coords(coords).isel(frame=order)
-    ds = ds.assign_coords(row=("frame", order))
+    names = frame_names(coords["filename"].values[order], index[order])
+    ds = ds.assign_coords(row=("frame", order), name=("frame", names))
     ds["row"].attrs["long_name"] = "row in the stack (completion order)"
+    ds["name"].attrs["long_name"] = "frame name (what --names and selections match)"
     ds.attrs.update(frames.attrs)
     return ds

@@ -24,15 +24,15 @@ PathLike = str | os.PathLike[str]
 
 @dataclass(frozen=True)
 class Selection:
-    """Frames of a stack: index ranges (``"0-9,12"``), file names and globs (a union)."""
+    """Frames of a stack (:mod:`saxs_pipeline.stack.select`, a union): positions in
+    acquisition order (``"0-9,12"``) and patterns on the frame names (``"sample_*"``).
+    Neither selects every frame."""
 
     indices: str | None = None
     names: Sequence[str] = ()
-    globs: Sequence[str] = ()
 
     def load(self, stack: PathLike, key: str) -> StackCurves:
-        return load_curves(stack, key, indices=self.indices, names=list(self.names),
-                           globs=list(self.globs))
+        return load_curves(stack, key, indices=self.indices, patterns=list(self.names))
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,8 +55,8 @@ class Reduction:
 def _record(curves: StackCurves, result: AverageResult) -> dict[str, Any]:
     return {
         "test": result.test, "alpha": result.alpha, "correction": result.correction,
-        "kept": [curves.filenames[i] for i in result.kept],
-        "rejected": [{"frame": curves.filenames[r.frame], "reason": r.reason,
+        "kept": [curves.names[i] for i in result.kept],
+        "rejected": [{"frame": curves.names[r.frame], "reason": r.reason,
                       "p_adjusted": r.p_adjusted} for r in result.rejected],
     }
 
@@ -77,16 +77,22 @@ def reduce_stack(
     correction: Correction = "bonferroni",
 ) -> Reduction:
     """Average the ``sample`` frames of curve ``key`` (all frames by default); with a
-    ``buffer`` selection (from ``buffer_stack``, default the same stack), average those
-    too and subtract. Both averages reject outliers (``ops.average``)."""
+    ``buffer`` selection or a ``buffer_stack`` (the buffer frames' stack, default the same
+    stack; alone it means all of its frames), average those too and subtract. Both
+    averages reject outliers (``ops.average``). ``notes["result"]`` says what was
+    subtracted from what; the kept and rejected frames are named in ``notes["sample"]``
+    and ``notes["buffer"]``."""
     curves = (sample or Selection()).load(stack, key)
     avg = average_frames(curves.intensity, curves.error, test=test, alpha=alpha,
                          correction=correction)
-    notes: dict[str, Any] = {"source": f"{os.fspath(stack)} curve {key}",
-                             "sample": _record(curves, avg)}
+    source = f"{os.fspath(stack)} curve {key}"
+    notes: dict[str, Any] = {"source": source, "sample": _record(curves, avg)}
     intensity, error = avg.intensity, avg.error
     params = _params(curves, avg.kept)
     title = f"average of {len(avg.kept)} frames"
+    notes["result"] = f"the average of {len(avg.kept)} frames of {source}"
+    if buffer is None and buffer_stack is not None:
+        buffer = Selection()  # a buffer stack alone: all of its frames
     if buffer is not None:
         bstack = buffer_stack if buffer_stack is not None else stack
         bcurves = buffer.load(bstack, key)
@@ -98,18 +104,27 @@ def reduce_stack(
         intensity, error = subtract(intensity, error, bavg.intensity, bavg.error)
         bparams = _params(bcurves, bavg.kept)
         params = {k: params[k] - bparams[k] for k in params}
-        notes["buffer"] = {"source": f"{os.fspath(bstack)} curve {key}", **_record(bcurves, bavg)}
+        bsource = f"{os.fspath(bstack)} curve {key}"
+        notes["buffer"] = {"source": bsource, **_record(bcurves, bavg)}
         title += f" minus buffer average of {len(bavg.kept)} frames"
+        notes["result"] += (f" minus the average of {len(bavg.kept)} buffer frames of "
+                            f"{bsource}")
     return Reduction(key, curves.q, intensity, error, params, curves.calibration, notes, title)
 
 
 def write_chi(reduction: Reduction, path: PathLike) -> Path:
-    """The reduced curve as a ``.chi`` file (the original's layout)."""
+    """The reduced curve as a ``.chi`` file (the original's layout), the names of the
+    frames averaged beside I0/I1/I2 (``frames``, ``buffer_frames``)."""
     from saxs_pipeline.curves import chi
 
+    # the frames averaged (and subtracted) go on the I0/I1/I2 line: the header keeps the
+    # original's four lines, which every reader skips
+    frames = {"frames": reduction.notes["sample"]["kept"]}
+    if "buffer" in reduction.notes:
+        frames["buffer_frames"] = reduction.notes["buffer"]["kept"]
     chi.write_chi(path, reduction.q, reduction.intensity, reduction.error,
                   config_json=json.dumps(reduction.calibration or {}),
-                  integparams=reduction.integparams)
+                  integparams={**reduction.integparams, **frames})
     return Path(path)
 
 

@@ -1,8 +1,14 @@
 """Choose frames of a zarr curve stack and load their curves (for export and averaging).
 
-A selection is the union, in stack order, of frame indices (``"0-9,12,-1"``: ranges
-inclusive, negative indices from the end), exact file names and shell-style globs on the
-file names. No selection means every frame. Something that selects nothing is an error.
+Frames are chosen in **acquisition order**, the order :func:`~saxs_pipeline.stack.read.open_dataset`
+shows (source file, numbers in names compared as numbers, then frame index), never by
+stack row (rows are stored as frames complete). A selection is the union of positions in
+that order (``"0-9,12,-1"``: ranges inclusive, negative positions from the end) and of
+shell-style patterns on the frame names (``sample_*``). A frame's name is its source file
+relative to the run's directory, with ``#<index>`` for frames of multi-frame files
+(``run_master.h5#3``); a pattern matching the file name selects all of its frames. No
+selection means every frame; something that selects nothing is an error. The curves come
+back in acquisition order.
 """
 
 from __future__ import annotations
@@ -15,26 +21,26 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.stack.read import read_stack
+from saxs_pipeline.stack.read import frame_names, read_stack
 
-__all__ = ["StackCurves", "load_curves", "parse_indices", "select_frames"]
+__all__ = ["StackCurves", "frame_names", "load_curves", "parse_indices", "select_frames"]
 
 PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True, eq=False)
 class StackCurves:
-    """The selected frames of one curve key: ``q`` (``axis_units``), ``intensity`` and
-    ``error`` (the Poisson column) as float64 ``(n_frames, n_q)``, the frames' file names,
-    stack rows, image times (s since 1970, NaN unknown) and I0/I1/I2, and the stack's
-    calibration (raw JSON dict)."""
+    """The selected frames of one curve key, in acquisition order: ``q`` (``axis_units``),
+    ``intensity`` and ``error`` (the Poisson column) as float64 ``(n_frames, n_q)``, the
+    frames' names (module doc), stack rows, image times (s since 1970, NaN unknown) and
+    I0/I1/I2, and the stack's calibration (raw JSON dict)."""
 
     key: str
     q: np.ndarray
     axis_units: str
     intensity: np.ndarray
     error: np.ndarray
-    filenames: list[str]
+    names: list[str]
     rows: list[int]
     image_time: np.ndarray
     integparams: dict[str, np.ndarray]
@@ -42,7 +48,7 @@ class StackCurves:
 
 
 def parse_indices(text: str, n: int) -> list[int]:
-    """Indices from ``"0-9,12,-1"`` for a stack of ``n`` frames."""
+    """Positions from ``"0-9,12,-1"`` among ``n`` frames."""
     out: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -52,10 +58,10 @@ def parse_indices(text: str, n: int) -> list[int]:
             first = int(lo)
             last = int(hi) if sep else first
         except ValueError:
-            raise ValueError(f"frame selection {part!r} is not an index or a range a-b") from None
+            raise ValueError(f"frame selection {part!r} is not a position or a range a-b") from None
         for i in (first, last):
             if not -n <= i < n:
-                raise ValueError(f"frame index {i} is outside the stack's {n} frames")
+                raise ValueError(f"frame {i} is outside the stack's {n} frames (0-{n - 1})")
         first, last = first % n, last % n
         if last < first:
             raise ValueError(f"frame range {part!r} runs backwards")
@@ -63,34 +69,33 @@ def parse_indices(text: str, n: int) -> list[int]:
     return out
 
 
+def _matches(name: str, pattern: str) -> bool:
+    # a frame of a multi-frame file also answers to its file's name
+    return any(n == pattern or fnmatch.fnmatchcase(n, pattern)
+               for n in (name, name.partition("#")[0]))
+
+
 def select_frames(
-    filenames: Sequence[str],
+    names: Sequence[str],
     *,
     indices: str | Sequence[int] | None = None,
-    names: Sequence[str] | None = None,
-    globs: Sequence[str] | None = None,
+    patterns: Sequence[str] | None = None,
 ) -> list[int]:
-    """Rows of the stack chosen by ``indices``, ``names`` and ``globs`` (module doc)."""
-    n = len(filenames)
-    if indices is None and not names and not globs:
+    """Positions in ``names`` (frame names in acquisition order) chosen by ``indices`` and
+    ``patterns`` (module doc), ascending."""
+    n = len(names)
+    if indices is None and not patterns:
         if n == 0:
             raise ValueError("the stack has no frames")
         return list(range(n))
     chosen: set[int] = set()
     if indices is not None:
-        if isinstance(indices, str):
-            chosen.update(parse_indices(indices, n))
-        else:
-            chosen.update(parse_indices(",".join(str(int(i)) for i in indices), n))
-    row_of = {name: i for i, name in enumerate(filenames)}
-    for name in names or ():
-        if name not in row_of:
-            raise ValueError(f"frame {name!r} is not in the stack")
-        chosen.add(row_of[name])
-    for pattern in globs or ():
-        hits = [i for i, name in enumerate(filenames) if fnmatch.fnmatchcase(name, pattern)]
+        text = indices if isinstance(indices, str) else ",".join(str(int(i)) for i in indices)
+        chosen.update(parse_indices(text, n))
+    for pattern in patterns or ():
+        hits = [i for i, name in enumerate(names) if _matches(name, pattern)]
         if not hits:
-            raise ValueError(f"no frame in the stack matches {pattern!r}")
+            raise ValueError(f"no frame in the stack is named or matches {pattern!r}")
         chosen.update(hits)
     if not chosen:
         raise ValueError("the frame selection is empty")
@@ -102,8 +107,7 @@ def load_curves(
     key: str = "R0",
     *,
     indices: str | Sequence[int] | None = None,
-    names: Sequence[str] | None = None,
-    globs: Sequence[str] | None = None,
+    patterns: Sequence[str] | None = None,
 ) -> StackCurves:
     """The curves of ``key`` for the selected frames of the stack at ``path``."""
     stack = read_stack(path)
@@ -112,15 +116,16 @@ def load_curves(
         raise ValueError(f"curve stack {os.fspath(path)} has no curve {key!r} "
                          f"(it has {sorted(curves)})")
     entry = curves[key]
-    filenames = [str(f) for f in stack["filename"]]
-    rows = select_frames(filenames, indices=indices, names=names, globs=globs)
+    order = stack["order"]  # rows in acquisition order
+    names = frame_names(stack["filename"][order], stack["frame_index"][order])
+    rows = [int(order[i]) for i in select_frames(names, indices=indices, patterns=patterns)]
     return StackCurves(
         key=key,
         q=np.asarray(entry["axis"], dtype=np.float64),
         axis_units=str(entry["axis_units"]),
         intensity=np.asarray(entry["I"][rows], dtype=np.float64),
         error=np.asarray(entry["poisson"][rows], dtype=np.float64),
-        filenames=[filenames[i] for i in rows],
+        names=frame_names(stack["filename"][rows], stack["frame_index"][rows]),
         rows=rows,
         image_time=np.asarray(stack["image_time"][rows], dtype=np.float64),
         integparams={k: np.asarray(entry[k][rows], dtype=np.float64) for k in ("I0", "I1", "I2")},
