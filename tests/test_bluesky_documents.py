@@ -164,6 +164,12 @@ def test_malformed_documents_are_named(stream_docs: Docs, caplog: pytest.LogCapt
         tracker.handle("stream_datum", dict(datum, indices={"start": "x", "stop": 1}))
     with pytest.raises(DocumentError, match=r"rows \[0, 3\) for events \[5, 6\) are not 1 frame"):
         tracker.handle("stream_datum", dict(datum, indices={"start": 0, "stop": 3}))
+    with pytest.raises(DocumentError, match="10000000000 rows in one document"):
+        tracker.handle("stream_datum", dict(datum, indices={"start": 0, "stop": 10**10},
+                                            seq_nums={"start": 1, "stop": 10**10 + 1}))
+    with pytest.raises(DocumentError, match="rows after the last one seen"):
+        tracker.handle("stream_datum", dict(datum, indices={"start": 10**9, "stop": 10**9 + 1},
+                                            seq_nums={"start": 10**9 + 1, "stop": 10**9 + 2}))
     bad = copy.deepcopy(docs["descriptor"])
     bad["uid"], bad["data_keys"]["det"]["shape"] = "d2", [1, 0, 12]
     with pytest.raises(DocumentError, match="field 'det' has shape"):

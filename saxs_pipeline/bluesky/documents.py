@@ -150,7 +150,7 @@ def file_resource(name: str, doc: dict[str, Any]) -> FileResource:
                             f"(only {', '.join(HDF5_SPECS)})")
     kwargs = doc.get("resource_kwargs") or {}
     per_point = kwargs.get("frame_per_point", 1)
-    if not isinstance(per_point, int) or per_point < 1:
+    if not isinstance(per_point, int) or not 1 <= per_point <= 100_000:
         raise DocumentError(f"{what(name, doc)}: frame_per_point {per_point!r}")
     path = os.path.join(doc.get("root") or "", doc["resource_path"])
     if not os.path.isabs(path):

@@ -49,6 +49,8 @@ __all__ = ["RunTracker", "hdf5_rows"]
 
 log = logging.getLogger(__name__)
 
+MAX_ROWS = 100_000  # rows one document may name: a hostile number must not fill the memory
+
 
 
 
@@ -197,6 +199,9 @@ class RunTracker:
         if not (1 <= s0 < s1 and 0 <= i0 < i1) or i1 - i0 != (s1 - s0) * stream.per_event:
             raise DocumentError(f"{what('stream_datum', doc)}: rows [{i0}, {i1}) for events "
                                 f"[{s0}, {s1}) are not {stream.per_event} frame(s) per event")
+        if i1 - i0 > MAX_ROWS:
+            raise DocumentError(f"{what('stream_datum', doc)}: {i1 - i0} rows in one document "
+                                f"(at most {MAX_ROWS} are taken)")
         actions = self._place(run, res, stream.stream, (s0 - 1) * stream.per_event - i0, i0)
         for row in range(i0, i1):
             at = self._frame(stream.stream, res, row, row + run.offset[res.uid])
@@ -217,6 +222,9 @@ class RunTracker:
             raise DocumentError(f"resource {res.uid}: rows no longer follow the frames "
                                 f"({offset - run.offset[res.uid]:+d})")
         gap = range(run.next_row.get(res.uid, 0), row)
+        if len(gap) > MAX_ROWS:
+            raise DocumentError(f"resource {res.uid}: rows from {row} on, {len(gap)} rows after "
+                                f"the last one seen (at most {MAX_ROWS} are taken from the file)")
         frames = [self._frame(stream, res, r, r + offset) for r in gap if r + offset >= 0]
         if frames:
             log.warning("run %s: %d frame(s) of %s had no document; taken from the file",
