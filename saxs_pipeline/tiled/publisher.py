@@ -60,7 +60,7 @@ class TiledPublisher:
     ``tiled.client.from_uri(url)``; the API key comes from ``TILED_API_KEY``)."""
 
     def __init__(self, url: str, *, every: float = 0.5, batch_rows: int = 1024,
-                 connect: Callable[[], Any] | None = None, max_pause: float = 30.0) -> None:
+                 connect: Callable[[], Any] | None = None, max_pause: float = 10.0) -> None:
         self.url, self.every, self.batch_rows, self.max_pause = url, every, batch_rows, max_pause
         self._connect = connect or self._from_uri
         self._runs: dict[str, Publication] = {}
