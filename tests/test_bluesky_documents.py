@@ -77,6 +77,7 @@ def test_wire_round_trip_msgpack_and_json() -> None:
                                           b"shape": [1000, 1000], b"data": b"1234"}}),
      "with 4 bytes"),
     (b" start \xc1\xc1", "neither msgpack nor JSON"),
+    (b" event [" + b"1," * (9 * 2**20) + b"1]", "(at most 16777216; frames in events go as"),
 ])
 def test_wire_refuses_what_it_cannot_use(message: bytes, said: str) -> None:
     with pytest.raises(DocumentError, match=None) as info:

@@ -282,6 +282,7 @@ def test_tiled_unreachable_reduction_goes_on_and_is_published_when_back(
     assert read_stack(stack)["n_valid"] == 30  # reduced locally meanwhile
     beamline.tiled = Tiled(beamline.tiled_args, beamline.root / "tiled-again.log",
                            beamline.tiled.key, port=beamline.tiled_port)
+    beamline.procs.append(beamline.tiled.proc)  # stopped by PID with the others
     consumer.wait_for(r"Tiled at \S+ is back after", 120, mark)
     assert consumer.count("cannot be reached") - sum(
         "cannot be reached" in line for line in consumer.lines[:mark]) == 1  # one clear message

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DOCUMENT_NAMES = frozenset({"start", "descriptor", "event", "event_page", "stop", "resource",
                             "datum", "datum_page", "stream_resource", "stream_datum"})
 MAX_MESSAGE = 256 * 2**20  # a filled event of an EIGER2 16M frame in int32 is 64 MiB
+MAX_JSON = 16 * 2**20
 
 
 class DocumentError(ValueError):
@@ -86,6 +87,9 @@ def unpack(payload: bytes) -> dict[str, Any]:
     """The document in ``payload`` (msgpack or JSON); DocumentError when it is neither or
     not a mapping."""
     if payload[:1] in (b"{", b"[", b" ", b"\n"):  # JSON (msgpack maps start at 0x80)
+        if len(payload) > MAX_JSON:  # parsed into Python objects: ten times its size
+            raise DocumentError(f"a JSON document of {len(payload)} bytes (at most {MAX_JSON}; "
+                                "frames in events go as msgpack)")
         try:
             doc = json.loads(payload)
         except ValueError as exc:
