@@ -70,3 +70,54 @@ def ledger_counts(stack: Path) -> dict[str, int]:
         return led.counts() | {"n_rows": led.n_rows, "done_rows": len(list(led.iter_done()))}
     finally:
         led.close()
+
+
+class PeakRSS:
+    """Samples the resident memory of a process and all its descendants (a ``saxsdog``
+    and its cluster) every ``every`` s in a thread, keeping each one's peak. A process
+    past ``kill_above`` bytes has its whole tree killed at once: a bomb that works fails
+    its test without taking the shared machine's memory."""
+
+    def __init__(self, pid: int, every: float = 0.02, kill_above: float = 1.5e9) -> None:
+        import threading
+
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.every, self.kill_above = every, kill_above
+        self.peaks: dict[int, tuple[int, str]] = {}  # pid -> (peak bytes, command line)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.every):
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return  # the root is gone
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    if rss > self.peaks.get(p.pid, (0, ""))[0]:
+                        self.peaks[p.pid] = (rss, " ".join(p.cmdline()[:3]))
+                except psutil.Error:
+                    continue
+                if rss > self.kill_above:
+                    for q in reversed(procs):
+                        try:
+                            q.kill()
+                        except psutil.Error:
+                            pass
+                    return
+
+    def stop(self) -> dict[int, tuple[int, str]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peaks
+
+    @property
+    def peak(self) -> int:
+        return max((b for b, _ in self.peaks.values()), default=0)

@@ -74,3 +74,48 @@ def test_bad_messages_are_named(payload, match: str) -> None:
 def test_not_cbor() -> None:
     with pytest.raises(StreamDecodeError, match=r"\(2 bytes, not CBOR\)"):
         decode_message(b"\xff\xfe")
+
+
+def test_a_decompression_bomb_is_refused_by_its_declared_shape() -> None:
+    """6 MB declaring a 16384 x 16384 uint32 image (1 GiB decoded; decoding it took 1.1 s
+    and 1.06 GB of RSS): refused from its declared shape against the detector's, before
+    any decompression. The same message decodes when no detector shape is given."""
+    from time import perf_counter
+
+    from streamcases import image_message, zero_bomb
+
+    frame = image_message(1, 3, (16384, 16384), zero_bomb((16384, 16384)))
+    assert len(frame) < 7e6
+    t0 = perf_counter()
+    with pytest.raises(StreamDecodeError, match=r"image_id 3.*channel 'threshold_1' has shape "
+                       r"\(16384, 16384\), the calibration's Imagesize is \[96, 80\]; not decoded"):
+        decode_message(frame, (96, 80))
+    assert perf_counter() - t0 < 0.5  # measured ~20 ms (cbor2 reading 6 MB); decoding ~1 s
+    small = image_message(1, 4, (64, 128), zero_bomb((64, 128)))
+    assert not decode_message(small, (64, 128)).array.any()
+    lying = image_message(1, 5, (96, 80), zero_bomb((96, 80), nbytes=2**30))
+    with pytest.raises(StreamDecodeError, match=r"header says 1073741824 bytes uncompressed, but "
+                       r"\(7680,\) uint32 needs 30720"):
+        decode_message(lying, (96, 80))
+
+
+def test_channels_and_counts_are_checked() -> None:
+    a = np.zeros((3, 4), np.uint8)
+    channel = cbor2.CBORTag(40, [[3, 4], cbor2.CBORTag(64, a.tobytes())])
+    many = cbor2.dumps({"type": "image", "series_id": 1, "image_id": 0,
+                        "data": {f"t{i}": channel for i in range(17)}})
+    with pytest.raises(StreamDecodeError, match="17 channels, more than 16"):
+        decode_message(many)
+    for key, value in (("number_of_images", "lots"), ("number_of_images", -1),
+                       ("image_size_x", 2.5), ("number_of_images", True)):
+        with pytest.raises(StreamDecodeError, match=f"field '{key}' is {value!r}, not a count"):
+            decode_message(cbor2.dumps({"type": "start", "series_id": 1, key: value}))
+
+
+def test_what_ran_out_is_said() -> None:
+    from saxs_pipeline.stream.codec import error_text
+
+    assert error_text(MemoryError()) == "ran out of memory (MemoryError)"  # was "()"
+    assert error_text(MemoryError("Unable to allocate 1 GiB")) == \
+        "ran out of memory (Unable to allocate 1 GiB)"
+    assert error_text(KeyError("x")) == "'x'" and error_text(ValueError()) == "ValueError"

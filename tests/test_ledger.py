@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan
 from saxs_pipeline.pipeline.ledger import (
     Ledger,
     LedgerError,
@@ -111,4 +111,53 @@ def test_lookup_searches_the_primary_key_not_the_whole_table(tmp_path: Path) -> 
         led._db.set_progress_handler(None, 100)
     assert set(got) == {refs[5], refs[4_999]}
     assert steps[0] < 20, f"{100 * steps[0]} SQLite steps for 4 refs: a table scan?"
+    led.close()
+
+
+def test_frames_that_never_arrived_are_ranges(tmp_path: Path) -> None:
+    """A series armed for 10^6 images and ended after 10: one row, counted as 999,990
+    failed; a range leaves out the frames the ledger knows and the ranges it holds, and
+    taking a frame later cuts it out of its range; all of it survives reopening."""
+    path = tmp_path / "run.ledger"
+    led = Ledger(path, "cal")
+    s = "stream/abc"
+    got = [FrameRef(s, i, True) for i in range(10)]
+    led.take([Take(r, None, f"stream/abc_{r.index:06d}") for r in got])
+    led.commit([(r, r.index, None) for r in got], 10)
+    assert led.fail_span(FrameSpan(s, 0, 10**6), "never arrived") == [FrameSpan(s, 10, 10**6)]
+    assert led.counts() == {"pending": 0, "done": 10, "failed": 10**6 - 10}
+    assert led.gaps() == [(FrameSpan(s, 10, 10**6), "never arrived")]
+    assert led.fail_span(FrameSpan(s, 5, 20), "again") == []  # known: nothing doubles
+    late = FrameRef(s, 500, True)  # the series sent again: image 500 comes after all
+    led.take([Take(late, None, "stream/abc_000500")])
+    assert [g for g, _ in led.gaps()] == [FrameSpan(s, 10, 500), FrameSpan(s, 501, 10**6)]
+    assert led.counts() == {"pending": 1, "done": 10, "failed": 10**6 - 11}
+    led.close()
+    again = Ledger(path, "cal")
+    assert again.counts()["failed"] == 10**6 - 11
+    again.take([Take(FrameRef(s, 10, True), None, "stream/abc_000010")])  # at a range's start
+    assert [g for g, _ in again.gaps()][0] == FrameSpan(s, 11, 500)
+    again.close()
+
+
+def test_failures_of_ranges_report_their_count(tmp_path: Path) -> None:
+    """``stat``'s failures and ``failures.log`` see a range as one record with its count;
+    a frame of it that succeeds later (the series sent again) leaves it."""
+    import json
+
+    from saxs_pipeline.pipeline.sinks import FailureSink
+
+    led = Ledger(tmp_path / "run.ledger", "cal")
+    sink = FailureSink(led, tmp_path / "failures.log", "q")
+    assert sink.fail_span(FrameSpan("stream/a", 10, 100), "never arrived") == 90
+    assert sink.fail_span(FrameSpan("stream/a", 50, 120), "never arrived") == 20  # 100..119
+    assert sink.count == 110 == led.counts()["failed"]
+    sink.clear([FrameRef("stream/a", 50, True), FrameRef("stream/a", 5, True),
+                FrameRef("stream/b", 60, True)])
+    assert sink.count == 109
+    assert sorted((r["frame"], r["stop"], r["count"]) for r in sink.records()) == \
+        [(10, 50, 40), (51, 100, 49), (100, 120, 20)]
+    lines = [json.loads(line) for line in (tmp_path / "failures.log").read_text().splitlines()]
+    assert [(r["file"], r["series"], r["frame"], r["count"]) for r in lines] == \
+        [("stream/a", "a", 10, 90), ("stream/a", "a", 100, 20)]
     led.close()

@@ -61,7 +61,7 @@ def test_dropped_image_is_detected(pair) -> None:
     numbers = [m.image_number for m in rx.series(idle_timeout=5.0) if isinstance(m, ImageMessage)]
     thread.join(10)
     assert numbers == [0, 1, 3, 4]
-    assert rx.tracker.gaps() == [2] and rx.tracker.missing() == [2, 5]
+    assert rx.tracker.gaps() == [(2, 3)] and rx.tracker.missing() == [(2, 3), (5, 6)]
     assert rx.tracker.ended
 
 
@@ -74,7 +74,7 @@ def test_series_without_end_times_out(pair) -> None:
     thread.join(10)
     assert [type(m).__name__ for m in messages] == ["StartMessage"] + ["ImageMessage"] * 3
     assert rx.tracker.timed_out and not rx.tracker.ended
-    assert rx.tracker.missing() == [3, 4, 5]
+    assert rx.tracker.missing() == [(3, 6)]
     assert elapsed < 5.0  # bounded: the idle timeout, not a hang
 
 

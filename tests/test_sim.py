@@ -49,7 +49,7 @@ def test_console_script_as_a_process(tmp_path: Path) -> None:
             images = [m for m in rx.series(idle_timeout=20.0) if isinstance(m, ImageMessage)]
             assert [m.image_number for m in images] == [0, 2]
             assert images[0].array.shape == (64, 48) and images[0].array.dtype == np.uint32
-            assert rx.tracker.missing() == [1]
+            assert rx.tracker.missing() == [(1, 2)]
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:

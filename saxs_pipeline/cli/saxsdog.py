@@ -12,7 +12,8 @@ The manual's options (``-c -t -m -w -r -o -R -i -s -p -P -S -n -D``) plus ``--sc
 in the ledger and ``failures.log``), 2 bad start-up input (calibration, directory,
 options, a curve stack another run writes), 3 scheduler unreachable, 4 the cluster was
 lost and did not come back (rerun with ``--resume``), 5 the output disk is full (free
-space, then rerun with ``--resume``), 130 interrupted (``--resume`` completes the run).
+space, then rerun with ``--resume``), 6 the stream receiver stopped by itself
+(``--stream``; the log says why), 130 interrupted (``--resume`` completes the run).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from saxs_pipeline.cli.saxsdog_options import (
     EXIT_NO_SPACE,
     EXIT_OK,
     EXIT_SCHEDULER,
+    EXIT_STREAM,
     Options,
     StartupError,
     build_parser,
@@ -172,8 +174,8 @@ def _make_queue(opts: Options, link: Any) -> Any:
             retries=opts.retries, write_svg=opts.svg, write_png=opts.png,
             write_chi=not opts.no_chi, with_std=opts.std or opts.svg, dataset=opts.h5_path,
             stream=opts.stream, stream_series=None if opts.watch else 1,
-            stream_idle=opts.stream_idle, nxcansas=opts.nxcansas,
-            data_roots=opts.allow_data_root,
+            stream_idle=opts.stream_idle, stream_max_images=opts.stream_max_images,
+            nxcansas=opts.nxcansas, data_roots=opts.allow_data_root,
         )
         queue.prepare()
     return queue
@@ -183,8 +185,9 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
     """Feed the queue and wait for it; False when interrupted (batch mode)."""
     from saxs_pipeline.cli.progress import LivePlot, WatchStatus, show_progress
 
-    # the cluster gone for good, or the run stopped by itself (a full disk)
-    ended = lambda: link.status.state == "gone" or queue.stopped is not None  # noqa: E731
+    # the cluster gone for good, or the run stopped by itself (a full disk, a dead stream)
+    ended = lambda: (link.status.state == "gone" or queue.stopped is not None  # noqa: E731
+                     or queue.stream_failure is not None)
     live = LivePlot(queue.layout.run_file("live.png")) if opts.plot else None
     try:
         walk = not (opts.no_walk or opts.stream or opts.files)
@@ -278,6 +281,10 @@ def run(opts: Options) -> int:
               f"{queue.zarr_path}) — free space, then run `{_resume_command(opts)}`",
               file=sys.stderr)
         return EXIT_NO_SPACE
+    if queue.stream_failure is not None:
+        print(f"saxsdog: {queue.stream_failure}; no more frames were received from "
+              f"{opts.stream} (what came is committed in {queue.zarr_path})", file=sys.stderr)
+        return EXIT_STREAM
     if not finished:
         return EXIT_INTERRUPTED
     if stats["failed"]:

@@ -10,13 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH
+from saxs_pipeline.stream.messages import DEFAULT_MAX_IMAGES
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_NO_SPACE", "EXIT_OK",
-           "EXIT_SCHEDULER", "EXIT_USAGE", "Options", "StartupError", "build_parser", "demo_parser", "options_from",
-           "parse_args"]
+           "EXIT_SCHEDULER", "EXIT_STREAM", "EXIT_USAGE", "Options", "StartupError", "build_parser",
+           "demo_parser", "options_from", "parse_args"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
 EXIT_NO_SPACE = 5  # the output disk is full: the run stopped, --resume completes it
+EXIT_STREAM = 6  # the stream receiver stopped by itself
 EXIT_INTERRUPTED = 130
 
 
@@ -51,6 +53,7 @@ class Options:
     h5_path: str | None = None
     stream: str | None = None
     stream_idle: float = 5.0
+    stream_max_images: int = DEFAULT_MAX_IMAGES
     nxcansas: str | None = None
     verbose: int = 0
     linger: float = 0.0  # seconds the cluster stays up after the run
@@ -123,6 +126,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="one entry per frame (SasView reads these; the default) or one 2-D I(frame, Q)")
     a("--stream-idle", type=float, default=5.0,
       help="seconds of silence after which a series without its end message is over (5)")
+    a("--stream-max-images", type=int, default=DEFAULT_MAX_IMAGES, metavar="N",
+      help="the most images one series may hold: image numbers beyond it (or beyond the "
+      f"series' announced count) fail ({DEFAULT_MAX_IMAGES:,})")
     a("--bluesky", default=None, metavar="URL",
       help="reduce the runs of a Bluesky RunEngine: the documents from a bluesky-0MQ-proxy's "
       "out address, e.g. tcp://host:5578 (msgpack or JSON: Publisher(..., serializer="
@@ -202,7 +208,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
         zarr=ns.zarr, pattern=ns.pattern, poll=ns.poll, batch_size=ns.batch_size,
         retries=ns.retries, std=ns.std, no_chi=ns.no_chi, h5_path=ns.h5_path,
-        stream=ns.stream, stream_idle=ns.stream_idle,
+        stream=ns.stream, stream_idle=ns.stream_idle, stream_max_images=ns.stream_max_images,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
         allow_data_root=tuple(ns.allow_data_root),

@@ -152,7 +152,7 @@ class LiveFeed:
                 if isinstance(shown[k], str):
                     shown[k] = relative_paths(shown[k], self._roots[0], self._roots[1:])
         with self._lock:
-            self.failed += 1
+            self.failed += record.get("count", 1)  # a range of stream images: all of them
             self._failures.append(shown)
 
     # -- pushing -------------------------------------------------------------------------

@@ -3,7 +3,8 @@ the dispatcher to a worker task and back.
 
 A frame is addressed as (source, index): ``source`` is the file's path relative to the
 run's directory with ``/`` separators (unique within a run, unlike a bare file name) and
-``index`` the frame's position in a multi-frame file (0 for a single-frame TIFF).
+``index`` the frame's position in a multi-frame file (0 for a single-frame TIFF). Stream
+images are frames of ``stream/<series>``, indexed by image number.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["CONTAINER_SUFFIXES", "Fingerprint", "FrameAt", "FrameRef", "fingerprint", "matches"]
+__all__ = ["CONTAINER_SUFFIXES", "STREAM_PREFIX", "Fingerprint", "FrameAt", "FrameRef",
+           "FrameSpan", "fingerprint", "matches", "stream_series"]
 
 # Files that hold many frames (HDF5/NeXus); every other format holds one frame per file.
 CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
+STREAM_PREFIX = "stream/"  # the source of a stream series' frames: stream/<series>
 
 
 @dataclass(frozen=True, order=True)
@@ -34,6 +37,25 @@ class FrameRef:
     def of(cls, source: str, index: int = 0) -> FrameRef:
         """The frame ``index`` of ``source``, a container when the format holds many."""
         return cls(source, int(index), source.lower().endswith(CONTAINER_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Frames ``start`` .. ``stop - 1`` of ``source``, held as one range however many they
+    are: the images of a stream series that never arrived."""
+
+    source: str
+    start: int
+    stop: int
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.start
+
+
+def stream_series(source: str) -> str | None:
+    """The series of a stream frame's source, None for a file's."""
+    return source[len(STREAM_PREFIX):] if source.startswith(STREAM_PREFIX) else None
 
 
 @dataclass(frozen=True)

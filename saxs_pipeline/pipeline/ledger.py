@@ -4,7 +4,8 @@ One SQLite file beside each curve stack (``<stack>.ledger`` next to ``<stack>.za
 one row per frame: its state (``pending`` = taken, not yet committed; ``done``; ``failed``
 with the reason), the fingerprint of the file it was integrated from, its row in the
 stack and its output base name. ``--resume``, a restarted server and the watcher's "is
-this new?" all go by it, never by whether a ``.chi`` file exists.
+this new?" all go by it, never by whether a ``.chi`` file exists. Stream images that never
+arrived are failed ranges, one row each (:mod:`saxs_pipeline.pipeline.gaps`).
 
 **Commit protocol** (a crash at any instant leaves ledger and stack consistent): the curve
 stack writes a block of rows beyond its committed length first; then one ledger
@@ -33,7 +34,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline import gaps
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan
 
 __all__ = ["Entry", "Ledger", "LedgerError", "Refusal", "State", "Take", "Why", "read_manifest",
            "wanted"]
@@ -160,9 +162,10 @@ class Ledger:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + gaps.SCHEMA)
             self._db = db
             self._init_meta(calibration_id, manifest)
+            self._gapped = gaps.any_gaps(db)  # most runs have none: taking a frame skips them
         except sqlite3.OperationalError as exc:
             db.close()
             raise LedgerError(f"ledger {self.path} cannot be opened: {exc}") from None
@@ -269,11 +272,19 @@ class Ledger:
             yield FrameRef(r["source"], r["idx"], bool(r["container"])), int(r["row"])
 
     def counts(self) -> dict[str, int]:
+        """Frames per state; the frames of failed ranges count as failed."""
         with self._lock:
             rows = self._db.execute("SELECT state, count(*) AS n FROM frames GROUP BY state")
             out = {s.value: 0 for s in State}
             out.update({r["state"]: r["n"] for r in rows})
+            out[State.FAILED.value] += gaps.failed_frames(self._db)
             return out
+
+    def gaps(self) -> list[tuple[FrameSpan, str]]:
+        """The failed ranges (frames that never arrived) and their reasons, ordered by
+        source and start; a range's frames are expanded only where they are needed."""
+        with self._lock:
+            return gaps.listed(self._db)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -285,6 +296,8 @@ class Ledger:
         now = time.time()
         with self._lock, self._txn():
             for t in items:
+                if self._gapped:
+                    gaps.cut(self._db, t.ref)
                 fp = t.fingerprint
                 try:
                     self._db.execute(
@@ -310,6 +323,14 @@ class Ledger:
                         (t.ref.source, t.ref.index, int(t.ref.container),
                          fp.size if fp else None, fp.mtime_ns if fp else None, reason, now))
         return refused
+
+    def fail_span(self, span: FrameSpan, error: str) -> list[FrameSpan]:
+        """Record frames that never arrived as failed ranges (one row per range), without
+        those the ledger knows already; returns the ranges recorded."""
+        with self._lock, self._txn():
+            new = gaps.record(self._db, span, error, time.time())
+            self._gapped = self._gapped or bool(new)
+        return new
 
     def commit(self, rows: Sequence[tuple[FrameRef, int, Fingerprint | None]], n_rows: int) -> None:
         """Mark frames done in their stack rows and raise ``n_rows``: the commit point of

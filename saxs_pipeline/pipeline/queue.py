@@ -49,6 +49,7 @@ from saxs_pipeline.pipeline.tasktypes import FrameResult, TaskOptions
 from saxs_pipeline.plugins.stats import PROGRESS_TOPIC, SaxsStats
 from saxs_pipeline.plugins.worker import PLUGIN_NAME, IntegratorPlugin, prepare
 from saxs_pipeline.stack.layout import CurveSpec
+from saxs_pipeline.stream.messages import DEFAULT_MAX_IMAGES
 
 __all__ = ["ImageQueue", "QueueClosedError"]
 
@@ -93,6 +94,7 @@ class ImageQueue:
         stream: str | None = None,
         stream_series: int | None = None,
         stream_idle: float = 5.0,
+        stream_max_images: int = DEFAULT_MAX_IMAGES,
         nxcansas: str | None = None,
         data_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
@@ -135,6 +137,8 @@ class ImageQueue:
         self.disk = DiskGuard(self.layout.root, self.zarr_path, self.abort, self.queue_id)
         self.sources = SourceSet()
         self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
+        self._stream_max_images = stream_max_images
+        self._stream_source: StreamSource | None = None
         self.taker: Taker | None = None
         self.nxcansas = nxcansas  # layout of the NXcanSAS file written at the end, or None
         self._sinks: list[Any] = []
@@ -156,6 +160,12 @@ class ImageQueue:
     aborted = property(lambda self: self._aborted)
     curve_keys = property(lambda self: [c.key for c in self._templates])
     failures_log = property(lambda self: self.layout.failures_log())
+
+    @property
+    def stream_failure(self) -> str | None:
+        """Why the stream receiver stopped by itself (None: no stream, running, or ended
+        as asked)."""
+        return self._stream_source.failure if self._stream_source is not None else None
 
     def manifest(self) -> dict[str, Any]:
         """What a restarted server needs to run this queue again."""
@@ -223,10 +233,13 @@ class ImageQueue:
             self.sources.add(WatchSource(self.directory, self.pattern, self._offer,
                                          poll=self.poll, stable_time=self.stable_time).start())
         if self.stream:
-            self.sources.add(StreamSource(self.stream, self.taker.offer_stream,
-                                          self.taker.missing, batch=self.dispatcher.batch_size,
-                                          idle_timeout=self._stream_idle,
-                                          series_limit=self._stream_series).start())
+            self._stream_source = StreamSource(
+                self.stream, self.taker.offer_stream, self.taker.fail_stream,
+                self.taker.missing_stream, shape=self._cal.geometry.image_shape,
+                max_images=self._stream_max_images, batch=self.dispatcher.batch_size,
+                idle_timeout=self._stream_idle, series_limit=self._stream_series)
+            self.status.stream = self._stream_source.counts
+            self.sources.add(self._stream_source.start())
         heap.freeze()  # last: a start that fails freezes nothing (saxs_pipeline.pipeline.heap)
         log.info("queue %s started on %s (outputs %s, stack %s)", self.queue_id, self.directory,
                  self.layout.root, self.zarr_path)
@@ -245,7 +258,7 @@ class ImageQueue:
             self.live.fail(record)
         if self.link.status.connected:
             self.link.get(timeout=1).log_event(PROGRESS_TOPIC, {
-                "queue": self.queue_id, "failed": 1, "time": record["time"]})
+                "queue": self.queue_id, "failed": record.get("count", 1), "time": record["time"]})
 
     def close(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Stop taking frames (watcher, walks), finish what is queued, flush and commit

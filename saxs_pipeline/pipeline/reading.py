@@ -158,7 +158,9 @@ def _apply_pixel_mask(integ: Integrator, path: str, src: Any,
 
 def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ: Integrator,
                   results: list[FrameResult]) -> Loaded:
-    """Stream frames from their (compressed) messages, decoded here on the worker."""
+    """Stream frames from their (compressed) messages, decoded here on the worker; an
+    image of another shape than the calibration's Imagesize fails before it is
+    decompressed."""
     from saxs_pipeline.frames.source import invalid_value_for
     from saxs_pipeline.stream.codec import StreamDecodeError, decode_message
     from saxs_pipeline.stream.messages import ImageMessage
@@ -166,10 +168,9 @@ def decode_stream(frames: Sequence[FrameTask], payloads: Sequence[bytes], integ:
     tasks, kept, images, meta = [], [], [], []
     for task, payload, res in zip(frames, payloads, results, strict=True):
         try:
-            msg = decode_message(payload)
+            msg = decode_message(payload, integ.shape)
             if not isinstance(msg, ImageMessage):
                 raise StreamDecodeError(f"a {type(msg).__name__} where an image was expected")
-            integ.check_shape(msg.array, f"image {msg.image_number} of series {msg.series_id}")
         except ValueError as exc:
             res.status, res.error = "error", str(exc)
             continue

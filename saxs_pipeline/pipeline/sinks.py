@@ -9,6 +9,7 @@ workers, in parallel.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.integrator import Curve
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan, stream_series
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger
 from saxs_pipeline.pipeline.naming import filelist_entry
@@ -136,36 +137,77 @@ class FileListSink:
 class FailureSink:
     """Failed frames: the ledger (state and reason), ``failures.log`` (JSON lines beside
     the outputs), an event for the scheduler's statistics, and the run's current
-    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared)."""
+    failures (a frame that succeeds later, e.g. once its writer finished it, is cleared).
+    A stream frame's record names its series (``series``); a range of stream images that
+    never arrived is one record with its first frame, ``stop`` and ``count``."""
 
     def __init__(self, ledger: Ledger, log_path: Path, queue_id: str, event: Any = None) -> None:
         self.ledger, self.log_path, self.queue_id = ledger, log_path, queue_id
         self.event = event  # callable(record) or None
         self._lock = threading.Lock()
         self._failed: dict[FrameRef, dict[str, Any]] = {}
+        self._spans: dict[str, dict[int, dict[str, Any]]] = {}  # source -> start -> record
+        self._span_starts: dict[str, list[int]] = {}  # source -> its ranges' starts, sorted
+        self._span_frames = 0
 
     @property
     def count(self) -> int:
+        """Frames failed, a range's frames each counted."""
         with self._lock:
-            return len(self._failed)
+            return len(self._failed) + self._span_frames
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._failed.values())
+            return [*self._failed.values(), *(r for by_start in self._spans.values()
+                                              for r in by_start.values())]
 
     def clear(self, refs: Sequence[FrameRef]) -> None:
         with self._lock:
             for ref in refs:
                 self._failed.pop(ref, None)
+                if ref.source in self._spans:
+                    self._cut(ref)
+
+    def _cut(self, ref: FrameRef) -> None:
+        """Take a frame that came after all out of its range (a series sent again)."""
+        by_start, starts = self._spans[ref.source], self._span_starts[ref.source]
+        k = bisect.bisect_right(starts, ref.index) - 1
+        rec = by_start[starts[k]] if k >= 0 else None
+        if rec is None or ref.index >= rec["stop"]:
+            return
+        del by_start[starts.pop(k)]
+        self._span_frames -= 1
+        for lo, hi in ((rec["frame"], ref.index), (ref.index + 1, rec["stop"])):
+            if lo < hi:
+                by_start[lo] = dict(rec, frame=lo, stop=hi, count=hi - lo)
+                bisect.insort(starts, lo)
 
     def fail(self, ref: FrameRef, error: str, attempts: int, path: str = "") -> None:
-        record = {"file": path or ref.source, "frame": ref.index, "error": error,
-                  "attempts": attempts, "time": time.time()}
+        record = _failure(ref, error, attempts, path)
         with self._lock:
             self._failed[ref] = record
         self.ledger.fail([(ref, error, attempts)])
         log.warning("queue %s: %s failed after %d attempt(s): %s", self.queue_id,
-                    path or ref, attempts, error)
+                    ref if "series" in record else path or ref, attempts, error)
+        self._publish(record)
+
+    def fail_span(self, span: FrameSpan, error: str) -> int:
+        """Frames that never arrived, as ranges (in the ledger too); returns how many
+        frames were recorded (those the ledger knew already are not)."""
+        recorded = self.ledger.fail_span(span, error)
+        for s in recorded:
+            record = dict(_failure(FrameRef(s.source, s.start, True), error, 0), stop=s.stop,
+                          count=s.count)
+            with self._lock:
+                self._spans.setdefault(s.source, {})[s.start] = record
+                bisect.insort(self._span_starts.setdefault(s.source, []), s.start)
+                self._span_frames += s.count
+            log.warning("queue %s: %s frames %d..%d (%d) failed: %s", self.queue_id, s.source,
+                        s.start, s.stop - 1, s.count, error)
+            self._publish(record)
+        return sum(s.count for s in recorded)
+
+    def _publish(self, record: dict[str, Any]) -> None:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as fh:
@@ -179,6 +221,16 @@ class FailureSink:
                 self.event(record)
             except Exception as exc:  # the stats are informative; the ledger is the record
                 log.debug("stats event failed: %s", exc)
+
+
+def _failure(ref: FrameRef, error: str, attempts: int, path: str = "") -> dict[str, Any]:
+    """A failure record: a stream frame is named by its series, not the stream's URL."""
+    series = stream_series(ref.source)
+    record = {"file": ref.source if series is not None else path or ref.source,
+              "frame": ref.index, "error": error, "attempts": attempts, "time": time.time()}
+    if series is not None:
+        record["series"] = series
+    return record
 
 
 class NonfiniteSink:

@@ -11,6 +11,7 @@ from typing import Any
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.sinks import FailureSink
+from saxs_pipeline.pipeline.streamsource import StreamCounts
 from saxs_pipeline.pipeline.taker import Taker
 
 __all__ = ["RunStatus"]
@@ -26,6 +27,7 @@ class RunStatus:
         self.dispatcher, self.link, self.sourcing = dispatcher, link, sourcing
         self.taker: Taker | None = None
         self.failures: FailureSink | None = None
+        self.stream: Callable[[], StreamCounts] | None = None  # a stream run's counts
         self._lock = threading.Lock()
         self.processed = 0
         self.first_result: float | None = None
@@ -55,7 +57,8 @@ class RunStatus:
         """The ``stat`` reply (the original's four keys first), plus frames per second
         since the previous call (``pics`` frames in ``time interval`` s), failures, frames
         skipped as done, the cluster's state, its workers (joined, left, silent) and how
-        many frames each worker integrated."""
+        many frames each worker integrated; a stream run adds the repeated images ignored
+        (``duplicates``) and the messages that failed (``stream errors``)."""
         now = time.time()
         with self._lock:
             last_time, last_count = self._last
@@ -76,7 +79,14 @@ class RunStatus:
             "cluster": self.link.status.describe(),
             **self.link.workers.stats(),
             "frames by worker": self.dispatcher.by_worker(),
+            **self._stream_stats(),
         }
+
+    def _stream_stats(self) -> dict[str, int]:
+        if self.stream is None:
+            return {}
+        counts = self.stream()
+        return {"duplicates": counts.duplicates, "stream errors": counts.errors}
 
     def progress(self) -> dict[str, Any]:
         """For progress bars: frames finished (processed or failed) of those taken, and

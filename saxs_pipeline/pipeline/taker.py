@@ -14,7 +14,7 @@ from typing import Any
 
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import Found, FrameFinder
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameAt, FrameRef, fingerprint
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameAt, FrameRef, FrameSpan, fingerprint
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, wanted
 from saxs_pipeline.pipeline.naming import OutputLayout
@@ -70,10 +70,14 @@ class Taker:
         return self._take(refs, why, since=since)
 
     def offer_stream(self, items: list[tuple[FrameRef, bytes]]) -> int:
-        """Stream frames and their messages; a repeated image number is ignored."""
-        refs: Offered = {ref: (self.stream or "", None, None) for ref, _ in items
+        """Stream frames and their messages; of a repeated image number the first copy
+        counts (the source drops repeats; the ledger ignores a number already done)."""
+        payloads: dict[FrameRef, bytes] = {}
+        for ref, payload in items:
+            payloads.setdefault(ref, payload)
+        refs: Offered = {ref: (self.stream or "", None, None) for ref in payloads
                          if not self.dispatcher.active(ref) and self.stack.buffered(ref) is None}
-        return self._take(refs, Why.EVENT, dict(items))
+        return self._take(refs, Why.EVENT, payloads)
 
     def offer_located(self, frames: list[FrameAt]) -> int:
         """Frames whose file and row the source names (a Bluesky run): the ledger takes
@@ -95,13 +99,18 @@ class Taker:
         self.ledger.take([Take(ref, fp, self.layout.output(ref))])
         self.failures.fail(ref, found.error or "", 1, found.path)
 
-    def missing(self, ref: FrameRef, reason: str) -> None:
-        """A stream image that never came: recorded as failed, with the reason."""
+    def fail_stream(self, ref: FrameRef, reason: str) -> None:
+        """A stream image that cannot be taken (refused by its series' accounting, or its
+        message failed): recorded as failed with the reason, unless it is done."""
         known = self.ledger.lookup([ref])
         if ref in known and known[ref].state is State.DONE:
             return
         self.ledger.take([Take(ref, None, self.layout.output(ref))])
         self.failures.fail(ref, reason, 0, self.stream or "")
+
+    def missing_stream(self, span: FrameSpan, reason: str) -> None:
+        """Stream images that never came: one failed range, however many they are."""
+        self.failures.fail_span(span, reason)
 
     def pending_paths(self) -> list[str]:
         """Files of the frames the ledger has taken but not committed (a resume)."""

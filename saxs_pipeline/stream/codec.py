@@ -14,6 +14,12 @@ A message that is not a map, has an unknown ``type``, lacks a required field, or
 image data are not 2-D arrays raises :class:`StreamDecodeError` naming the message (its
 type, series and image number where readable, and its size).
 
+Limits before memory: a compressed array is decompressed only after its declared shape
+and element type are known and -- given the detector's shape (the calibration's
+Imagesize) -- match it, and after the uncompressed size in its header matches them; an
+image carries at most :data:`MAX_CHANNELS` channels. A message of a few MB therefore never
+decodes to more than its channels' images at the detector's size.
+
 Encoding (:func:`encode_start`, :func:`encode_image`, :func:`encode_end`) writes the same
 layout; it serves the simulator and tests.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
+from math import prod
 from typing import Any
 
 import cbor2
@@ -31,10 +38,11 @@ import numpy as np
 from saxs_pipeline.frames.compression import CompressionError, compress_bslz4, decompress
 from saxs_pipeline.stream.messages import EndMessage, ImageMessage, Message, StartMessage
 
-__all__ = ["Peek", "StreamDecodeError", "decode_message", "encode_end", "encode_image",
-           "encode_start", "peek"]
+__all__ = ["MAX_CHANNELS", "Peek", "StreamDecodeError", "decode_message", "encode_end",
+           "encode_image", "encode_start", "error_text", "peek"]
 
 TAG_MULTIDIM, TAG_MULTIDIM_COLUMN_MAJOR, TAG_COMPRESSED = 40, 1040, 56500
+MAX_CHANNELS = 16  # thresholds of a detector image (EIGER2 and PILATUS4 have up to 4)
 
 # RFC 8746 section 2.1: tag = 0b010_f_s_e_ll (float, signed, little endian, length code).
 _TYPED: dict[int, np.dtype] = {}
@@ -55,26 +63,45 @@ class StreamDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class _Compressed:
-    """A tag-56500 byte string, decoded only once the enclosing array's shape is known, so
-    that a corrupt size field cannot make us allocate before the sizes are checked."""
+    """A tag-56500 byte string, decoded only once the enclosing array's shape is known and
+    checked, so that a message cannot make us allocate before the sizes are checked."""
 
     algorithm: str
     elem_size: int
     data: bytes
     dtype: np.dtype | None = None  # set by the typed-array tag around it
+    shape: tuple[int, ...] | None = None  # set by the multi-dimensional array tag around it
+    column_major: bool = False
 
 
-def _multidim(dims: list[int], values: Any, column_major: bool) -> np.ndarray:
-    shape = tuple(int(d) for d in dims)
+def _multidim(dims: list[int], values: Any, column_major: bool) -> np.ndarray | _Compressed:
+    if not isinstance(dims, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise StreamDecodeError(f"array dimensions {dims!r} are not a list of counts")
+    shape = tuple(dims)
     if isinstance(values, _Compressed):
         if values.dtype is None:
             raise StreamDecodeError("a compressed byte string is not inside a typed array")
         if values.dtype.itemsize != values.elem_size:
             raise StreamDecodeError(f"elem_size {values.elem_size} does not match {values.dtype}")
-        flat = decompress(values.data, values.algorithm, values.dtype, (int(np.prod(shape)),))
-    else:
-        flat = np.asarray(values)
-    return flat.reshape(shape, order="F" if column_major else "C")
+        return replace(values, shape=shape, column_major=column_major)
+    return np.asarray(values).reshape(shape, order="F" if column_major else "C")
+
+
+def _decoded(value: Any, what: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    """``value`` as a 2-D array; a compressed one is decompressed only when its declared
+    shape is 2-D and equals ``shape`` (when given)."""
+    declared = value.shape if isinstance(value, _Compressed | np.ndarray) else None
+    if declared is None or len(declared) != 2:
+        kind = (f"shape {declared}" if declared is not None else "compressed without dimensions"
+                if isinstance(value, _Compressed) else type(value).__name__)
+        raise StreamDecodeError(f"{what} is {kind}, not a 2-D array")
+    if shape is not None and declared != tuple(shape):
+        raise StreamDecodeError(f"{what} has shape {declared}, the calibration's Imagesize is "
+                                f"{list(shape)}; not decoded")
+    if isinstance(value, np.ndarray):
+        return value
+    flat = decompress(value.data, value.algorithm, value.dtype, (prod(declared),))
+    return flat.reshape(declared, order="F" if value.column_major else "C")
 
 
 def _tag_hook(*args: Any) -> Any:
@@ -91,6 +118,13 @@ def _tag_hook(*args: Any) -> Any:
         dims, values = tag.value
         return _multidim(dims, values, tag.tag == TAG_MULTIDIM_COLUMN_MAJOR)
     return tag
+
+
+def error_text(exc: BaseException) -> str:
+    """What went wrong, also for exceptions without a message (a bare MemoryError)."""
+    if isinstance(exc, MemoryError):
+        return f"ran out of memory ({str(exc) or 'MemoryError'})"
+    return str(exc) or type(exc).__name__
 
 
 def _describe(frame: bytes) -> str:
@@ -121,30 +155,42 @@ def _require(msg: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> An
     return msg[key]
 
 
-def _image(msg: dict[str, Any]) -> ImageMessage:
+def _count(msg: dict[str, Any], key: str) -> int | None:
+    value = msg.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise StreamDecodeError(f"field {key!r} is {value!r}, not a count")
+    return value
+
+
+def _image(msg: dict[str, Any], shape: tuple[int, ...] | None) -> ImageMessage:
     data = _require(msg, "data", dict)
     if not data:
         raise StreamDecodeError("field 'data' has no channel")
-    for channel, arr in data.items():
-        if not isinstance(arr, np.ndarray) or arr.ndim != 2:
-            what = f"shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise StreamDecodeError(f"channel {channel!r} is {what}, not a 2-D array")
+    if len(data) > MAX_CHANNELS:
+        raise StreamDecodeError(f"field 'data' has {len(data)} channels, more than {MAX_CHANNELS}")
+    series_id, image_id = _require(msg, "series_id", int), _require(msg, "image_id", int)
+    arrays = {channel: _decoded(arr, f"channel {channel!r}", shape) for channel, arr in data.items()}
     meta = {k: _seconds(v) for k, v in msg.items() if k not in ("type", "data", "series_id", "image_id")}
-    return ImageMessage(
-        series_id=_require(msg, "series_id", int), image_number=_require(msg, "image_id", int),
-        data=data, series_unique_id=msg.get("series_unique_id"), metadata=meta,
-    )
+    return ImageMessage(series_id=series_id, image_number=image_id, data=arrays,
+                        series_unique_id=msg.get("series_unique_id"), metadata=meta)
 
 
-def _start(msg: dict[str, Any]) -> StartMessage:
-    size_x, size_y = msg.get("image_size_x"), msg.get("image_size_y")
+def _start(msg: dict[str, Any], shape: tuple[int, ...] | None) -> StartMessage:
+    series_id = _require(msg, "series_id", int)
+    size_x, size_y = _count(msg, "image_size_x"), _count(msg, "image_size_y")
+    mask = msg.get("pixel_mask")
+    if mask is not None:
+        if not isinstance(mask, dict) or len(mask) > MAX_CHANNELS:
+            raise StreamDecodeError(f"field 'pixel_mask' is not a map of at most {MAX_CHANNELS} "
+                                    "channels")
+        mask = {channel: _decoded(arr, f"pixel_mask {channel!r}", shape) for channel, arr in mask.items()}
     return StartMessage(
-        series_id=_require(msg, "series_id", int),
+        series_id=series_id,
         series_unique_id=msg.get("series_unique_id"),
-        number_of_images=msg.get("number_of_images"),
-        image_shape=(int(size_y), int(size_x)) if size_x is not None and size_y is not None else None,
+        number_of_images=_count(msg, "number_of_images"),
+        image_shape=(size_y, size_x) if size_x is not None and size_y is not None else None,
         channels=tuple(msg.get("channels", ())),
-        pixel_mask=msg.get("pixel_mask"),
+        pixel_mask=mask,
         fields=msg,
     )
 
@@ -174,20 +220,21 @@ def peek(frame: bytes) -> Peek:
     except StreamDecodeError as exc:
         raise StreamDecodeError(f"{_describe(frame)} {exc}") from None
     except Exception as exc:  # cbor2 raises several types for bytes that are no CBOR
-        raise StreamDecodeError(f"{_describe(frame)} does not decode ({exc})") from None
+        raise StreamDecodeError(f"{_describe(frame)} does not decode ({error_text(exc)})") from None
 
 
-def decode_message(frame: bytes) -> Message:
-    """Decode one Stream V2 message (module doc)."""
+def decode_message(frame: bytes, shape: tuple[int, ...] | None = None) -> Message:
+    """Decode one Stream V2 message (module doc); ``shape``: the detector's image shape,
+    which every image channel and pixel mask must have (checked before decompressing)."""
     try:
         msg = cbor2.loads(frame, tag_hook=_tag_hook)
         if not isinstance(msg, dict):
             raise StreamDecodeError(f"is a CBOR {type(msg).__name__}, not a map")
         kind = msg.get("type")
         if kind == "image":
-            return _image(msg)
+            return _image(msg, shape)
         if kind == "start":
-            return _start(msg)
+            return _start(msg, shape)
         if kind == "end":
             return EndMessage(_require(msg, "series_id", int), msg.get("series_unique_id"))
         raise StreamDecodeError(f"has type {kind!r}; expected 'start', 'image' or 'end'")
@@ -197,7 +244,7 @@ def decode_message(frame: bytes) -> Message:
         cause = exc.__cause__ if isinstance(exc, cbor2.CBORDecodeError) and exc.__cause__ else exc
         if isinstance(cause, StreamDecodeError | CompressionError):
             raise StreamDecodeError(f"{_describe(frame)} {cause}") from None
-        raise StreamDecodeError(f"{_describe(frame)} does not decode ({cause})") from None
+        raise StreamDecodeError(f"{_describe(frame)} does not decode ({error_text(cause)})") from None
 
 
 # ---------------------------------------------------------------------------------------

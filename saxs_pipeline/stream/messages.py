@@ -8,13 +8,19 @@ Image numbers are the messages' ``image_id``; the simulator counts them from 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EndMessage", "ImageMessage", "Message", "SeriesTracker", "StartMessage", "missing_images"]
+from saxs_pipeline.stream.spans import Spans
+
+__all__ = ["DEFAULT_MAX_IMAGES", "Added", "EndMessage", "ImageMessage", "ImageRefused", "Message",
+           "SeriesTracker", "StartMessage"]
+
+# The ceiling on image numbers of one series when its start message gives no count (or a
+# larger one): 10^8 is 14 h of an EIGER2 at 2 kHz.
+DEFAULT_MAX_IMAGES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -51,42 +57,66 @@ class EndMessage:
 Message = StartMessage | ImageMessage | EndMessage
 
 
-def missing_images(received: Iterable[int], expected: int, first: int = 0) -> list[int]:
-    """Image numbers of ``first .. first + expected - 1`` not in ``received``."""
-    got = set(received)
-    return [n for n in range(first, first + expected) if n not in got]
+class ImageRefused(ValueError):
+    """An image number its series cannot hold: negative, beyond the series' announced
+    size or beyond the ceiling on images per series."""
+
+
+@dataclass(frozen=True)
+class Added:
+    """What :meth:`SeriesTracker.add` made of an image number."""
+
+    duplicate: bool  # received before: the first copy counts
+    skipped: tuple[int, int] | None = None  # [start, stop): numbers this one shows skipped
 
 
 class SeriesTracker:
-    """What arrived of one series: image numbers, duplicates, how it ended."""
+    """What arrived of one series, in ranges (:class:`~.spans.Spans`): image numbers,
+    duplicates, how it ended. Image numbers run from ``first`` up to the start message's
+    ``number_of_images``, or up to ``max_images`` when it gives none or more than that."""
 
-    def __init__(self, start: StartMessage | None, first: int = 0) -> None:
-        self.start, self.first = start, first
-        self.received: set[int] = set()
-        self.duplicates: list[int] = []
+    def __init__(self, start: StartMessage | None, first: int = 0,
+                 max_images: int = DEFAULT_MAX_IMAGES) -> None:
+        self.start, self.first, self.max_images = start, first, max_images
+        declared = start.number_of_images if start is not None else None
+        self.declared = declared  # as announced, possibly beyond the ceiling
+        self.size = max_images if declared is None else min(declared, max_images)
+        self.received = Spans()
+        self.duplicates = 0
+        self.duplicate_numbers: list[int] = []  # the first few repeated, for the report
         self.errors: list[str] = []
         self.ended = False  # an end message arrived
         self.timed_out = False  # the stream went quiet before the end message
 
-    def add(self, image_number: int) -> list[int]:
-        """Record an image; returns the numbers this one shows to have been skipped."""
-        if image_number in self.received:
-            self.duplicates.append(image_number)
-            return []
-        top = max(self.received, default=self.first - 1)
-        self.received.add(image_number)
-        return [n for n in range(top + 1, image_number) if n not in self.received]
+    def add(self, image_number: int) -> Added:
+        """Record an image; raises :class:`ImageRefused` for a number outside the series."""
+        n = image_number
+        if not self.first <= n < self.first + self.size:
+            if n < self.first:
+                why = f"below the series' first image number {self.first}"
+            elif self.declared is not None and self.declared <= self.max_images:
+                why = f"beyond the {self.declared} image(s) its start message announced"
+            else:
+                why = f"beyond the ceiling of {self.max_images} images per series"
+            raise ImageRefused(f"image number {n} is {why}")
+        top = self.received.stop
+        if not self.received.add(n):
+            self.duplicates += 1
+            if len(self.duplicate_numbers) < 10 and n not in self.duplicate_numbers:
+                self.duplicate_numbers.append(n)
+            return Added(True)
+        low = self.first if top is None else top
+        return Added(False, (low, n) if n > low else None)
 
-    def gaps(self) -> list[int]:
-        """Numbers below the highest received one that never came."""
-        if not self.received:
-            return []
-        return missing_images(self.received, max(self.received) - self.first + 1, self.first)
+    def gaps(self) -> list[tuple[int, int]]:
+        """Ranges below the highest received number that never came."""
+        top = self.received.stop
+        return [] if top is None else self.received.holes(self.first, top)
 
-    def missing(self) -> list[int]:
-        """Numbers of the whole series (``number_of_images`` of the start message) that
-        never came; only :meth:`gaps` when the start message gave no count."""
-        expected = self.start.number_of_images if self.start is not None else None
-        if expected is None:
+    def missing(self) -> list[tuple[int, int]]:
+        """Ranges of the whole series (``number_of_images`` of the start message, at most
+        ``max_images``) that never came; only :meth:`gaps` when the start message gave no
+        count."""
+        if self.declared is None:
             return self.gaps()
-        return missing_images(self.received, expected, self.first)
+        return self.received.holes(self.first, self.first + self.size)

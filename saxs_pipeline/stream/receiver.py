@@ -24,6 +24,7 @@ from saxs_pipeline.stream.codec import StreamDecodeError, decode_message
 from saxs_pipeline.stream.messages import (
     EndMessage,
     ImageMessage,
+    ImageRefused,
     Message,
     SeriesTracker,
     StartMessage,
@@ -80,8 +81,9 @@ class StreamReceiver:
         Waits up to ``start_timeout`` (default ``idle_timeout``) for the start message;
         images before it are dropped with a warning. Returns after the end message, on
         stop(), or when no message came for ``idle_timeout`` seconds (then
-        ``self.tracker.timed_out``). Messages that do not decode, and images of another
-        series, are logged and listed in ``self.tracker.errors``.
+        ``self.tracker.timed_out``). Messages that do not decode, images of another
+        series and image numbers outside the series are logged and listed in
+        ``self.tracker.errors``; of a repeated image number the first copy is yielded.
         """
         start: StartMessage | None = None
         wait = idle_timeout if start_timeout is None else start_timeout
@@ -120,9 +122,16 @@ class StreamReceiver:
                         f"the start message {start.image_shape}"
                     )
                     continue
-                skipped = tracker.add(msg.image_number)
-                if skipped:
-                    log.warning("series %s: images %s missing", msg.series_id, skipped)
+                try:
+                    added = tracker.add(msg.image_number)
+                except ImageRefused as exc:
+                    tracker.errors.append(f"series {msg.series_id}: {exc}")
+                    continue
+                if added.duplicate:
+                    continue  # the first copy counts (tracker.duplicates)
+                if added.skipped is not None:
+                    log.warning("series %s: images %d..%d missing", msg.series_id,
+                                added.skipped[0], added.skipped[1] - 1)
                 yield msg
             elif isinstance(msg, EndMessage):
                 tracker.ended = True
