@@ -109,7 +109,7 @@ def beamline(tmp_path_factory: pytest.TempPathFactory, saxs_operator_cache: Path
     procs = [proxy_proc]
     port = free_port()
     args = ["config", str(catalog_config(root / "tiled", [raw]))]
-    tiled = None
+    tiled = publisher = None
     try:
         tiled = Tiled(args, root / "tiled.log", api_key(), port=port)
         engine = RunEngine({})
@@ -118,6 +118,11 @@ def beamline(tmp_path_factory: pytest.TempPathFactory, saxs_operator_cache: Path
                       engine, publisher, make_detector(raw, SHAPE), procs)
         yield bl
     finally:
+        # first, while the proxy takes what it still holds: a 0MQ context left to the
+        # garbage collector with messages for a peer that is gone blocks it for ever
+        # (pyzmq's linger is infinite), and with it whatever test runs then
+        if publisher is not None:
+            publisher.close()
         for p in procs:
             p.stop()
         if tiled is not None:
