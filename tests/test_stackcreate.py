@@ -133,3 +133,16 @@ def test_stored_sums_need_the_original_definition(tmp_path) -> None:
     with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.StoreSums"):
         Integrator(calibration(tmp_path, Masks=[dict(GRID, StoreSums=True)], Slices=[],
                                SolidAngle=True), cache_dir=False)
+
+
+def test_a_creation_killed_midway_leaves_no_half_stack(tmp_path: Path) -> None:
+    """A stack is built aside and renamed into place: a process killed while building (a
+    SIGKILLed Bluesky consumer) leaves only the hidden folder, which the next creation
+    replaces; the stack itself is whole or absent."""
+    building = tmp_path / ".s.zarr.creating"
+    building.mkdir()
+    (building / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    spec = CurveSpec("R0", "Radial", np.linspace(0.1, 1.0, 5))
+    CurveStackWriter.open_or_create(tmp_path / "s.zarr", {"Title": "t"}, [spec]).close()
+    assert not building.exists()
+    assert read_stack(tmp_path / "s.zarr")["n_valid"] == 0

@@ -119,12 +119,14 @@ def test_partial_blocks_rewrite_the_same_chunk(tmp_path: Path) -> None:
 
 def test_time_based_flush(tmp_path: Path) -> None:
     path = tmp_path / "curves.zarr"
-    w = CurveStackWriter(path, CAL, SPECS, block_rows=64, flush_interval=0.2)
+    # 1 s: the steps between two checks must stay well inside it on a loaded machine (at
+    # 0.2 s three adds and a read took longer under load and the "not due" checks failed)
+    w = CurveStackWriter(path, CAL, SPECS, block_rows=64, flush_interval=1.0)
     for i in range(3):
         w.add(f"f{i}", frame_curves(i), None, time.time())
     assert read_stack(path)["n_valid"] == 0
     assert w.maybe_flush() == 0  # not due yet
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 10.0
     while w.maybe_flush() == 0:
         assert time.monotonic() < deadline, "maybe_flush never flushed"
         time.sleep(0.02)
@@ -132,7 +134,7 @@ def test_time_based_flush(tmp_path: Path) -> None:
     # add() checks the interval too
     w.add("f3", frame_curves(3), None, time.time())
     assert read_stack(path)["n_valid"] == 3
-    time.sleep(0.25)
+    time.sleep(1.05)
     w.add("f4", frame_curves(4), None, time.time())
     stack = read_stack(path)
     assert stack["n_valid"] == 5

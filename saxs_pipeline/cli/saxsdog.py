@@ -106,6 +106,17 @@ def _start_link(opts: Options, link: Any) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
+def _linked(opts: Options, threads: int) -> Any:
+    """A started cluster link (``--bluesky``: no queue to prepare before it)."""
+    link = _new_link(opts, threads)
+    try:
+        _start_link(opts, link)
+    except BaseException:
+        link.close()
+        raise
+    return link
+
+
 def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -> None:
     n, failed = stats["images processed"], stats["failed"]
     tail = f"; {failed} failed" if failed else ""
@@ -215,6 +226,12 @@ def run(opts: Options) -> int:
     from saxs_pipeline.config.calibration import CalibrationError, load_calibration
     from saxs_pipeline.ops.budget import check_budget
 
+    if opts.bluesky:
+        from saxs_pipeline.cli.bluesky import run_bluesky
+
+        return run_bluesky(opts, _linked)
+    if opts.tiled:
+        raise StartupError("--tiled publishes the runs of --bluesky")
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")

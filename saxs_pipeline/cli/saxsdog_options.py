@@ -60,6 +60,10 @@ class Options:
     path_map: tuple[str, ...] = ()
     allow_data_root: tuple[Path, ...] = ()  # where HDF5 links may lead besides the directory
     argv: tuple[str, ...] = ()  # as given: the command a message tells to run again
+    bluesky: str | None = None  # a Bluesky 0MQ proxy's out address
+    bluesky_field: str | None = None
+    bluesky_idle: float = 120.0
+    tiled: str | None = None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +129,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     a("--stream-max-images", type=int, default=DEFAULT_MAX_IMAGES, metavar="N",
       help="the most images one series may hold: image numbers beyond it (or beyond the "
       f"series' announced count) fail ({DEFAULT_MAX_IMAGES:,})")
+    a("--bluesky", default=None, metavar="URL",
+      help="reduce the runs of a Bluesky RunEngine: the documents from a bluesky-0MQ-proxy's "
+      "out address, e.g. tcp://host:5578 (msgpack or JSON: Publisher(..., serializer="
+      "saxs_pipeline.bluesky.wire.pack)); one folder and curve stack per run in DIRECTORY; "
+      "a run's calibration is its start's saxs_calibration, else -c")
+    a("--bluesky-field", default=None, metavar="NAME",
+      help="the image field of the runs (default: the first field of 2 or more dimensions)")
+    a("--bluesky-idle", type=float, default=120.0, metavar="SECONDS",
+      help="a run without a document for this long and no stop document is closed (120)")
+    a("--tiled", default=None, metavar="URL",
+      help="publish each reduced run to this Tiled server as it goes (API key from "
+      "TILED_API_KEY)")
     a("--linger", type=float, default=0.0, metavar="SECONDS",
       help="keep the cluster (and its live SAXS page) up this long after the run, for a "
       "person to look (default: 0)")
@@ -196,6 +212,8 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         nxcansas=ns.nxcansas_layout if ns.nxcansas else None,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
         allow_data_root=tuple(ns.allow_data_root),
+        bluesky=ns.bluesky, bluesky_field=ns.bluesky_field, bluesky_idle=ns.bluesky_idle,
+        tiled=ns.tiled,
     )
 
 

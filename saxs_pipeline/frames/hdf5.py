@@ -74,8 +74,10 @@ def _size(path: str) -> int:
 
 
 def open_hdf5(path: PathLike) -> h5py.File:
-    """Open an HDF5 file read-only; a file still being written raises FrameIncompleteError,
-    one that is missing or no HDF5 file an ImageError (FileNotFoundError passes through)."""
+    """Open an HDF5 file read-only; a file still being written raises FrameIncompleteError
+    (unless its writer is in SWMR mode: then it is opened as a SWMR reader and shows the
+    frames flushed so far), one that is missing or no HDF5 file an ImageError
+    (FileNotFoundError passes through)."""
     source = os.fspath(path)
     try:
         return h5py.File(source, "r")
@@ -83,6 +85,11 @@ def open_hdf5(path: PathLike) -> h5py.File:
         raise
     except OSError as exc:
         text = str(exc)
+        if "already open for write" in text:
+            try:  # a writer in SWMR mode (ophyd-async detectors) lets SWMR readers in
+                return h5py.File(source, "r", swmr=True)
+            except OSError:
+                pass
         size = _size(source)
         if isinstance(exc, BlockingIOError) or "lock file" in text or "already open for write" in text:
             raise FrameIncompleteError(source, "the file is still open for writing", size) from None
@@ -262,6 +269,10 @@ class Hdf5Frames:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` as an ``(n, rows, cols)`` array of the stored dtype; a
         range within one chunk comes back read-only (a view of the decoded block)."""
+        if stop > self.frame_count() and self._file.swmr_mode:
+            raise FrameIncompleteError(self.path, f"frame {stop - 1} is not flushed yet (the "
+                                       f"file is being written, {self.frame_count()} frames so "
+                                       "far)", _size(self.path))
         check_range(self.path, start, stop, self.frame_count())
         out: np.ndarray | None = None
         done = start

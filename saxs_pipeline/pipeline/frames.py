@@ -13,8 +13,8 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["CONTAINER_SUFFIXES", "STREAM_PREFIX", "Fingerprint", "FrameRef", "FrameSpan",
-           "fingerprint", "matches", "stream_series"]
+__all__ = ["CONTAINER_SUFFIXES", "STREAM_PREFIX", "Fingerprint", "FrameAt", "FrameRef",
+           "FrameSpan", "fingerprint", "matches", "stream_series"]
 
 # Files that hold many frames (HDF5/NeXus); every other format holds one frame per file.
 CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
@@ -56,6 +56,18 @@ class FrameSpan:
 def stream_series(source: str) -> str | None:
     """The series of a stream frame's source, None for a file's."""
     return source[len(STREAM_PREFIX):] if source.startswith(STREAM_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class FrameAt:
+    """A frame whose file and position the source knows (a Bluesky run's frames: the
+    ledger keys them by ``ref``, (stream, frame index), while the worker reads row
+    ``index`` of ``path``); ``time``: when it was taken (Unix seconds), if known."""
+
+    ref: FrameRef
+    path: str
+    index: int
+    time: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,13 @@ class Job:
     row: int | None = None
     fingerprint: Fingerprint | None = None  # of the file when taken
     payload: bytes | None = None  # a stream frame's message (no file to read)
+    file_index: int | None = None  # the frame's row in ``path`` when not ``ref.index``
+    image_time: float | None = None  # when the source knows it and the file does not
     attempt: int = 1
     stalls: int = 0
     last_size: int = -1
     again: bool = False  # offered anew (changed) while in flight: run once more after
 
     def task(self) -> FrameTask:
-        return FrameTask(self.path, self.output, self.ref.index)
+        index = self.ref.index if self.file_index is None else self.file_index
+        return FrameTask(self.path, self.output, index)

@@ -28,6 +28,7 @@ from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import FrameFinder
+from saxs_pipeline.pipeline.frames import FrameAt
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
@@ -371,6 +372,15 @@ class ImageQueue:
         matching the pattern, already on their way or done and unchanged are ignored.
         Returns the number taken."""
         return self._offer([os.path.abspath(os.fspath(p)) for p in paths], Why.EVENT)
+
+    def offer_frames(self, frames: list[FrameAt]) -> int:
+        """Offer frames a source located in their files (a Bluesky run's StreamDatum or
+        Datum documents); those the ledger has done or on their way are ignored. Returns
+        the number taken."""
+        with self._lock:
+            if self._state != "running" or self.taker is None:
+                return 0
+        return self.taker.offer_located(frames)
 
     def readdir(self, wait: bool = False, *, why: Why | None = None,
                 since: float | None = None) -> None:

@@ -84,8 +84,9 @@ class StackSink:
             if r.status != "ok" or r.curves is None:
                 continue
             fp = Fingerprint(*r.fingerprint) if r.fingerprint else None
+            when = r.image_time if r.image_time is not None else job.image_time
             job.row = self.writer.add(job.ref.source, curves_of(self.templates, r.curves),
-                                      r.image_time, r.processed_time, frame_index=job.ref.index,
+                                      when, r.processed_time, frame_index=job.ref.index,
                                       row=job.row, token=(job.ref, fp))
             with self._lock:
                 self._buffered[job.ref] = (job.row, fp, time.time())

@@ -14,7 +14,7 @@ from typing import Any
 
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import Found, FrameFinder
-from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan, fingerprint
+from saxs_pipeline.pipeline.frames import Fingerprint, FrameAt, FrameRef, FrameSpan, fingerprint
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, wanted
 from saxs_pipeline.pipeline.naming import OutputLayout
@@ -79,6 +79,14 @@ class Taker:
                          if not self.dispatcher.active(ref) and self.stack.buffered(ref) is None}
         return self._take(refs, Why.EVENT, payloads)
 
+    def offer_located(self, frames: list[FrameAt]) -> int:
+        """Frames whose file and row the source names (a Bluesky run): the ledger takes
+        each (stream, frame index) once; a frame done or on its way is ignored."""
+        at = {f.ref: f for f in frames
+              if not self.dispatcher.active(f.ref) and self.stack.buffered(f.ref) is None}
+        return self._take({ref: (f.path, None, None) for ref, f in at.items()}, Why.EVENT,
+                          located=at)
+
     def relist(self, done: list[tuple[Job, Any]]) -> int:
         """Take the frames of files whose frame 0, offered alone while they could not be
         counted, has been read (``done``: frames read): they can be counted now."""
@@ -114,7 +122,7 @@ class Taker:
         return sorted(paths)
 
     def _take(self, refs: Offered, why: Why, payloads: dict[FrameRef, bytes] | None = None,
-              since: float | None = None) -> int:
+              since: float | None = None, located: dict[FrameRef, FrameAt] | None = None) -> int:
         known = self.ledger.lookup(refs)
         takes = [Take(ref, fp, self.layout.output(ref)) for ref, (_, fp, _) in refs.items()
                  if wanted(known.get(ref), fp, why, self.overwrite, since)]
@@ -127,9 +135,12 @@ class Taker:
                 continue
             entry = known.get(t.ref)
             row = entry.row if entry is not None and entry.row is not None else buffered
+            at = located.get(t.ref) if located else None
             jobs.append(Job(t.ref, path, str(self.layout.basename(t.ref)), row=row,
                             fingerprint=t.fingerprint,
-                            payload=payloads.get(t.ref) if payloads else None))
+                            payload=payloads.get(t.ref) if payloads else None,
+                            file_index=at.index if at else None,
+                            image_time=at.time if at else None))
         self.dispatcher.put(jobs)
         with self._lock:
             self.accepted += len(jobs)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,9 +95,16 @@ def create_stack(path: PathLike, calibration: dict[str, Any], specs: Sequence[Cu
                  block_rows: int, *, overwrite: bool,
                  definitions: Mapping[str, str] | None = None) -> zarr.Group:
     """A new, empty stack (0 rows) for these curve families; ``definitions`` (array name
-    -> formula) become the ``definition`` attributes of I, poisson and std."""
+    -> formula) become the ``definition`` attributes of I, poisson and std. Built beside
+    ``path`` and renamed into place: a process killed meanwhile leaves no half stack (one
+    that could not be continued), only a hidden folder the next creation removes."""
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"curve stack {final} exists")
+    building = final.with_name(f".{final.name}.creating")
+    shutil.rmtree(building, ignore_errors=True)
     root = zarr.open_group(
-        path, mode="w" if overwrite else "w-", zarr_format=3,
+        building, mode="w", zarr_format=3,
         attributes={"format": FORMAT, "calibration": calibration,
                     "curve_keys": [s.key for s in specs], "n_valid": 0},
     )
@@ -107,7 +116,10 @@ def create_stack(path: PathLike, calibration: dict[str, Any], specs: Sequence[Cu
                     "long_name": name.replace("_", " ")}, block_rows)
     for spec in specs:
         _curve_group(root, spec, block_rows, definitions or {})
-    return root
+    if final.exists():  # overwrite
+        shutil.rmtree(final)
+    os.rename(building, final)
+    return zarr.open_group(final, mode="r+", use_consolidated=False)
 
 
 def stack_compatible(path: PathLike, curves: Sequence[CurveSpec]) -> bool:

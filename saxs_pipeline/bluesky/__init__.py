@@ -1,0 +1,2 @@
+"""The Bluesky source: a RunEngine's documents in, one reduced run per Bluesky run
+(``saxsdog --bluesky``)."""

@@ -1,0 +1,1 @@
+"""Tiled: reduced runs published to a Tiled server, and curve stacks served by one."""
