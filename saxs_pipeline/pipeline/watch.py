@@ -1,6 +1,6 @@
 """Watch a directory tree for new frames and report complete ones, in batches.
 
-* **inotify** (default on Linux; :mod:`saxs_pipeline.pipeline.inotify`): one thread reads
+* **inotify** (default on Linux, through the ``inotify_simple`` binding): one thread reads
   the kernel's events a batch at a time. A frame written in place is complete at its
   close-write (after its last byte), one renamed into the tree -- from inside or from
   outside it -- at its arrival (a rename is atomic). A file that only appears as created
@@ -33,10 +33,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from saxs_pipeline.pipeline import inotify
 from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import matches
-from saxs_pipeline.pipeline.inotify import flags
+
+try:  # Linux only; elsewhere the watcher polls
+    from inotify_simple import Event as InotifyEvent
+    from inotify_simple import INotify, flags
+except ImportError:  # pragma: no cover - not Linux
+    INotify = None
 
 __all__ = ["FrameWatcher", "Report"]
 
@@ -81,7 +85,7 @@ class FrameWatcher:
             raise FileNotFoundError(f"watch directory {self.directory} does not exist")
         self.report = report
         self.pattern = pattern
-        self.poll = poll or not inotify.available()
+        self.poll = poll or INotify is None
         self.poll_interval = poll_interval
         self.check_interval = check_interval
         self.stable_time = stable_time
@@ -93,7 +97,7 @@ class FrameWatcher:
         self._thread: threading.Thread | None = None
         self._observer = None  # watchdog's, when polling
         self._candidates: queue.Queue[tuple[str, str]] = queue.Queue()  # from the observer
-        self._ino: inotify.Inotify | None = None
+        self._ino: INotify | None = None
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory
         self._warned_watches = False
 
@@ -106,7 +110,7 @@ class FrameWatcher:
             self._start_polling()
             target = self._run_polling
         else:
-            self._ino = inotify.Inotify()
+            self._ino = INotify(nonblocking=True)
             self._add_tree(self.directory, scan=False)
             target = self._run_inotify
         self._thread = threading.Thread(target=target, name="saxs-watch", daemon=True)
@@ -171,7 +175,7 @@ class FrameWatcher:
             next_check = time.monotonic() + self.check_interval
             while not self._stop.is_set():
                 try:
-                    events = self._ino.read(self.check_interval)
+                    events = self._ino.read(timeout=int(self.check_interval * 1000))
                     complete = self._handle(events) if events else []
                     if self._tracked and time.monotonic() >= next_check:
                         next_check = time.monotonic() + self.check_interval
@@ -182,7 +186,7 @@ class FrameWatcher:
                     log.exception("watching %s failed for a batch of events", self.directory)
                     self._stop.wait(self.check_interval)
 
-    def _handle(self, events: list[inotify.Event]) -> list[str]:
+    def _handle(self, events: list[InotifyEvent]) -> list[str]:
         complete: list[str] = []
         for ev in events:
             if ev.mask & flags.Q_OVERFLOW:
@@ -218,7 +222,7 @@ class FrameWatcher:
         for root, dirs, files in os.walk(top):
             dirs[:] = [d for d in dirs if not _skipped(d)]
             try:
-                self._dirs[self._ino.add(root, _MASK)] = root
+                self._dirs[self._ino.add_watch(root, _MASK)] = root
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue  # gone again (or replaced by a file) before it was watched
@@ -239,7 +243,7 @@ class FrameWatcher:
         prefix = top + os.sep
         for wd, path in list(self._dirs.items()):
             if path == top or path.startswith(prefix):
-                self._ino.remove(wd)
+                self._ino.rm_watch(wd)
                 del self._dirs[wd]
 
     # -- polling ---------------------------------------------------------------------------
