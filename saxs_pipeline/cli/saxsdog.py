@@ -232,6 +232,13 @@ def run(opts: Options) -> int:
         return run_bluesky(opts, _linked)
     if opts.tiled:
         raise StartupError("--tiled publishes the runs of --bluesky")
+    if opts.stream and not opts.directory.exists():
+        # a stream's DIRECTORY is only its outputs folder (saxsdog_options._relpath)
+        try:
+            opts.directory.mkdir(parents=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the outputs folder {opts.directory}: "
+                               f"{exc.strerror or exc}") from None
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")

@@ -230,7 +230,7 @@ class ImageQueue:
         self.live.start()
         if self.resume:  # what the ledger has pending, even where no walk finds it again
             self._offer(self.taker.pending_paths(), Why.RESUME)
-        if self.watch:
+        if self.watch and not self.stream:  # a stream's directory holds only its outputs
             self.sources.add(WatchSource(self.directory, self.pattern, self._offer,
                                          poll=self.poll, stable_time=self.stable_time).start())
         if self.stream:
