@@ -219,7 +219,7 @@ class ImageQueue:
                                      self._stats_event)
         self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
                            self._stack, self._failures, overwrite=self._cal.overwrite_files,
-                           stream=self.stream)
+                           stream=self.stream, clock=self.status.clock)
         self._sinks = [self._stack, self.history_sink, self.live, NonfiniteSink(self.queue_id)]
         if self._cal.live_filelisting:
             self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
