@@ -34,7 +34,9 @@ def run(tmp: Path, sim_args: list[str], n: int, *dog_args: str):
     sim = spawn([str(BIN / "saxs-stream-sim"), "--bind", url, "--demo", str(n), "--shape",
                  *map(str, SHAPE), *sim_args], tmp / "sim.log")
     try:
-        assert sim.wait(120) == 0, (tmp / "sim.log").read_text()
+        # the simulator prepares every message first: 2000 demo frames take 50 s (the
+        # model's profile costs 23 ms a frame at any shape), more on a loaded machine
+        assert sim.wait(200) == 0, (tmp / "sim.log").read_text()
         assert dog.wait(120) in (0, 1), (tmp / "saxsdog.log").read_text()
     finally:
         stop([sim, dog])
@@ -44,6 +46,7 @@ def run(tmp: Path, sim_args: list[str], n: int, *dog_args: str):
     return dog.returncode, (tmp / "saxsdog.log").read_text(), out / "out.zarr"
 
 
+@pytest.mark.timeout(300)
 def test_2000_frames_at_200_per_second_each_once(tmp_path) -> None:
     t = time.monotonic()
     code, log, stack = run(tmp_path, ["--rate", "250"], 2000)
@@ -61,7 +64,7 @@ def test_2000_frames_at_200_per_second_each_once(tmp_path) -> None:
         want = engine.integrate(frame, invalid=2**32 - 1)[0].mean
         np.testing.assert_allclose(st["curves"]["R0"]["I"][rows[i]], want, rtol=1e-6,
                                    equal_nan=True)
-    assert time.monotonic() - t < 120
+    assert time.monotonic() - t < 240
 
 
 def test_a_dropped_image_is_reported(tmp_path) -> None:
