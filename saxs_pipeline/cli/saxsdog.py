@@ -177,6 +177,8 @@ def _make_queue(opts: Options, link: Any) -> Any:
             stream=opts.stream, stream_series=None if opts.watch else 1,
             stream_idle=opts.stream_idle, stream_max_images=opts.stream_max_images,
             nxcansas=opts.nxcansas, data_roots=opts.allow_data_root,
+            # a stream's live file list stays in its outputs folder too (not ../results)
+            filelist_base=opts.directory if opts.stream else None,
         )
         queue.prepare()
     return queue
