@@ -297,7 +297,8 @@ class QueueHost:
             return
         if state.get("state") != "running":
             return
-        from saxs_pipeline.pipeline.ledger import LedgerError, Why, read_manifest
+        from saxs_pipeline.pipeline.ledger import Why, read_manifest
+        from saxs_pipeline.pipeline.ledgerdb import LedgerError
 
         try:
             _, manifest = read_manifest(state["ledger"])
