@@ -72,7 +72,7 @@ class Intake:
         self.taker = taker
         if resume:
             self.offer(taker.pending_paths(), Why.RESUME)
-        if watch is not None:
+        if watch is not None and stream is None:  # a stream's directory holds only its outputs
             self.sources.add(WatchSource(self.directory, self.pattern, self.offer,
                                          poll=watch.poll, stable_time=watch.stable_time).start())
         if stream is None:

@@ -190,7 +190,8 @@ class ImageQueue:
         taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
                       self.outlets.stack, self.outlets.failures,
                       overwrite=self._cal.overwrite_files,
-                      stream=self.stream.url if self.stream else None)
+                      stream=self.stream.url if self.stream else None,
+                      clock=self.status.clock)
         self.status.taker, self.status.failures = taker, self.outlets.failures
         self.status.started()
         self.dispatcher.start()
