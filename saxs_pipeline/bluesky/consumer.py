@@ -21,12 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.bluesky.actions import Closed, Filled, Located, Opened, Resourced
 from saxs_pipeline.bluesky.documents import AD_DATASET, RunStart, what
+from saxs_pipeline.bluesky.geometry import (
+    GeometryError,
+    GeometryOptions,
+    RunCalibration,
+    run_calibration,
+)
 from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import RunTracker
 from saxs_pipeline.bluesky.spool import spool
@@ -42,13 +49,17 @@ log = logging.getLogger(__name__)
 class ConsumerOptions:
     address: str  # the proxy's out address, tcp://host:port
     work: Path  # where each run's folder goes
-    calibration: Path | None = None  # for runs whose start names none
+    # for runs whose start names none: a file, or a dict with its masks in ``attachments``
+    calibration: Path | Mapping[str, Any] | None = None
     field: str | None = None  # the image field (None: the first 2-D one)
     idle: float = 120.0  # s without a document after which a run without stop is closed
     write_chi: bool = True
     batch_size: int = 32
     close_timeout: float | None = None  # s a finishing run may take (None: as long as needed)
     data_roots: tuple[Path, ...] = ()  # where HDF5 links may lead besides the frames' folder
+    attachments: tuple[Mapping[str, Any], ...] | None = None  # the masks of a dict calibration
+    calibrations: Path | None = None  # the folder of calibrations named by id
+    overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
 
 
 class _Reduction:
@@ -68,6 +79,8 @@ class BlueskyConsumer:
                  publisher: TiledPublisher | None = None) -> None:
         self.link, self.options, self.publisher = link, options, publisher
         self.tracker = RunTracker(options.field, options.idle)
+        self.geometry = GeometryOptions(options.calibration, options.attachments,
+                                        options.calibrations, options.overrides)
         self.receiver: BlueskyReceiver | None = None
         self.runs: dict[str, _Reduction] = {}
         self.ignored: set[str] = set()  # runs that cannot be reduced (reported once)
@@ -208,9 +221,12 @@ class BlueskyConsumer:
         record.closed = None
         record.save()
         self.runs[start.uid] = _Reduction(record)
-        log.info("run %s (%s): frames of %s in stream %s, %dx%d; reduced into %s",
-                 start.uid, start.name, action.stream.field, action.stream.stream,
-                 *action.stream.shape, folder)
+        log.info("run %s (%s): frames of %s in stream %s, %dx%d; reduced into %s with "
+                 "calibration %s", start.uid, start.name, action.stream.field,
+                 action.stream.stream, *action.stream.shape, folder, calibration.source)
+        if calibration.override:
+            log.info("run %s (%s): geometry from its start metadata: %s", start.uid, start.name,
+                     calibration.override)
 
     def _settle(self, uid: str) -> None:
         """Wait (bounded) for an earlier queue of run ``uid`` to finish closing: one
@@ -222,35 +238,28 @@ class BlueskyConsumer:
             time.sleep(0.05)
         self._reap()
 
-    def _calibration(self, start: RunStart) -> Path | None:
-        named = start.calibration
-        path = Path(named) if named else self.options.calibration
-        if path is None:
-            log.error("run %s (%s): no calibration (the start document has no "
-                      "saxs_calibration and none was given with -c); not reduced",
-                      start.uid, start.name)
+    def _calibration(self, start: RunStart) -> RunCalibration | None:
+        try:
+            return run_calibration(start, self.geometry)
+        except GeometryError as exc:
+            log.error("run %s (%s): %s; not reduced", start.uid, start.name, exc)
             return None
-        if not path.is_file():
-            log.error("run %s (%s): calibration %s does not exist; not reduced", start.uid,
-                      start.name, path)
-            return None
-        return path
 
     @staticmethod
-    def _fits(start: RunStart, calibration: Path, shape: tuple[int, int]) -> bool:
+    def _fits(start: RunStart, calibration: RunCalibration, shape: tuple[int, int]) -> bool:
         """Whether the run's frames are the calibration's size (checked before any
         frame is read)."""
-        from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+        from saxs_pipeline.config.calibration import CalibrationError
 
         try:
-            expected = load_calibration(calibration).geometry.image_shape
+            expected = calibration.parsed().geometry.image_shape
         except CalibrationError as exc:
             log.error("run %s (%s): calibration %s: %s; not reduced", start.uid, start.name,
-                      calibration, exc)
+                      calibration.source, exc)
             return False
         if tuple(expected) != tuple(shape):
             log.error("run %s (%s): frames of %dx%d, but Imagesize of %s is %s; not reduced",
-                      start.uid, start.name, *shape, calibration, list(expected))
+                      start.uid, start.name, *shape, calibration.source, list(expected))
             return False
         return True
 
@@ -270,20 +279,24 @@ class BlueskyConsumer:
         folder = red.record.folder
         # the detector's folder: its files are read, and links in them may lead there
         roots = [Path(path).parent, *self.options.data_roots]
-        queue = ImageQueue(self.link, calibration, folder, relpath=".",
+        queue = ImageQueue(self.link, calibration.calibration, folder, relpath=".",
+                           attachments=calibration.attachments,
                            zarr_path=folder / f"{start.name}.zarr", dataset=dataset,
                            write_chi=self.options.write_chi, batch_size=self.options.batch_size,
                            queue_id=start.name, data_roots=roots)
         queue.start()
         red.queue, red.dataset = queue, dataset
         if self.publisher is not None:
-            self.publisher.add(Publication(start.uid, queue.zarr_path, self._tiled_start(start)))
+            self.publisher.add(Publication(start.uid, queue.zarr_path,
+                                           self._tiled_start(start, calibration)))
         return queue
 
     @staticmethod
-    def _tiled_start(start: RunStart) -> dict[str, Any]:
+    def _tiled_start(start: RunStart, calibration: RunCalibration) -> dict[str, Any]:
+        extra = {"geometry_override": calibration.override} if calibration.override else {}
         return {"scan_id": start.scan_id, "raw_time": start.time, "name": start.name,
-                "saxs_calibration": start.calibration}
+                "saxs_calibration": start.calibration, "calibration": calibration.source,
+                **extra}
 
     def _close(self, red: _Reduction, action: Closed) -> None:
         start = red.record.start
