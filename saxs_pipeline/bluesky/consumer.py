@@ -90,6 +90,8 @@ class BlueskyConsumer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="saxs-bluesky", daemon=True)
         self._first = True
+        self._closing = threading.Lock()
+        self.latest_queue: Any = None  # the queue of the run that began last
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -110,29 +112,57 @@ class BlueskyConsumer:
                  self.options.address, self.options.work)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = 10.0, *, abort: bool = False) -> None:
         """Stop receiving; runs in progress stay open in their records (a restarted
-        consumer takes them up), what is not integrated stays pending in their ledgers."""
+        consumer takes them up), what is not integrated stays pending in their ledgers.
+        The runs' queued frames finish within ``timeout``, or are dropped with ``abort``."""
         self._stop.set()
-        if self.receiver is not None:
-            self.receiver.stop()
-        self._thread.join(timeout)
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         for red in [*self.runs.values(), *self.closing]:
-            if red.queue is not None and not red.queue.closed:
+            if red.queue is None or red.queue.closed or red.queue.aborted:
+                continue
+            if abort:
+                red.queue.abort()
+            else:
                 red.queue.close(timeout=timeout)
         self._reap()
-        if self.receiver is not None:
-            self.receiver.close()
+        with self._closing:  # an abort may cut a stop short from another thread: once
+            receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.close()
 
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def progress(self) -> list[dict[str, Any]]:
+        """Every run seen: the ended ones' reports, then those being reduced (frames so
+        far, and ``"how": None``). Read from other threads (the server's ``stat``)."""
+        active = []
+        for red in [*list(self.runs.values()), *list(self.closing)]:
+            start, q = red.record.start, red.queue
+            st = q.stats() if q is not None else {}
+            active.append({"uid": start.uid, "name": start.name, "how": red.ending,
+                        "state": "closing" if red.ending else "reducing",
+                        "frames": int(st.get("images processed", 0)),
+                        "failed": int(st.get("failed", 0)),
+                        "queue length": int(st.get("queue length", 0)),
+                        "stack": str(q.zarr_path) if q is not None else None})
+        # the ended ones read last: a run reaped meanwhile is listed once, as ended
+        out = [dict(r, state="reduced") for r in list(self.finished)]
+        ended = {r["uid"] for r in out}
+        return out + [r for r in active if r["uid"] not in ended]
+
     def _loop(self) -> None:
-        assert self.receiver is not None
+        receiver = self.receiver
+        assert receiver is not None
         while not self._stop.is_set():
             try:
-                got = self.receiver.receive(0.25)
+                got = receiver.receive(0.25)
             except DocumentError as exc:
                 self._reject(exc.kind, exc)
                 continue
@@ -286,6 +316,7 @@ class BlueskyConsumer:
                            queue_id=start.name, data_roots=roots)
         queue.start()
         red.queue, red.dataset = queue, dataset
+        self.latest_queue = queue
         if self.publisher is not None:
             self.publisher.add(Publication(start.uid, queue.zarr_path,
                                            self._tiled_start(start, calibration)))

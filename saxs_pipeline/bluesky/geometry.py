@@ -22,18 +22,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scipy.constants import c, e, h
-
-from saxs_pipeline.bluesky.documents import RunStart
+if TYPE_CHECKING:  # the server's command line reads the overrides without event-model
+    from saxs_pipeline.bluesky.documents import RunStart
 
 __all__ = ["GeometryError", "GeometryOptions", "RunCalibration", "parse_overrides",
            "run_calibration", "wavelength_a"]
 
 OVERRIDABLE = ("energy", "distance")  # keV, mm
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_HC_KEV_A = h * c / (1e3 * e) * 1e10  # keV·Å: 12.398...
 
 
 class GeometryError(ValueError):
@@ -42,7 +40,9 @@ class GeometryError(ValueError):
 
 def wavelength_a(energy_kev: float) -> float:
     """The X-ray wavelength in Å of photons of ``energy_kev``."""
-    return _HC_KEV_A / energy_kev
+    from scipy.constants import c, e, h
+
+    return h * c / (1e3 * e) * 1e10 / energy_kev  # hc = 12.398... keV·Å
 
 
 def parse_overrides(text: str | None) -> tuple[tuple[str, str], ...]:

@@ -36,7 +36,7 @@ __all__ = ["QueueHost"]
 log = logging.getLogger(__name__)
 
 _INT_STAT_KEYS = {"images processed", "queue length", "pics", "failed", "skipped", "workers",
-                  "workers joined", "workers left"}
+                  "workers joined", "workers left", "documents rejected"}
 
 
 def _default_queue_factory(*args: Any, **kwargs: Any) -> Any:
@@ -208,14 +208,31 @@ class QueueHost:
                 "IOError", f"directory {os.path.join(*cal.directory)!r} does not exist")
         return masks, directory
 
+    def _make_bluesky(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
+                      spec: dict[str, Any]) -> Any:
+        """A Bluesky source in the queue slot (see :mod:`saxs_pipeline.control.bluesky`)."""
+        try:
+            from saxs_pipeline.control.bluesky import BlueskyQueue
+        except ImportError as exc:
+            raise proto.RequestError("ValueError", f"a Bluesky source needs {exc.name}: pip "
+                                     "install 'saxs-pipeline[bluesky]' on the server") from None
+        self._count += 1
+        c = self.config
+        return BlueskyQueue(self.client, calibration, masks, c.outdir or directory, spec,
+                            f"{c.name}-{self._count}", calibrations=c.calibrations,
+                            overrides=c.bluesky_overrides, tiled=c.tiled,
+                            data_roots=c.queue_options.get("data_roots", ()))
+
     def cmd_new(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         calibration = request["argument"]["calibration"]
+        bluesky = request["argument"].get("bluesky")
         masks, directory = self._check_new(calibration, attachments)
         if self.stopping.is_set():
             raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
         # Built (operators, budget) before the running queue is touched: a calibration
         # that cannot run leaves the old queue running.
-        q = self._make_queue(calibration, directory, masks)
+        q = self._make_bluesky(calibration, directory, masks, bluesky) if bluesky else \
+            self._make_queue(calibration, directory, masks)
         with self.lifecycle:
             old = self.queue
             same_stack = old is not None and getattr(old, "zarr_path", None) == getattr(
@@ -231,7 +248,7 @@ class QueueHost:
             if self.stopping.is_set():  # shut down while this queue was being built
                 q.abort()
                 raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
-        if not (self.config.watch or self.config.feeder_url):
+        if not (self.config.watch or self.config.feeder_url or bluesky):
             log.warning("queue on %s takes frames only from readdir: this server neither "
                         "watches (-w) nor has a feeder (-f)", directory)
         log.info("new queue on %s", directory)
