@@ -323,11 +323,14 @@ class BlueskyConsumer:
         return queue
 
     @staticmethod
-    def _tiled_start(start: RunStart, calibration: RunCalibration) -> dict[str, Any]:
-        extra = {"geometry_override": calibration.override} if calibration.override else {}
+    def _tiled_start(start: RunStart, calibration: RunCalibration | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if calibration is not None:
+            extra["calibration"] = calibration.source
+            if calibration.override:
+                extra["geometry_override"] = calibration.override
         return {"scan_id": start.scan_id, "raw_time": start.time, "name": start.name,
-                "saxs_calibration": start.calibration, "calibration": calibration.source,
-                **extra}
+                "saxs_calibration": start.calibration, **extra}
 
     def _close(self, red: _Reduction, action: Closed) -> None:
         start = red.record.start
@@ -382,8 +385,12 @@ class BlueskyConsumer:
             except (OSError, ValueError, TypeError, KeyError):
                 continue  # open_records reports it
             stack = folder / f"{record.start.name}.zarr"
+            try:
+                calibration = run_calibration(record.start, self.geometry)
+            except GeometryError:
+                calibration = None  # reduced with it before; its stack holds it
             self.publisher.add(Publication(record.start.uid, stack,
-                                           self._tiled_start(record.start)))
+                                           self._tiled_start(record.start, calibration)))
             if record.closed is not None:
                 self.publisher.finish(record.start.uid, {"exit_status": "success",
                                                          "reason": record.closed,
