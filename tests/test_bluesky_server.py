@@ -204,3 +204,24 @@ def test_abort_mid_run_and_a_new_takes_the_run_up_every_frame_once(site: Site) -
     st = read_stack(Path(report["stack"]))
     assert st["n_valid"] == 60 and sorted(st["frame_index"].tolist()) == list(range(60))
     assert "was not finished by the last consumer: taken up" in site.log.text()[mark:]
+
+
+def test_the_server_s_bluesky_options_are_checked(tmp_path: Path) -> None:
+    from saxs_pipeline.cli.server import build_parser, config_from_args
+    from saxs_pipeline.control.netconf import NetEntry, write_network
+
+    net = write_network(tmp_path / "net", [NetEntry(server="tcp://127.0.0.1:0", secret=SECRET)])
+
+    def config(*extra: str) -> Any:
+        return config_from_args(build_parser().parse_args(["--config", str(net), *extra,
+                                                           str(tmp_path)]))
+
+    cfg = config("--bluesky-override", "energy=mono_energy,distance", "--calibrations",
+                 str(tmp_path), "--tiled", "http://127.0.0.1:8000")
+    assert cfg.bluesky_overrides == (("energy", "mono_energy"), ("distance", "distance"))
+    assert cfg.calibrations == tmp_path and cfg.tiled == "http://127.0.0.1:8000"
+    assert config().bluesky_overrides == ()  # never unless asked
+    with pytest.raises(ValueError, match="'wavelength' cannot be overridden"):
+        config("--bluesky-override", "wavelength=lam")
+    with pytest.raises(ValueError, match="--calibrations .*nowhere: not a directory"):
+        config("--calibrations", str(tmp_path / "nowhere"))

@@ -7,7 +7,8 @@ of its own -- its folder ``<work>/<scan…>-<uid…>/`` holds the ``.chi`` files
 stack, its ledger (frames keyed by stream and frame index: each reduced once) and the
 run's record -- fed with the frames' locations; the workers read the HDF5 rows
 themselves. With a :class:`~saxs_pipeline.tiled.publisher.TiledPublisher` each stack is
-published to Tiled as it grows.
+published to Tiled as it grows. Which calibration a run is reduced with, and what its
+start metadata may override, is :mod:`saxs_pipeline.bluesky.geometry`'s.
 
 A document that cannot be used is reported in one error line naming it, and the consumer
 goes on. At start the runs a previous consumer left unfinished are taken up from their
@@ -140,18 +141,19 @@ class BlueskyConsumer:
         return self._thread.is_alive()
 
     def progress(self) -> list[dict[str, Any]]:
-        """Every run seen: the ended ones' reports, then those being reduced (frames so
-        far, and ``"how": None``). Read from other threads (the server's ``stat``)."""
+        """Every run seen: the ended ones' reports (``state`` "reduced"), then those
+        being reduced or closing, with their frames so far. Read from other threads (the
+        server's ``stat``)."""
         active = []
         for red in [*list(self.runs.values()), *list(self.closing)]:
             start, q = red.record.start, red.queue
             st = q.stats() if q is not None else {}
             active.append({"uid": start.uid, "name": start.name, "how": red.ending,
-                        "state": "closing" if red.ending else "reducing",
-                        "frames": int(st.get("images processed", 0)),
-                        "failed": int(st.get("failed", 0)),
-                        "queue length": int(st.get("queue length", 0)),
-                        "stack": str(q.zarr_path) if q is not None else None})
+                           "state": "closing" if red.ending else "reducing",
+                           "frames": int(st.get("images processed", 0)),
+                           "failed": int(st.get("failed", 0)),
+                           "queue length": int(st.get("queue length", 0)),
+                           "stack": str(q.zarr_path) if q is not None else None})
         # the ended ones read last: a run reaped meanwhile is listed once, as ended
         out = [dict(r, state="reduced") for r in list(self.finished)]
         ended = {r["uid"] for r in out}
