@@ -141,7 +141,46 @@ def test_an_unknown_id_or_missing_metadata_is_reported_and_the_consumer_goes_on(
                                   "overrides": parse_overrides("energy=mono_energy")})
     assert f"run {uids[0]}" in caplog.text
     assert f"calibration id 'nosuch' is not in {library} (known: far); not reduced" in caplog.text
-    assert "energy is taken from the start's 'mono_energy', which it lacks; not reduced" in \
-        caplog.text
+    assert "energy is taken from the start's 'mono_energy', which is missing or not a " \
+        "number; not reduced" in caplog.text
     assert [r["uid"] for r in finished] == [uids[2]] and finished[0]["failed"] == 0
     assert len(list((tmp_path / "work").glob("*/*.zarr"))) == 1
+
+
+def _start(**md: Any) -> Any:
+    from saxs_pipeline.bluesky.documents import run_start
+
+    return run_start({"uid": "u-1", "time": 1.0, "scan_id": 1, **md})
+
+
+def test_what_names_a_calibration(setup: Any, library: Path) -> None:
+    from saxs_pipeline.bluesky.geometry import GeometryError, GeometryOptions, run_calibration
+
+    options = GeometryOptions(setup.calibration, library=library)
+    assert run_calibration(_start(), options).calibration == setup.calibration
+    assert run_calibration(_start(saxs_calibration="far"), options).calibration == \
+        library / "far.json"
+    by_path = run_calibration(_start(saxs_calibration=str(setup.calibration)), options)
+    assert by_path.calibration == setup.calibration  # "/" or ".json": a path
+    for value, message in [("far.json", "calibration far.json does not exist"),
+                           ("a b", "'a b' is neither a path nor a calibration id"),
+                           ("near", "calibration id 'near' is not in")]:
+        with pytest.raises(GeometryError, match=message):
+            run_calibration(_start(saxs_calibration=value), options)
+    with pytest.raises(GeometryError, match="no calibration folder was given"):
+        run_calibration(_start(saxs_calibration="far"), GeometryOptions(setup.calibration))
+    overrides = GeometryOptions(setup.calibration, overrides=parse_overrides("energy=E"))
+    for value in (0, -8.0):
+        with pytest.raises(GeometryError, match=r"the start's 'E' = .*: the energy in keV "
+                           "must be > 0"):
+            run_calibration(_start(E=value), overrides)
+    for value in (True, "15 keV"):
+        with pytest.raises(GeometryError, match="'E', which is missing or not a number"):
+            run_calibration(_start(E=value), overrides)
+
+
+def test_overrides_are_parsed() -> None:
+    assert parse_overrides(None) == ()
+    assert parse_overrides("energy, distance=z") == (("energy", "energy"), ("distance", "z"))
+    with pytest.raises(ValueError, match="'wavelength' cannot be overridden"):
+        parse_overrides("wavelength")

@@ -112,12 +112,13 @@ def _named(start: RunStart, options: GeometryOptions) -> tuple[Path | Mapping[st
 
 
 def _metadata_value(start: RunStart, key: str, what: str, unit: str) -> float:
-    value = start.metadata.get(key)
+    value = start.metadata.get(key)  # the start's numbers only
     if value is None:
-        raise GeometryError(f"{what} is taken from the start's {key!r}, which it lacks")
-    if isinstance(value, bool) or not isinstance(value, int | float) or \
-            not math.isfinite(value) or value <= 0:
-        raise GeometryError(f"the start's {key!r} = {value!r} is not a {what} in {unit} (> 0)")
+        raise GeometryError(f"the {what} is taken from the start's {key!r}, which is missing "
+                            "or not a number")
+    if not math.isfinite(value) or value <= 0:
+        raise GeometryError(f"the start's {key!r} = {value!r}: the {what} in {unit} must be "
+                            "> 0")
     return float(value)
 
 
