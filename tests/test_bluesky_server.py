@@ -25,6 +25,7 @@ from bluesky.plans import count  # noqa: E402
 from blueskydet import DATASET, make_detector  # noqa: E402
 from bsprocs import proxy  # noqa: E402
 from test_control_e2e import Env, start_server  # noqa: E402
+from test_faults_server import kill_tree  # noqa: E402
 from test_server import SECRET, calibration, checked, wait_until  # noqa: E402
 
 from saxs_pipeline.bluesky.wire import pack  # noqa: E402
@@ -61,15 +62,16 @@ class Site:
         self.engine(count([self.detector], num=n, delay=delay), send, **md)
         return uid[0]
 
-    def hears(self, mark: int) -> None:
+    def hears(self, mark: int, server: Any = None) -> None:
         """Until the server's consumer hears the proxy: 0MQ subscribers join late and
         documents sent before are lost. Probed with stop documents of no run."""
+        server = server or self.log
         deadline = time.monotonic() + 120
         for k in range(100_000):
-            if "documents arrive" in self.log.text()[mark:]:
+            if "documents arrive" in server.text()[mark:]:
                 return
-            assert time.monotonic() < deadline and self.log.popen.poll() is None, \
-                self.log.text()[-3000:]
+            assert time.monotonic() < deadline and server.popen.poll() is None, \
+                server.text()[-3000:]
             self.publisher("stop", {"uid": f"probe-{k}", "time": time.time(),
                                     "run_start": f"probe-{k}", "exit_status": "success"})
             time.sleep(0.1)
@@ -225,3 +227,45 @@ def test_the_server_s_bluesky_options_are_checked(tmp_path: Path) -> None:
         config("--bluesky-override", "wavelength=lam")
     with pytest.raises(ValueError, match="--calibrations .*nowhere: not a directory"):
         config("--calibrations", str(tmp_path / "nowhere"))
+
+
+def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
+        site: Site, tmp_path: Path) -> None:
+    env = Env(tmp_path)  # a server of its own: this one is SIGKILLed
+    (env.base / "runs").mkdir()
+    server, url = start_server(env.root, env.base, env.env)
+    restarted: list[tuple[Any, str]] = []
+    try:
+        with LeashClient(url, SECRET, timeout=120, retries=1) as client:
+            reply = client.request("new", {"calibration": calibration(["runs"]), "bluesky": {
+                "address": site.proxy_out, "idle": 5.0}},
+                [encode_attachment(env.mask, filename="mask0.msk")])
+            assert reply["result"] == "new queue", reply
+        site.hears(0, server)
+
+        def kill_and_restart() -> None:  # the RunEngine runs in the test's main thread
+            with LeashClient(url, SECRET, timeout=120, retries=1) as client:
+                assert wait_until(lambda: any(r["frames"] >= 10 for r in _runs(client)),
+                                  120, 0.1)
+            kill_tree(server)
+            restarted.append(start_server(env.root, env.base, env.env))
+
+        side = threading.Thread(target=kill_and_restart, daemon=True)
+        side.start()
+        uid = site.run(60, delay=0.1)
+        side.join(150)
+        assert restarted, "the server was not killed and started again"
+        again, url = restarted[0]
+        assert wait_until(lambda: "took up Bluesky queue" in again.text(), 60), again.text()
+        with LeashClient(url, SECRET, timeout=120, retries=1) as client:
+            # documents sent while no server listened are lost: the frames come from the
+            # file the run's record names, and silence (5 s) or its stop closes the run
+            report = _reduced(client, uid, None)
+        st = read_stack(Path(report["stack"]))
+        assert st["n_valid"] == 60 and sorted(st["frame_index"].tolist()) == list(range(60))
+    finally:
+        if server.popen.poll() is None:
+            kill_tree(server)
+        for proc, _ in restarted:
+            assert proc.stop() == 0, proc.text()[-3000:]
+            assert "Traceback" not in proc.text(), proc.text()

@@ -13,7 +13,8 @@ start metadata set energy and distance.
 the runs, ``plot``/``get``/``failures``/``fileslist`` show the latest run, ``close``
 stops receiving and lets the runs' queued frames finish, ``abort`` drops them, and a
 following ``new`` aborts it like any queue. Runs still in progress stay open in their
-records: the next Bluesky ``new`` on the same folder takes them up.
+records: the next Bluesky ``new`` on the same folder takes them up, and so does the
+server restarted after a crash, which subscribes again as the recorded ``new`` did.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class BlueskyQueue:
     ``tiled`` and the queue options (``data_roots``)."""
 
     zarr_path = None  # one stack per run: no stack of its own to lock
-    store = None  # not recorded for a restart: the next Bluesky "new" takes its runs up
+    store = None  # no ledger of its own: a restart is recorded by restart_record
     live = None
 
     def __init__(self, link: Any, calibration: dict[str, Any], attachments: list[dict],
@@ -64,6 +65,7 @@ class BlueskyQueue:
                  overrides: tuple[tuple[str, str], ...] = (), tiled: str | None = None,
                  data_roots: tuple[str, ...] = ()) -> None:
         address, field, idle = bluesky_options(spec)
+        self.spec = dict(spec)
         self.queue_id, self.directory = queue_id, work
         self.calibration_dict, self.attachments = calibration, attachments
         self.tiled = tiled
@@ -78,6 +80,12 @@ class BlueskyQueue:
         self._stopper: threading.Thread | None = None
         self._start_time = time.time()
         self._lock = threading.Lock()
+
+    def restart_record(self) -> dict[str, Any]:
+        """What a restarted server needs to subscribe again (its state file keeps it)."""
+        return {"bluesky": {"source": self.spec, "work": str(self.directory),
+                            "calibration": self.calibration_dict,
+                            "attachments": list(self.attachments)}}
 
     # -- life cycle ------------------------------------------------------------------------
 

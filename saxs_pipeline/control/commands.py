@@ -99,13 +99,17 @@ class QueueHost:
 
     def _save_state(self, q: Any, state: str) -> None:
         store = getattr(q, "store", None)
-        if store is None:
+        if store is not None:
+            record = {"ledger": str(store.ledger.path)}
+        elif hasattr(q, "restart_record"):  # a Bluesky queue: what its "new" was
+            record = q.restart_record()
+        else:
             return
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"ledger": str(store.ledger.path), "state": state,
-                                       "queue_id": q.queue_id, "time": time.time()}))
+            tmp.write_text(json.dumps({**record, "state": state, "queue_id": q.queue_id,
+                                       "time": time.time()}))
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.warning("cannot record the queue in %s: %s", self.state_file, exc)
@@ -209,7 +213,7 @@ class QueueHost:
         return masks, directory
 
     def _make_bluesky(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
-                      spec: dict[str, Any]) -> Any:
+                      spec: dict[str, Any], queue_id: str | None = None) -> Any:
         """A Bluesky source in the queue slot (see :mod:`saxs_pipeline.control.bluesky`)."""
         try:
             from saxs_pipeline.control.bluesky import BlueskyQueue
@@ -219,7 +223,7 @@ class QueueHost:
         self._count += 1
         c = self.config
         return BlueskyQueue(self.client, calibration, masks, c.outdir or directory, spec,
-                            f"{c.name}-{self._count}", calibrations=c.calibrations,
+                            queue_id or f"{c.name}-{self._count}", calibrations=c.calibrations,
                             overrides=c.bluesky_overrides, tiled=c.tiled,
                             data_roots=c.queue_options.get("data_roots", ()))
 
@@ -314,6 +318,9 @@ class QueueHost:
             return
         if state.get("state") != "running":
             return
+        if "bluesky" in state:
+            self._restore_bluesky(state)
+            return
         from saxs_pipeline.pipeline.ledger import LedgerError, Why, read_manifest
 
         try:
@@ -333,6 +340,24 @@ class QueueHost:
             return
         log.warning("took up queue %s on %s from its ledger %s", q.queue_id, directory,
                     state["ledger"])
+
+    def _restore_bluesky(self, state: dict[str, Any]) -> None:
+        """Subscribe again as the recorded Bluesky "new" did; the consumer takes up the
+        runs it left open from their records."""
+        try:
+            new = state["bluesky"]
+            work = confine(self.basedir, os.path.relpath(new["work"], self.basedir))
+            with self.lifecycle:
+                q = self._make_bluesky(new["calibration"], work, new["attachments"],
+                                       new["source"], queue_id=state.get("queue_id"))
+                q.start()
+                self.queue = q
+        except Exception as exc:  # a restart must come up even when the old queue cannot
+            log.error("could not take up the Bluesky queue recorded in %s: %s",
+                      self.state_file, exc)
+            return
+        log.warning("took up Bluesky queue %s from %s into %s", q.queue_id,
+                    new["source"]["address"], work)
 
     def close_queue(self, q: Any, timeout: float) -> None:
         """Let queued frames finish for a while, then stop (what is left stays pending in
