@@ -281,7 +281,7 @@ class BlueskyConsumer:
     def _fits(start: RunStart, calibration: RunCalibration, shape: tuple[int, int]) -> bool:
         """Whether the run's frames are the calibration's size (checked before any
         frame is read)."""
-        from saxs_pipeline.config.calibration import CalibrationError
+        from saxs_pipeline.config.calibschema import CalibrationError
 
         try:
             expected = calibration.parsed().geometry.image_shape

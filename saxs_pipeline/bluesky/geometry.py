@@ -140,7 +140,6 @@ def _absolute_files(raw: dict[str, Any], base: Path) -> None:
 def run_calibration(start: RunStart, options: GeometryOptions) -> RunCalibration:
     """The run's calibration, overrides applied; :class:`GeometryError` when there is none
     or the metadata the overrides need is missing or not a positive number."""
-    from saxs_pipeline.config.calibration import CalibrationError
     from saxs_pipeline.plugins.worker import load_payload
 
     cal, source = _named(start, options)
@@ -154,7 +153,7 @@ def run_calibration(start: RunStart, options: GeometryOptions) -> RunCalibration
         for what, key in options.overrides}
     try:
         raw, masks = load_payload(cal if isinstance(cal, Path) else dict(cal), attachments)
-    except (CalibrationError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a CalibrationError or MaskError is a ValueError
         raise GeometryError(f"calibration {source}: {exc}") from None
     raw = copy.deepcopy(raw)
     if isinstance(cal, Path):
