@@ -23,7 +23,7 @@ from bluesky import RunEngine  # noqa: E402
 from bluesky.callbacks.zmq import Publisher  # noqa: E402
 from bluesky.plans import count  # noqa: E402
 from blueskydet import DATASET, make_detector  # noqa: E402
-from bsprocs import proxy  # noqa: E402
+from bsprocs import Tiled, api_key, catalog_config, proxy  # noqa: E402
 from test_control_e2e import Env, start_server  # noqa: E402
 from test_faults_server import kill_tree  # noqa: E402
 from test_server import SECRET, calibration, checked, wait_until  # noqa: E402
@@ -269,3 +269,51 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
         for proc, _ in restarted:
             assert proc.stop() == 0, proc.text()[-3000:]
             assert "Traceback" not in proc.text(), proc.text()
+
+
+def test_runs_published_to_tiled_with_the_energy_of_their_start(site: Site,
+                                                                tmp_path: Path) -> None:
+    pytest.importorskip("tiled.server")
+    from saxs_pipeline.bluesky.geometry import wavelength_a
+    from saxs_pipeline.tiled.reducedrun import reduced_key
+
+    env = Env(tmp_path)
+    (env.base / "runs").mkdir()
+    tiled = Tiled(["config", str(catalog_config(tmp_path / "tiled", [tmp_path]))],
+                  tmp_path / "tiled.log", api_key())
+    server = None
+    try:
+        server, url = start_server(env.root, env.base, dict(env.env, TILED_API_KEY=tiled.key),
+                                   "--tiled", tiled.uri, "--bluesky-override", "energy=mono_energy")
+        att = encode_attachment(env.mask, filename="mask0.msk")
+        with LeashClient(url, SECRET, timeout=120, retries=1) as client:
+            reply = client.request("new", {"calibration": calibration(["runs"]),
+                                           "bluesky": {"address": site.proxy_out}}, [att])
+            assert reply["result"] == "new queue", reply
+            site.hears(0, server)
+            uid = site.run(4, mono_energy=15.0)
+            _reduced(client, uid, 4)
+        tc = tiled.client()
+
+        def published() -> bool:
+            key = reduced_key(uid)
+            return key in tc and tc[key].metadata["summary"]["n_committed"] == 4
+
+        assert wait_until(published, 60, 0.3), server.text()[-3000:]
+        red = tc[reduced_key(uid)]
+        start = red.metadata["start"]
+        assert start["geometry_override"]["Wavelength"] == {
+            "Calibration": 1.54, "EnergyKeV": 15.0, "FromMetadata": "mono_energy"}
+        assert start["calibration_source"] == "the server's calibration"
+        assert start["calibration"]["Wavelength"] == pytest.approx(wavelength_a(15.0), rel=1e-12)
+        # q = 4 pi sin(theta) / lambda, theta the geometry's: the calibration's q scaled by
+        # 1.54 A / lambda(15 keV); rtol 1e-6 holds the float32 q of the stack
+        q_cal = Integrator(calibration(["runs"]), [att], cache_dir=False).integrate(
+            np.zeros(SHAPE))[0].radial
+        np.testing.assert_allclose(red["R0"].read()["q"].values, q_cal * 1.54 / wavelength_a(15.0),
+                                   rtol=1e-6)
+    finally:
+        if server is not None:
+            assert server.stop() == 0, server.text()[-3000:]
+            assert "Traceback" not in server.text(), server.text()
+        tiled.stop()

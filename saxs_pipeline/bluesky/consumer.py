@@ -328,7 +328,7 @@ class BlueskyConsumer:
     def _tiled_start(start: RunStart, calibration: RunCalibration | None) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if calibration is not None:
-            extra["calibration"] = calibration.source
+            extra["calibration_source"] = calibration.source  # "calibration" is the dict
             if calibration.override:
                 extra["geometry_override"] = calibration.override
         return {"scan_id": start.scan_id, "raw_time": start.time, "name": start.name,
