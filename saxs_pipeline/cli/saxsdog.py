@@ -147,7 +147,7 @@ def _sigterm_as_interrupt() -> None:
 @contextlib.contextmanager
 def _starting() -> Iterator[None]:
     """Start-up failures as StartupError: the reason on the console, exit status 2."""
-    from saxs_pipeline.config.calibration import CalibrationError
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.config.masks import MaskError
     from saxs_pipeline.frames.source import ImageError
     from saxs_pipeline.pipeline.lock import StackLockedError
@@ -226,7 +226,8 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
 
 def run(opts: Options) -> int:
     """Run saxsdog with parsed options; returns the exit status."""
-    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.ops.budget import check_budget
 
     if opts.bluesky:
