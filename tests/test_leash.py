@@ -231,3 +231,19 @@ def test_a_stopped_server_is_told_within_3_s(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"no server at {url}" in proc.stderr
     assert took < 3.0, f"took {took:.1f} s: {proc.stderr}"
+
+
+def test_the_probe_tells_only_what_a_plain_connection_can() -> None:
+    import socket
+
+    from saxs_pipeline.control.client import probe_tcp
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert probe_tcp(f"tcp://127.0.0.1:{port}") is None  # something listens
+    assert probe_tcp(f"tcp://127.0.0.1:{port}") == "Connection refused"
+    # not a plain TCP address: left to ZeroMQ and the reply timeout
+    for url in ("ipc:///tmp/saxsdog", f"tcp://lo;127.0.0.1:{port}", "tcp://*:5"):
+        assert probe_tcp(url) is None

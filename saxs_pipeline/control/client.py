@@ -44,8 +44,8 @@ def probe_tcp(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
         return None
     host, _, port = url[len("tcp://"):].rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or host == "*":
-        return None
+    if not host or not port.isdigit() or host == "*" or ";" in host:
+        return None  # ";": ZeroMQ's source;destination form, not for a plain socket
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except TimeoutError:
