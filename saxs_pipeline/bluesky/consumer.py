@@ -240,7 +240,8 @@ class BlueskyConsumer:
     def _fits(start: RunStart, calibration: Path, shape: tuple[int, int]) -> bool:
         """Whether the run's frames are the calibration's size (checked before any
         frame is read)."""
-        from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+        from saxs_pipeline.config.calibration import load_calibration
+        from saxs_pipeline.config.calibschema import CalibrationError
 
         try:
             expected = load_calibration(calibration).geometry.image_shape

@@ -22,7 +22,8 @@ DEFAULT_CALIBRATION = Path("cal.json")
 
 def _default_calibration(opts: Options) -> tuple[Path | None, int]:
     """The calibration for runs whose start names none, and its Threads."""
-    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.ops.budget import check_budget
 
     if not opts.calibration.exists():

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import MaskError, encode_attachment
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.client import LeashClient, ServerUnavailable

@@ -80,8 +80,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="take only frames the run's ledger does not have as done (also after a crash)")
     a("-o", "--outdir", dest="out_dir", type=Path, default=None,
       help="write all outputs into OUTDIR, frame paths flattened into the file names")
-    a("-R", "--relpath", default=DEFAULT_RELPATH,
-      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH})")
+    a("-R", "--relpath", default=None,
+      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH}; with "
+      "--stream: the directory itself)")
     a("-i", "--inplace", action="store_true", help="write the outputs next to the images")
     a("-s", "--svg", action="store_true", help="also write an SVG plot per frame")
     a("-p", "--png", action="store_true", help="also write a PNG of every frame")
@@ -118,8 +119,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       "directory (repeatable); links elsewhere fail their frames")
     a("--stream", default=None, metavar="URL",
       help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
-      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
-      "outputs go (as for files)")
+      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is the outputs "
+      "folder (created if missing): DIRECTORY/<name>.zarr, its ledger, failures.log and "
+      "the .chi files under DIRECTORY/stream/")
     a("--nxcansas", action="store_true",
       help="at the end, also write the run's curves as NXcanSAS (<stack>.h5)")
     a("--nxcansas-layout", choices=("entries", "stack"), default="entries",
@@ -196,13 +198,25 @@ def _targets(paths: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
     return Path(os.path.commonpath([f.parent for f in files])), files
 
 
+def _relpath(ns: argparse.Namespace) -> str:
+    """The outputs folder relative to the run's directory: ``-i`` the directory itself,
+    ``-R`` as given, else ``../work`` beside a data folder. A stream's DIRECTORY holds no
+    frames, only what the run writes: it is the outputs folder itself (as each Bluesky
+    run's folder is), so ``saxsdog --stream URL streamed/`` writes into ``streamed/``."""
+    if ns.inplace:
+        return os.curdir
+    if ns.relpath is not None:
+        return str(ns.relpath)
+    return os.curdir if ns.stream else DEFAULT_RELPATH
+
+
 def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
                  files: tuple[Path, ...] = ()) -> Options:
     """The run's options from the parsed arguments, for ``directory`` (and ``files``)."""
     return Options(
         directory=directory, calibration=calibration, files=files, threads=ns.threads,
         plot=ns.plot, watch=ns.watch, resume=ns.resume, out_dir=ns.out_dir,
-        relpath=os.curdir if ns.inplace else ns.relpath, svg=ns.svg, png=ns.png,
+        relpath=_relpath(ns), svg=ns.svg, png=ns.png,
         profile=ns.profile, silent=ns.silent, no_walk=ns.no_walk, walk_thread=ns.walk_thread,
         scheduler=ns.scheduler, scheduler_file=ns.scheduler_file,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,

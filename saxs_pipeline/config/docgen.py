@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import schema
+from saxs_pipeline.config.calibschema import schema
 
 __all__ = ["CONSOLE_SCRIPTS", "calibration_reference", "cli_reference", "generate"]
 

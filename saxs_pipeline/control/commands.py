@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_bytes
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
@@ -297,7 +298,8 @@ class QueueHost:
             return
         if state.get("state") != "running":
             return
-        from saxs_pipeline.pipeline.ledger import LedgerError, Why, read_manifest
+        from saxs_pipeline.pipeline.ledger import Why, read_manifest
+        from saxs_pipeline.pipeline.ledgerdb import LedgerError
 
         try:
             _, manifest = read_manifest(state["ledger"])
