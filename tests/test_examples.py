@@ -308,3 +308,35 @@ def test_markers_are_checked() -> None:
                                                                    [9723], "console")
     with pytest.raises(MarkerError, match="unknown example directive"):
         parse("<!-- example: given everything -->\n```bash\ntrue\n```\n", "t.md")
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_module_paths_named_in_the_docs_exist() -> None:
+    # Modules move (split by responsibility); a page naming an old path would mislead.
+    named: set[str] = set()
+    files: set[str] = set()
+    for doc in documents():
+        text = doc.read_text()
+        named |= set(re.findall(r"saxs_pipeline(?:\.[A-Za-z_]\w*)+", text))
+        files |= set(re.findall(r"`((?:saxs_pipeline/)?[a-z]+/[a-z_]+\.py)`", text))
+    assert named, "no module path found: the pattern is wrong"
+    missing = sorted(n for n in named if not _resolves(n.rstrip(".")))
+    missing += sorted(f for f in files if not (ROOT / f).exists() and not (ROOT / "saxs_pipeline" / f).exists())
+    assert not missing, f"named in the docs but not in the package: {missing}"
