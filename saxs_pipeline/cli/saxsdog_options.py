@@ -63,6 +63,8 @@ class Options:
     bluesky: str | None = None  # a Bluesky 0MQ proxy's out address
     bluesky_field: str | None = None
     bluesky_idle: float = 120.0
+    bluesky_override: str | None = None  # "energy=KEY,distance=KEY" of the runs' starts
+    calibrations: Path | None = None  # the folder of calibrations runs name by id
     tiled: str | None = None
 
 
@@ -135,11 +137,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="reduce the runs of a Bluesky RunEngine: the documents from a bluesky-0MQ-proxy's "
       "out address, e.g. tcp://host:5578 (msgpack or JSON: Publisher(..., serializer="
       "saxs_pipeline.bluesky.wire.pack)); one folder and curve stack per run in DIRECTORY; "
-      "a run's calibration is its start's saxs_calibration, else -c")
+      "a run's calibration is its start's saxs_calibration (a path or an id of "
+      "--calibrations), else -c")
     a("--bluesky-field", default=None, metavar="NAME",
       help="the image field of the runs (default: the first field of 2 or more dimensions)")
     a("--bluesky-idle", type=float, default=120.0, metavar="SECONDS",
       help="a run without a document for this long and no stop document is closed (120)")
+    a("--calibrations", type=Path, default=None, metavar="DIR",
+      help="calibrations runs may name by id: saxs_calibration 'ID' is DIR/ID.json")
+    a("--bluesky-override", default=None, metavar="energy[=KEY],distance[=KEY]",
+      help="take the beam energy (keV) and the sample-detector distance (mm) from these "
+      "keys of each run's start metadata instead of the calibration's Wavelength and "
+      "distance (recorded as GeometryOverride in the run's calibration); default: never")
     a("--tiled", default=None, metavar="URL",
       help="publish each reduced run to this Tiled server as it goes (API key from "
       "TILED_API_KEY)")
@@ -227,7 +236,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
         allow_data_root=tuple(ns.allow_data_root),
         bluesky=ns.bluesky, bluesky_field=ns.bluesky_field, bluesky_idle=ns.bluesky_idle,
-        tiled=ns.tiled,
+        bluesky_override=ns.bluesky_override, calibrations=ns.calibrations, tiled=ns.tiled,
     )
 
 

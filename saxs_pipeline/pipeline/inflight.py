@@ -10,7 +10,6 @@ back into the line to be submitted again.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,6 @@ from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.line import WorkLine
 
 __all__ = ["Batch", "InFlight"]
-
-log = logging.getLogger(__name__)
 
 TaskKey = tuple[str, str, int]
 

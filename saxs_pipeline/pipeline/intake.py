@@ -7,7 +7,6 @@ while the queue takes no frames. A full disk met while offering stops the run
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from saxs_pipeline.pipeline.streamsource import StreamCounts, StreamSource
 from saxs_pipeline.pipeline.taker import Taker
 
 __all__ = ["Intake", "StreamOptions", "WatchOptions"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -120,16 +120,15 @@ class ImageQueue:
         self.plugins = RunPlugins(self.link, self.queue_id, p, self.with_std)
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
-        self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
-                                     lambda job, why: self.outlets.failed(job, why),
-                                     batch_size=batch_size, max_in_flight=max_in_flight,
-                                     retries=retries, retry_delay=retry_delay,
-                                     want_picture=lambda: self.outlets.picture_due())
         self.run = RunState()
         self.disk = DiskGuard(self.layout.root, self.zarr_path, self.abort, self.queue_id)
         self.intake = Intake(directory, pattern, self.run.taking, self.disk)
         self.outlets = Outlets(self.queue_id, self.link, self._templates, self._calibration,
                                self.disk, history_limit)
+        self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
+                                     self.outlets.failed, batch_size=batch_size,
+                                     max_in_flight=max_in_flight, retries=retries,
+                                     retry_delay=retry_delay, want_picture=self.outlets.picture_due)
         self.nxcansas = nxcansas  # layout of the NXcanSAS file written at the end, or None
         self.status = RunStatus(self.dispatcher, self.link, lambda: self.intake.finding)
 
