@@ -38,6 +38,7 @@ CONSOLE_SCRIPTS = {
 
 # Commands whose options live on subcommands: their pages include each subcommand's help.
 SUBCOMMANDS = {
+    "saxsdog": ["demo", "calibrate", "mask", "check", "cache"],
     "saxsleash": ["new", "stat", "plot", "plotdata", "close", "abort", "readdir", "get",
                   "listdir", "fileslist", "failures"],
     "saxs-absolute": ["water", "glassy-carbon"],
