@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,25 @@ def test_overrides_are_parsed() -> None:
     assert parse_overrides("energy, distance=z") == (("energy", "energy"), ("distance", "z"))
     with pytest.raises(ValueError, match="'wavelength' cannot be overridden"):
         parse_overrides("wavelength")
+
+
+def test_a_server_reads_only_calibrations_in_its_folders(setup: Any, library: Path,
+                                                          tmp_path: Path) -> None:
+    """A server's runs come from a proxy its ``new`` named: the files their starts name
+    must lie in its base directory or calibrations folder, symbolic links followed."""
+    from saxs_pipeline.bluesky.geometry import GeometryError, GeometryOptions, run_calibration
+
+    base = tmp_path / "base"
+    (base / "cals").mkdir(parents=True)
+    inside = base / "cals" / "near.json"
+    inside.write_text(setup.calibration.read_text())
+    (base / "link.json").symlink_to(setup.calibration)  # leads out of the base directory
+    options = GeometryOptions(setup.calibration, library=library, roots=(base, library))
+    assert run_calibration(_start(saxs_calibration="cals/near.json"), options).calibration \
+        == inside.resolve()  # relative: to the base directory
+    assert run_calibration(_start(saxs_calibration=str(library / "far.json")),
+                           options).calibration == (library / "far.json").resolve()
+    for value in (str(setup.calibration), "../" + setup.calibration.name, "link.json"):
+        with pytest.raises(GeometryError,
+                           match=re.escape(f"calibration {value} is outside {base} and")):
+            run_calibration(_start(saxs_calibration=value), options)

@@ -61,6 +61,7 @@ class ConsumerOptions:
     attachments: tuple[Mapping[str, Any], ...] | None = None  # the masks of a dict calibration
     calibrations: Path | None = None  # the folder of calibrations named by id
     overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
+    calibration_roots: tuple[Path, ...] | None = None  # where named files may lie (None: any)
 
 
 class _Reduction:
@@ -81,7 +82,8 @@ class BlueskyConsumer:
         self.link, self.options, self.publisher = link, options, publisher
         self.tracker = RunTracker(options.field, options.idle)
         self.geometry = GeometryOptions(options.calibration, options.attachments,
-                                        options.calibrations, options.overrides)
+                                        options.calibrations, options.overrides,
+                                        options.calibration_roots)
         self.receiver: BlueskyReceiver | None = None
         self.runs: dict[str, _Reduction] = {}
         self.ignored: set[str] = set()  # runs that cannot be reduced (reported once)

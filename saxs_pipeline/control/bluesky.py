@@ -52,8 +52,8 @@ def bluesky_options(spec: dict[str, Any]) -> tuple[str, str | None, float]:
 
 
 class BlueskyQueue:
-    """See the module doc. ``options`` is the server's: ``calibrations``, ``overrides``,
-    ``tiled`` and the queue options (``data_roots``)."""
+    """See the module doc. ``options`` is the server's: ``base`` (its base directory),
+    ``calibrations``, ``overrides``, ``tiled`` and the queue options (``data_roots``)."""
 
     zarr_path = None  # one stack per run: no stack of its own to lock
     store = None  # no ledger of its own: a restart is recorded by restart_record
@@ -61,7 +61,7 @@ class BlueskyQueue:
 
     def __init__(self, link: Any, calibration: dict[str, Any], attachments: list[dict],
                  work: Path, spec: dict[str, Any], queue_id: str, *,
-                 calibrations: Path | None = None,
+                 base: Path | None = None, calibrations: Path | None = None,
                  overrides: tuple[tuple[str, str], ...] = (), tiled: str | None = None,
                  data_roots: tuple[str, ...] = ()) -> None:
         address, field, idle = bluesky_options(spec)
@@ -73,7 +73,9 @@ class BlueskyQueue:
         self.options = ConsumerOptions(
             address, work, calibration, field, idle,
             data_roots=tuple(Path(r) for r in data_roots), attachments=tuple(attachments),
-            calibrations=calibrations, overrides=overrides)
+            calibrations=calibrations, overrides=overrides,
+            # the files runs name: in the base directory or the calibrations folder only
+            calibration_roots=tuple(r for r in (base, calibrations) if r is not None))
         self.link = link
         self.consumer: BlueskyConsumer | None = None
         self._ended: str | None = None  # "closed" / "aborted" once stopped

@@ -224,7 +224,8 @@ class QueueHost:
         self._count += 1
         c = self.config
         return BlueskyQueue(self.client, calibration, masks, c.outdir or directory, spec,
-                            queue_id or f"{c.name}-{self._count}", calibrations=c.calibrations,
+                            queue_id or f"{c.name}-{self._count}", base=self.basedir,
+                            calibrations=c.calibrations,
                             overrides=c.bluesky_overrides, tiled=c.tiled,
                             data_roots=c.queue_options.get("data_roots", ()))
 
