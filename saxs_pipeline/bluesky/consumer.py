@@ -94,6 +94,7 @@ class BlueskyConsumer:
         self._thread = threading.Thread(target=self._loop, name="saxs-bluesky", daemon=True)
         self._first = True
         self._closing = threading.Lock()
+        self._reaping = threading.Lock()
         self.latest_queue: Any = None  # the queue of the run that began last
 
     # -- life cycle ------------------------------------------------------------------------
@@ -360,8 +361,11 @@ class BlueskyConsumer:
         log.info("run %s ended (%s): no stream has %s; ignored", action.run, action.how, field)
 
     def _reap(self) -> None:
-        for red in [r for r in self.closing if r.queue.closed]:
-            self.closing.remove(red)
+        with self._reaping:  # the loop, a close's stop and an abort's stop may all reap
+            ended = [r for r in self.closing if r.queue.closed]
+            for red in ended:  # one by one: the loop may append meanwhile
+                self.closing.remove(red)
+        for red in ended:
             start, stats = red.record.start, red.queue.stats()
             red.record.save()  # closed only now: a consumer killed before takes it up again
             report = {"uid": start.uid, "name": start.name, "how": red.ending,
