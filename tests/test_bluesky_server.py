@@ -136,6 +136,19 @@ def test_a_bad_source_is_refused_naming_the_field(site: Site) -> None:
         assert checked(client.request("stat"))["result"] == "stat"  # still serving
 
 
+def test_an_idle_that_is_not_a_number_is_refused() -> None:
+    """Python's JSON reads NaN and Infinity, and the schema's "> 0" lets NaN by: a run
+    would never be closed for silence."""
+    from saxs_pipeline.control import protocol as proto
+    from saxs_pipeline.control.bluesky import bluesky_options
+
+    address = "tcp://127.0.0.1:5578"
+    assert bluesky_options({"address": address, "idle": 5}) == (address, None, 5.0)
+    for idle in (float("nan"), float("inf")):
+        with pytest.raises(proto.RequestError, match=r"\$\.argument\.bluesky\.idle: "):
+            bluesky_options({"address": address, "idle": idle})
+
+
 def test_new_reduces_runs_until_close(site: Site) -> None:
     env, mark = site.env, len(site.log.text())
     code, out, err = env.leash(site.url, "new", "--bluesky", site.proxy_out,

@@ -20,6 +20,7 @@ server restarted after a crash, which subscribes again as the recorded ``new`` d
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ ARG = "$.argument.bluesky"
 
 def bluesky_options(spec: dict[str, Any]) -> tuple[str, str | None, float]:
     """``(address, field, idle)`` of a request's ``bluesky`` argument (its shape is the
-    schema's); a RequestError naming the field when the address is not tcp://HOST:PORT."""
+    schema's); a RequestError naming the field when the address is not tcp://HOST:PORT or
+    idle not a finite number."""
     address = spec["address"]
     try:
         url = urlparse(address)
@@ -48,7 +50,11 @@ def bluesky_options(spec: dict[str, Any]) -> tuple[str, str | None, float]:
     if url.scheme != "tcp" or not url.hostname or not port:
         raise proto.RequestError(proto.VALIDATION_ERROR, f"{ARG}.address: {address!r} is not "
                                  "the proxy's out address tcp://HOST:PORT (a port of 1-65535)")
-    return address, spec.get("field"), float(spec.get("idle", 120.0))
+    idle = float(spec.get("idle", 120.0))
+    if not math.isfinite(idle):  # Python's JSON reads NaN and Infinity; the schema lets them by
+        raise proto.RequestError(proto.VALIDATION_ERROR, f"{ARG}.idle: {idle!r} is not a "
+                                 "number of seconds")
+    return address, spec.get("field"), idle
 
 
 class BlueskyQueue:
