@@ -10,9 +10,9 @@ an id of the server's ``--calibrations`` folder, and ``--bluesky-override`` lets
 start metadata set energy and distance.
 
 :class:`BlueskyQueue` answers what the leash commands ask of a queue: ``stat`` lists
-the runs, ``plot``/``get``/``failures``/``fileslist`` show the latest run, ``close``
-stops receiving and lets the runs' queued frames finish, ``abort`` drops them, and a
-following ``new`` aborts it like any queue. Runs still in progress stay open in their
+the runs, ``plot``/``failures``/``fileslist`` show the latest run (``get`` the
+request's calibration), ``close`` stops receiving and lets the runs' queued frames
+finish, ``abort`` drops them, and a following ``new`` aborts it like any queue. Runs still in progress stay open in their
 records: the next Bluesky ``new`` on the same folder takes them up, and so does the
 server restarted after a crash, which subscribes again as the recorded ``new`` did.
 """
