@@ -242,11 +242,14 @@ def test_the_server_s_bluesky_options_are_checked(tmp_path: Path) -> None:
         config("--calibrations", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.parametrize("outdir", [False, True], ids=["in-base", "outdir"])
 def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
-        site: Site, tmp_path: Path) -> None:
+        site: Site, tmp_path: Path, outdir: bool) -> None:
+    """Also with -o outside the base directory (where the runs' folders then are)."""
     env = Env(tmp_path)  # a server of its own: this one is SIGKILLed
     (env.base / "runs").mkdir()
-    server, url = start_server(env.root, env.base, env.env)
+    extra = ("-o", str(tmp_path / "out")) if outdir else ()
+    server, url = start_server(env.root, env.base, env.env, *extra)
     restarted: list[tuple[Any, str]] = []
     try:
         with LeashClient(url, SECRET, timeout=120, retries=1) as client:
@@ -261,7 +264,7 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
                 assert wait_until(lambda: any(r["frames"] >= 10 for r in _runs(client)),
                                   120, 0.1)
             kill_tree(server)
-            restarted.append(start_server(env.root, env.base, env.env))
+            restarted.append(start_server(env.root, env.base, env.env, *extra))
 
         side = threading.Thread(target=kill_and_restart, daemon=True)
         side.start()
@@ -276,6 +279,7 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
             report = _reduced(client, uid, None)
         st = read_stack(Path(report["stack"]))
         assert st["n_valid"] == 60 and sorted(st["frame_index"].tolist()) == list(range(60))
+        assert Path(report["stack"]).is_relative_to(tmp_path / "out" if outdir else env.base)
     finally:
         if server.popen.poll() is None:
             kill_tree(server)

@@ -349,7 +349,9 @@ class QueueHost:
         runs it left open from their records."""
         try:
             new = state["bluesky"]
-            work = confine(self.basedir, os.path.relpath(new["work"], self.basedir))
+            # the server's -o (anywhere, as for any queue), else confined as at "new"
+            work = self.config.outdir or confine(self.basedir,
+                                                 os.path.relpath(new["work"], self.basedir))
             with self.lifecycle:
                 q = self._make_bluesky(new["calibration"], work, new["attachments"],
                                        new["source"], queue_id=state.get("queue_id"))
