@@ -174,6 +174,10 @@ def test_new_reduces_runs_until_close(site: Site) -> None:
                                        rtol=1e-6, equal_nan=True)
         plot = checked(client.request("plot"))  # the latest run's latest frame
         assert plot["result"] == "plot" and plot["data"]["graphs"]
+        walk = checked(client.request("readdir", {"directory": ["runs"]}))
+        assert walk["result"] == "ValueError", walk  # no directory to walk
+        assert "a Bluesky queue takes its frames from the runs' documents" in \
+            walk["data"]["Error"] and "Start Queue first" not in walk["data"]["Error"], walk
 
         far = site.run(3, saxs_calibration="far")  # an id of the server's --calibrations
         report = _reduced(client, far, 3)

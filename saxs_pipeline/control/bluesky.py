@@ -64,6 +64,9 @@ class BlueskyQueue:
     zarr_path = None  # one stack per run: no stack of its own to lock
     store = None  # no ledger of its own: a restart is recorded by restart_record
     live = None
+    walks = False  # readdir refused with no_walk
+    no_walk = ("a Bluesky queue takes its frames from the runs' documents; it has no "
+               "directory to read")
 
     def __init__(self, link: Any, calibration: dict[str, Any], attachments: list[dict],
                  work: Path, spec: dict[str, Any], queue_id: str, *,
@@ -140,8 +143,7 @@ class BlueskyQueue:
         return self._ended == "aborted"
 
     def readdir(self, wait: bool = False, **_: Any) -> None:
-        raise RuntimeError("a Bluesky queue takes its frames from the runs' documents; "
-                           "it has no directory to read")
+        raise RuntimeError(self.no_walk)
 
     def submit_paths(self, paths: Any) -> int:
         return 0  # feeder events: frames come from the documents

@@ -290,6 +290,8 @@ class QueueHost:
     def cmd_readdir(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         with self.lifecycle:
             q = self._live_queue()
+            if not getattr(q, "walks", True):  # its directory, maybe -o, holds no frames
+                raise proto.RequestError("ValueError", f"readdir: {q.no_walk}")
             # The queue's directory was checked at "new"; check it again now in case it was
             # swapped for a symlink leading out of the base directory since.
             current = confine(self.basedir, os.path.relpath(q.directory, self.basedir))
