@@ -87,7 +87,7 @@ class BlueskyQueue:
             calibration_roots=tuple(r for r in (base, calibrations) if r is not None))
         self.link = link
         self.consumer: BlueskyConsumer | None = None
-        self._ended: str | None = None  # "closed" / "aborted" once stopped
+        self._ended: str | None = None  # "aborted" once aborted (closed: the stopper ended)
         self._stopper: threading.Thread | None = None
         self._start_time = time.time()
         self._lock = threading.Lock()
@@ -110,12 +110,14 @@ class BlueskyQueue:
                  self.options.address, self.directory)
 
     def _stop(self, abort: bool, timeout: float | None) -> None:
-        if self.consumer is not None:  # an abort may come while a close finishes: both stop
-            self.consumer.stop(timeout, abort=abort)
-        with self._lock:
-            publisher, self.publisher = self.publisher, None
-        if publisher is not None:
-            publisher.stop()
+        try:
+            if self.consumer is not None:  # an abort may come while a close finishes: both stop
+                self.consumer.stop(timeout, abort=abort)
+        finally:  # the publisher's thread goes whatever stopping the runs met
+            with self._lock:
+                publisher, self.publisher = self.publisher, None
+            if publisher is not None:
+                publisher.stop()
 
     def close(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Stop receiving; the runs' queued frames finish (in the background unless
