@@ -207,3 +207,5 @@ def test_a_server_reads_only_calibrations_in_its_folders(setup: Any, library: Pa
         with pytest.raises(GeometryError,
                            match=re.escape(f"calibration {value} is outside {base} and")):
             run_calibration(_start(saxs_calibration=value), options)
+    with pytest.raises(GeometryError, match="is not a valid path"):
+        run_calibration(_start(saxs_calibration="cals/a\x00.json"), options)

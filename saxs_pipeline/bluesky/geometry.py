@@ -118,7 +118,10 @@ def _named(start: RunStart, options: GeometryOptions) -> tuple[Path | Mapping[st
 def _confined(named: str, roots: tuple[Path, ...]) -> Path:
     """The file ``named`` when it lies in one of ``roots`` (symbolic links followed): the
     proxy a server's ``new`` subscribes to must not make it read files elsewhere."""
-    path = Path(os.path.realpath(roots[0] / named)) if roots else None
+    try:
+        path = Path(os.path.realpath(roots[0] / named)) if roots else None
+    except ValueError:  # a NUL in the name
+        raise GeometryError(f"calibration {named!r} is not a valid path") from None
     if path is None or not any(path.is_relative_to(os.path.realpath(r)) for r in roots):
         raise GeometryError(f"calibration {named} is outside "
                             f"{' and '.join(str(r) for r in roots) or 'every allowed folder'}")
