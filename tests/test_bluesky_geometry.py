@@ -180,6 +180,13 @@ def test_what_names_a_calibration(setup: Any, library: Path) -> None:
             run_calibration(_start(E=value), overrides)
 
 
+def test_start_numbers_beyond_a_float_are_left_out() -> None:
+    """JSON documents may carry any integer: one too large for a float is no number
+    the overrides can use, and no reason to refuse the run."""
+    start = _start(E=15, big=10**400, far=1e300, flag=True)
+    assert start.metadata == {"scan_id": 1.0, "time": 1.0, "E": 15.0, "far": 1e300}
+
+
 def test_overrides_are_parsed() -> None:
     assert parse_overrides(None) == ()
     assert parse_overrides("energy, distance=z") == (("energy", "energy"), ("distance", "z"))
