@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,50 @@ def test_the_calibration_of_a_run(inprocess_client: Any, setup: Any, engine: Run
     assert f"calibration {tmp_path / 'nope.json'} does not exist; not reduced" in text
     assert f"frames of 32x24, but Imagesize of {setup.calibration} is [64, 48]" in text
     assert consumer.finished == [] and not list((tmp_path / "work").glob("*/*.zarr"))
+
+
+def test_runs_ended_while_a_close_and_an_abort_reap_are_reported_once(
+        inprocess_client: Any, setup: Any, engine: RunEngine, tmp_path: Path) -> None:
+    """A server's ``close`` stops the consumer in one thread and an ``abort`` (or the next
+    ``new``) in another, both reaping the closing runs: each run is reported once and
+    neither thread fails. Four threads reap while two runs close, with a 10 us switch
+    interval so they interleave; bounded by 120 s."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    docs = [*_run(engine, [make_detector(tmp_path / "a", SHAPE)],
+                  saxs_calibration=str(setup.calibration)),
+            *_run(engine, [make_detector(tmp_path / "b", SHAPE)],
+                  saxs_calibration=str(setup.calibration))]
+    consumer = _consumer(inprocess_client, tmp_path / "work")
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reap() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                consumer._reap()
+            except BaseException as exc:  # told below, naming it
+                errors.append(exc)
+                return
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    reapers = [threading.Thread(target=reap) for _ in range(4)]
+    try:
+        for t in reapers:
+            t.start()
+        for name, doc in docs:
+            consumer.handle(name, doc)
+        deadline = time.monotonic() + 120
+        while len(consumer.finished) < 2 and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        for t in reapers:
+            t.join(10)
+        sys.setswitchinterval(switch)
+        consumer.stop()
+    assert not errors, errors
+    assert sorted(r["uid"] for r in consumer.finished) == \
+        sorted(d["uid"] for n, d in docs if n == "start")

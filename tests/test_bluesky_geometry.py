@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,39 @@ def test_what_names_a_calibration(setup: Any, library: Path) -> None:
             run_calibration(_start(E=value), overrides)
 
 
+def test_start_numbers_beyond_a_float_are_left_out() -> None:
+    """JSON documents may carry any integer: one too large for a float is no number
+    the overrides can use, and no reason to refuse the run."""
+    start = _start(E=15, big=10**400, far=1e300, flag=True)
+    assert start.metadata == {"scan_id": 1.0, "time": 1.0, "E": 15.0, "far": 1e300}
+
+
 def test_overrides_are_parsed() -> None:
     assert parse_overrides(None) == ()
     assert parse_overrides("energy, distance=z") == (("energy", "energy"), ("distance", "z"))
     with pytest.raises(ValueError, match="'wavelength' cannot be overridden"):
         parse_overrides("wavelength")
+
+
+def test_a_server_reads_only_calibrations_in_its_folders(setup: Any, library: Path,
+                                                          tmp_path: Path) -> None:
+    """A server's runs come from a proxy its ``new`` named: the files their starts name
+    must lie in its base directory or calibrations folder, symbolic links followed."""
+    from saxs_pipeline.bluesky.geometry import GeometryError, GeometryOptions, run_calibration
+
+    base = tmp_path / "base"
+    (base / "cals").mkdir(parents=True)
+    inside = base / "cals" / "near.json"
+    inside.write_text(setup.calibration.read_text())
+    (base / "link.json").symlink_to(setup.calibration)  # leads out of the base directory
+    options = GeometryOptions(setup.calibration, library=library, roots=(base, library))
+    assert run_calibration(_start(saxs_calibration="cals/near.json"), options).calibration \
+        == inside.resolve()  # relative: to the base directory
+    assert run_calibration(_start(saxs_calibration=str(library / "far.json")),
+                           options).calibration == (library / "far.json").resolve()
+    for value in (str(setup.calibration), "../" + setup.calibration.name, "link.json"):
+        with pytest.raises(GeometryError,
+                           match=re.escape(f"calibration {value} is outside {base} and")):
+            run_calibration(_start(saxs_calibration=value), options)
+    with pytest.raises(GeometryError, match="is not a valid path"):
+        run_calibration(_start(saxs_calibration="cals/a\x00.json"), options)

@@ -136,6 +136,19 @@ def test_a_bad_source_is_refused_naming_the_field(site: Site) -> None:
         assert checked(client.request("stat"))["result"] == "stat"  # still serving
 
 
+def test_an_idle_that_is_not_a_number_is_refused() -> None:
+    """Python's JSON reads NaN and Infinity, and the schema's "> 0" lets NaN by: a run
+    would never be closed for silence."""
+    from saxs_pipeline.control import protocol as proto
+    from saxs_pipeline.control.bluesky import bluesky_options
+
+    address = "tcp://127.0.0.1:5578"
+    assert bluesky_options({"address": address, "idle": 5}) == (address, None, 5.0)
+    for idle in (float("nan"), float("inf")):
+        with pytest.raises(proto.RequestError, match=r"\$\.argument\.bluesky\.idle: "):
+            bluesky_options({"address": address, "idle": idle})
+
+
 def test_new_reduces_runs_until_close(site: Site) -> None:
     env, mark = site.env, len(site.log.text())
     code, out, err = env.leash(site.url, "new", "--bluesky", site.proxy_out,
@@ -161,6 +174,10 @@ def test_new_reduces_runs_until_close(site: Site) -> None:
                                        rtol=1e-6, equal_nan=True)
         plot = checked(client.request("plot"))  # the latest run's latest frame
         assert plot["result"] == "plot" and plot["data"]["graphs"]
+        walk = checked(client.request("readdir", {"directory": ["runs"]}))
+        assert walk["result"] == "ValueError", walk  # no directory to walk
+        assert "a Bluesky queue takes its frames from the runs' documents" in \
+            walk["data"]["Error"] and "Start Queue first" not in walk["data"]["Error"], walk
 
         far = site.run(3, saxs_calibration="far")  # an id of the server's --calibrations
         report = _reduced(client, far, 3)
@@ -229,11 +246,14 @@ def test_the_server_s_bluesky_options_are_checked(tmp_path: Path) -> None:
         config("--calibrations", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.parametrize("outdir", [False, True], ids=["in-base", "outdir"])
 def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
-        site: Site, tmp_path: Path) -> None:
+        site: Site, tmp_path: Path, outdir: bool) -> None:
+    """Also with -o outside the base directory (where the runs' folders then are)."""
     env = Env(tmp_path)  # a server of its own: this one is SIGKILLed
     (env.base / "runs").mkdir()
-    server, url = start_server(env.root, env.base, env.env)
+    extra = ("-o", str(tmp_path / "out")) if outdir else ()
+    server, url = start_server(env.root, env.base, env.env, *extra)
     restarted: list[tuple[Any, str]] = []
     try:
         with LeashClient(url, SECRET, timeout=120, retries=1) as client:
@@ -248,7 +268,7 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
                 assert wait_until(lambda: any(r["frames"] >= 10 for r in _runs(client)),
                                   120, 0.1)
             kill_tree(server)
-            restarted.append(start_server(env.root, env.base, env.env))
+            restarted.append(start_server(env.root, env.base, env.env, *extra))
 
         side = threading.Thread(target=kill_and_restart, daemon=True)
         side.start()
@@ -263,6 +283,7 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
             report = _reduced(client, uid, None)
         st = read_stack(Path(report["stack"]))
         assert st["n_valid"] == 60 and sorted(st["frame_index"].tolist()) == list(range(60))
+        assert Path(report["stack"]).is_relative_to(tmp_path / "out" if outdir else env.base)
     finally:
         if server.popen.poll() is None:
             kill_tree(server)

@@ -109,6 +109,9 @@ def test_new_input_errors(server, calfiles, capsys):
     (calfiles / "bad.json").write_text('{"Geometry": {}}')
     code, _, err = run(capsys, "new", str(calfiles / "bad.json"), "-N", "1")
     assert code == 1 and "Wavelength" in err
+    code, _, err = run(capsys, "new", "--bluesky-idle", "5", str(calfiles / "cal.json"),
+                       "-N", "1")  # would start a directory queue, the option unheard
+    assert code == 1 and "--bluesky-field and --bluesky-idle go with --bluesky URL" in err
 
 
 def test_error_replies_exit_1_and_listdir(server, base, capsys):

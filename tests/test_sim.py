@@ -149,3 +149,6 @@ def test_a_series_too_large_for_memory_is_refused_before_it_is_prepared() -> Non
     frames = (np.zeros((64, 64), np.uint32) for _ in range(1000))
     with pytest.raises(MemoryError, match="cannot prepare 1000 images"):
         prepare_series(frames, 1000, compression="none", budget=1_000_000)
+    frames = (np.zeros((64, 64), np.uint32) for _ in range(1000))
+    with pytest.raises(MemoryError, match="cannot prepare 1000 images"):  # image 0 dropped
+        prepare_series(frames, 1000, compression="none", drop=[0], budget=1_000_000)

@@ -61,6 +61,7 @@ class ConsumerOptions:
     attachments: tuple[Mapping[str, Any], ...] | None = None  # the masks of a dict calibration
     calibrations: Path | None = None  # the folder of calibrations named by id
     overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
+    calibration_roots: tuple[Path, ...] | None = None  # where named files may lie (None: any)
 
 
 class _Reduction:
@@ -81,7 +82,8 @@ class BlueskyConsumer:
         self.link, self.options, self.publisher = link, options, publisher
         self.tracker = RunTracker(options.field, options.idle)
         self.geometry = GeometryOptions(options.calibration, options.attachments,
-                                        options.calibrations, options.overrides)
+                                        options.calibrations, options.overrides,
+                                        options.calibration_roots)
         self.receiver: BlueskyReceiver | None = None
         self.runs: dict[str, _Reduction] = {}
         self.ignored: set[str] = set()  # runs that cannot be reduced (reported once)
@@ -92,6 +94,7 @@ class BlueskyConsumer:
         self._thread = threading.Thread(target=self._loop, name="saxs-bluesky", daemon=True)
         self._first = True
         self._closing = threading.Lock()
+        self._reaping = threading.Lock()
         self.latest_queue: Any = None  # the queue of the run that began last
 
     # -- life cycle ------------------------------------------------------------------------
@@ -358,8 +361,11 @@ class BlueskyConsumer:
         log.info("run %s ended (%s): no stream has %s; ignored", action.run, action.how, field)
 
     def _reap(self) -> None:
-        for red in [r for r in self.closing if r.queue.closed]:
-            self.closing.remove(red)
+        with self._reaping:  # the loop, a close's stop and an abort's stop may all reap
+            ended = [r for r in self.closing if r.queue.closed]
+            for red in ended:  # one by one: the loop may append meanwhile
+                self.closing.remove(red)
+        for red in ended:
             start, stats = red.record.start, red.queue.stats()
             red.record.save()  # closed only now: a consumer killed before takes it up again
             report = {"uid": start.uid, "name": start.name, "how": red.ending,

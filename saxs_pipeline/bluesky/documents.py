@@ -81,9 +81,22 @@ def run_start(doc: dict[str, Any]) -> RunStart:
         raise DocumentError(f"{what('start', doc)}: a uid of letters, digits, '-' and '_' "
                             "is needed (it names the run's folder)")
     return RunStart(doc["uid"], int(scan) if isinstance(scan, int) and not isinstance(scan, bool)
-                    else None, float(doc["time"]), cal,
-                    {k: float(v) for k, v in doc.items() if isinstance(v, int | float)
-                     and not isinstance(v, bool) and math.isfinite(v)})
+                    else None, float(doc["time"]), cal, _numbers(doc))
+
+
+def _numbers(doc: dict[str, Any]) -> dict[str, float]:
+    """The start's finite numbers; an integer beyond a float's range (JSON allows it) is
+    left out like any other value that is no number, not a reason to refuse the run."""
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:
+                continue
+            if math.isfinite(number):
+                out[key] = number
+    return out
 
 
 def _safe_uid(uid: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ class GeometryOptions:
     attachments: tuple[Mapping[str, Any], ...] | None = None  # the default's masks, if sent
     library: Path | None = None  # the calibration folder: ids are its files' stems
     overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
+    # where a file the start names may lie (the server: its base directory, the library),
+    # a relative one taken from the first; None: anywhere (saxsdog's command line)
+    roots: tuple[Path, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def _named(start: RunStart, options: GeometryOptions) -> tuple[Path | Mapping[st
         default = options.default
         return default, str(default) if isinstance(default, Path) else "the server's calibration"
     if "/" in named or named.endswith(".json"):
-        path = Path(named)
+        path = Path(named) if options.roots is None else _confined(named, options.roots)
         if not path.is_file():
             raise GeometryError(f"calibration {path} does not exist")
         return path, str(path)
@@ -109,6 +113,19 @@ def _named(start: RunStart, options: GeometryOptions) -> tuple[Path | Mapping[st
         raise GeometryError(f"calibration id {named!r} is not in {options.library} "
                             f"(known: {', '.join(known) or 'none'})")
     return path, f"{named} ({path})"
+
+
+def _confined(named: str, roots: tuple[Path, ...]) -> Path:
+    """The file ``named`` when it lies in one of ``roots`` (symbolic links followed): the
+    proxy a server's ``new`` subscribes to must not make it read files elsewhere."""
+    try:
+        path = Path(os.path.realpath(roots[0] / named)) if roots else None
+    except ValueError:  # a NUL in the name
+        raise GeometryError(f"calibration {named!r} is not a valid path") from None
+    if path is None or not any(path.is_relative_to(os.path.realpath(r)) for r in roots):
+        raise GeometryError(f"calibration {named} is outside "
+                            f"{' and '.join(str(r) for r in roots) or 'every allowed folder'}")
+    return path
 
 
 def _metadata_value(start: RunStart, key: str, what: str, unit: str) -> float:

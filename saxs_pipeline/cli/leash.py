@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                         argument["bluesky"] = {k: v for k, v in (
                             ("address", args.bluesky), ("field", args.bluesky_field),
                             ("idle", args.bluesky_idle)) if v is not None}
+                    elif args.bluesky_field is not None or args.bluesky_idle is not None:
+                        raise ValueError("--bluesky-field and --bluesky-idle go with "
+                                         "--bluesky URL")
                 except (CalibrationError, MaskError, ValueError, OSError) as exc:
                     print(f"saxsleash: {exc}", file=sys.stderr)
                     return EXIT_ERROR

@@ -10,9 +10,9 @@ an id of the server's ``--calibrations`` folder, and ``--bluesky-override`` lets
 start metadata set energy and distance.
 
 :class:`BlueskyQueue` answers what the leash commands ask of a queue: ``stat`` lists
-the runs, ``plot``/``get``/``failures``/``fileslist`` show the latest run, ``close``
-stops receiving and lets the runs' queued frames finish, ``abort`` drops them, and a
-following ``new`` aborts it like any queue. Runs still in progress stay open in their
+the runs, ``plot``/``failures``/``fileslist`` show the latest run (``get`` the
+request's calibration), ``close`` stops receiving and lets the runs' queued frames
+finish, ``abort`` drops them, and a following ``new`` aborts it like any queue. Runs still in progress stay open in their
 records: the next Bluesky ``new`` on the same folder takes them up, and so does the
 server restarted after a crash, which subscribes again as the recorded ``new`` did.
 """
@@ -20,6 +20,7 @@ server restarted after a crash, which subscribes again as the recorded ``new`` d
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ ARG = "$.argument.bluesky"
 
 def bluesky_options(spec: dict[str, Any]) -> tuple[str, str | None, float]:
     """``(address, field, idle)`` of a request's ``bluesky`` argument (its shape is the
-    schema's); a RequestError naming the field when the address is not tcp://HOST:PORT."""
+    schema's); a RequestError naming the field when the address is not tcp://HOST:PORT or
+    idle not a finite number."""
     address = spec["address"]
     try:
         url = urlparse(address)
@@ -48,20 +50,27 @@ def bluesky_options(spec: dict[str, Any]) -> tuple[str, str | None, float]:
     if url.scheme != "tcp" or not url.hostname or not port:
         raise proto.RequestError(proto.VALIDATION_ERROR, f"{ARG}.address: {address!r} is not "
                                  "the proxy's out address tcp://HOST:PORT (a port of 1-65535)")
-    return address, spec.get("field"), float(spec.get("idle", 120.0))
+    idle = float(spec.get("idle", 120.0))
+    if not math.isfinite(idle):  # Python's JSON reads NaN and Infinity; the schema lets them by
+        raise proto.RequestError(proto.VALIDATION_ERROR, f"{ARG}.idle: {idle!r} is not a "
+                                 "number of seconds")
+    return address, spec.get("field"), idle
 
 
 class BlueskyQueue:
-    """See the module doc. ``options`` is the server's: ``calibrations``, ``overrides``,
-    ``tiled`` and the queue options (``data_roots``)."""
+    """See the module doc. ``options`` is the server's: ``base`` (its base directory),
+    ``calibrations``, ``overrides``, ``tiled`` and the queue options (``data_roots``)."""
 
     zarr_path = None  # one stack per run: no stack of its own to lock
     store = None  # no ledger of its own: a restart is recorded by restart_record
     live = None
+    walks = False  # readdir refused with no_walk
+    no_walk = ("a Bluesky queue takes its frames from the runs' documents; it has no "
+               "directory to read")
 
     def __init__(self, link: Any, calibration: dict[str, Any], attachments: list[dict],
                  work: Path, spec: dict[str, Any], queue_id: str, *,
-                 calibrations: Path | None = None,
+                 base: Path | None = None, calibrations: Path | None = None,
                  overrides: tuple[tuple[str, str], ...] = (), tiled: str | None = None,
                  data_roots: tuple[str, ...] = ()) -> None:
         address, field, idle = bluesky_options(spec)
@@ -73,10 +82,12 @@ class BlueskyQueue:
         self.options = ConsumerOptions(
             address, work, calibration, field, idle,
             data_roots=tuple(Path(r) for r in data_roots), attachments=tuple(attachments),
-            calibrations=calibrations, overrides=overrides)
+            calibrations=calibrations, overrides=overrides,
+            # the files runs name: in the base directory or the calibrations folder only
+            calibration_roots=tuple(r for r in (base, calibrations) if r is not None))
         self.link = link
         self.consumer: BlueskyConsumer | None = None
-        self._ended: str | None = None  # "closed" / "aborted" once stopped
+        self._ended: str | None = None  # "aborted" once aborted (closed: the stopper ended)
         self._stopper: threading.Thread | None = None
         self._start_time = time.time()
         self._lock = threading.Lock()
@@ -99,12 +110,14 @@ class BlueskyQueue:
                  self.options.address, self.directory)
 
     def _stop(self, abort: bool, timeout: float | None) -> None:
-        if self.consumer is not None:  # an abort may come while a close finishes: both stop
-            self.consumer.stop(timeout, abort=abort)
-        with self._lock:
-            publisher, self.publisher = self.publisher, None
-        if publisher is not None:
-            publisher.stop()
+        try:
+            if self.consumer is not None:  # an abort may come while a close finishes: both stop
+                self.consumer.stop(timeout, abort=abort)
+        finally:  # the publisher's thread goes whatever stopping the runs met
+            with self._lock:
+                publisher, self.publisher = self.publisher, None
+            if publisher is not None:
+                publisher.stop()
 
     def close(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Stop receiving; the runs' queued frames finish (in the background unless
@@ -132,8 +145,7 @@ class BlueskyQueue:
         return self._ended == "aborted"
 
     def readdir(self, wait: bool = False, **_: Any) -> None:
-        raise RuntimeError("a Bluesky queue takes its frames from the runs' documents; "
-                           "it has no directory to read")
+        raise RuntimeError(self.no_walk)
 
     def submit_paths(self, paths: Any) -> int:
         return 0  # feeder events: frames come from the documents

@@ -224,7 +224,8 @@ class QueueHost:
         self._count += 1
         c = self.config
         return BlueskyQueue(self.client, calibration, masks, c.outdir or directory, spec,
-                            queue_id or f"{c.name}-{self._count}", calibrations=c.calibrations,
+                            queue_id or f"{c.name}-{self._count}", base=self.basedir,
+                            calibrations=c.calibrations,
                             overrides=c.bluesky_overrides, tiled=c.tiled,
                             data_roots=c.queue_options.get("data_roots", ()))
 
@@ -289,6 +290,8 @@ class QueueHost:
     def cmd_readdir(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         with self.lifecycle:
             q = self._live_queue()
+            if not getattr(q, "walks", True):  # its directory, maybe -o, holds no frames
+                raise proto.RequestError("ValueError", f"readdir: {q.no_walk}")
             # The queue's directory was checked at "new"; check it again now in case it was
             # swapped for a symlink leading out of the base directory since.
             current = confine(self.basedir, os.path.relpath(q.directory, self.basedir))
@@ -348,7 +351,9 @@ class QueueHost:
         runs it left open from their records."""
         try:
             new = state["bluesky"]
-            work = confine(self.basedir, os.path.relpath(new["work"], self.basedir))
+            # the server's -o (anywhere, as for any queue), else confined as at "new"
+            work = self.config.outdir or confine(self.basedir,
+                                                 os.path.relpath(new["work"], self.basedir))
             with self.lifecycle:
                 q = self._make_bluesky(new["calibration"], work, new["attachments"],
                                        new["source"], queue_id=state.get("queue_id"))

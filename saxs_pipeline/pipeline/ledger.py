@@ -138,6 +138,9 @@ class Ledger:
         except sqlite3.OperationalError as exc:
             self._db.close()
             raise LedgerError(f"ledger {self.path} cannot be opened: {exc}") from None
+        except BaseException:  # as before the split: no connection (and file lock) left open
+            self._db.close()
+            raise
         self._run = self._start_run()
 
     @property

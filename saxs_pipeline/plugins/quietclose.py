@@ -8,7 +8,9 @@ heartbeat." at ERROR with the whole traceback -- at the end of a run that went w
 more often the busier the machine. That is Dask's own race (distributed 2026.11,
 ``Worker.close``), not a fault: this filter drops that one message while its worker is
 closing or closed. Any other message, and that one from a running worker (a scheduler
-that really went away), passes.
+that really went away), passes. One filter per process: a filter per worker, never
+removed, would pile up, and one whose worker was gone would drop the message of every
+other worker.
 """
 
 from __future__ import annotations
@@ -24,27 +26,32 @@ WORKER_LOGGER = "distributed.worker"
 
 
 class ClosingHeartbeatFilter(logging.Filter):
-    """Drops :data:`HEARTBEAT_FAILED` of ``worker`` while it closes (module doc)."""
+    """Drops :data:`HEARTBEAT_FAILED` while the workers of this process close (module
+    doc). The message does not say which worker logged it: with several workers in one
+    process (an in-process cluster) it is dropped only while every one of them closes,
+    and a worker gone no longer counts."""
 
-    def __init__(self, worker: Any) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._worker = weakref.ref(worker)
+        self.workers: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith(HEARTBEAT_FAILED):
             return True
         from distributed.core import Status
 
-        worker = self._worker()
-        closing = worker is None or worker.status in (Status.closing, Status.closed,
-                                                       Status.closing_gracefully)
+        workers = list(self.workers)
+        closing = bool(workers) and all(w.status in (Status.closing, Status.closed,
+                                                     Status.closing_gracefully)
+                                        for w in workers)
         return not closing
 
 
 def quiet_orderly_close(worker: Any) -> None:
-    """Install the filter for ``worker`` on Dask's worker logger (once per worker)."""
+    """Install the filter on Dask's worker logger (once per process) for ``worker``."""
     logger = logging.getLogger(WORKER_LOGGER)
-    for f in logger.filters:
-        if isinstance(f, ClosingHeartbeatFilter) and f._worker() is worker:
-            return
-    logger.addFilter(ClosingHeartbeatFilter(worker))
+    found = next((f for f in logger.filters if isinstance(f, ClosingHeartbeatFilter)), None)
+    if found is None:
+        found = ClosingHeartbeatFilter()
+        logger.addFilter(found)
+    found.workers.add(worker)

@@ -129,16 +129,18 @@ def prepare_series(
     )
     last = n_frames if stop_after is None else min(stop_after, n_frames)
     images: list[bytes | None] = []
+    judged = False
     for i, frame in zip(range(last), itertools.chain([first], it), strict=False):
         images.append(None if i in skip else encode_image(
             series_id, i, frame, compression=compression, start_time=i * period,
             frame_time=period or None))
-        if len(images) == 1 and images[0] is not None:
-            need = len(images[0]) * last
+        if not judged and images[-1] is not None:  # the first image sent (0 may be dropped)
+            judged = True
+            need = len(images[-1]) * last
             allowed = memory_budget() if budget is None else budget
             if need > allowed:
                 raise MemoryError(
-                    f"cannot prepare {last} images of {len(images[0]) / 1e6:.1f} MB "
+                    f"cannot prepare {last} images of {len(images[-1]) / 1e6:.1f} MB "
                     f"({need / 1e9:.1f} GB) in memory ({allowed / 1e9:.1f} GB may be used): "
                     "send fewer images per series")
         if i % 50 == 49:
