@@ -152,6 +152,29 @@ def test_the_calibration_of_a_run(inprocess_client: Any, setup: Any, engine: Run
     assert consumer.finished == [] and not list((tmp_path / "work").glob("*/*.zarr"))
 
 
+def test_frames_outside_the_frame_roots_are_not_read(inprocess_client: Any, setup: Any,
+                                                     engine: RunEngine, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A server's consumer (frame roots set): a run whose detector wrote outside them is
+    reported once and not reduced, and the next run, inside them, is reduced whole."""
+    base, elsewhere = tmp_path / "base", tmp_path / "elsewhere"
+    base.mkdir(), elsewhere.mkdir()
+    consumer = BlueskyConsumer(inprocess_client, ConsumerOptions(
+        "tcp://127.0.0.1:9", base / "work", setup.calibration, idle=600.0,
+        frame_roots=(base,))).start()
+    caplog.set_level(logging.INFO)
+    outside = make_detector(elsewhere, SHAPE)
+    for name, doc in _run(engine, [outside], 4):
+        consumer.handle(name, doc)
+    inside = make_detector(base, SHAPE)
+    for name, doc in _run(engine, [inside], 4):
+        consumer.handle(name, doc)
+    (report,) = _finish(consumer)
+    assert report["frames"] == 4 and report["failed"] == 0
+    assert caplog.text.count("outside the base directory and the data roots") == 1
+    assert len(list((base / "work").glob("*/*.zarr"))) == 1
+
+
 def test_runs_ended_while_a_close_and_an_abort_reap_are_reported_once(
         inprocess_client: Any, setup: Any, engine: RunEngine, tmp_path: Path) -> None:
     """A server's ``close`` stops the consumer in one thread and an ``abort`` (or the next

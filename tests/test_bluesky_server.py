@@ -51,6 +51,10 @@ class Site:
     def client(self) -> LeashClient:
         return LeashClient(self.url, SECRET, timeout=120, retries=1)
 
+    @property
+    def raw(self) -> Path:  # the detector's folder: a server reads it with --allow-data-root
+        return self.env.root / "raw"
+
     def run(self, n: int, delay: float = 0.0, **md: Any) -> str:
         uid: list[str] = []
 
@@ -92,7 +96,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     proxy_proc, proxy_in, proxy_out = proxy(env.root / "proxy.log")
     server = publisher = None
     try:
-        server, url = start_server(env.root, env.base, env.env, "--calibrations", str(library))
+        server, url = start_server(env.root, env.base, env.env, "--calibrations", str(library),
+                                   "--allow-data-root", str(raw))
         engine = RunEngine({})
         publisher = Publisher(proxy_in.removeprefix("tcp://"), serializer=pack)
         yield Site(env, url, server, proxy_out, engine, publisher, make_detector(raw, SHAPE),
@@ -252,7 +257,7 @@ def test_a_server_killed_mid_run_subscribes_again_and_finishes_the_run(
     """Also with -o outside the base directory (where the runs' folders then are)."""
     env = Env(tmp_path)  # a server of its own: this one is SIGKILLed
     (env.base / "runs").mkdir()
-    extra = ("-o", str(tmp_path / "out")) if outdir else ()
+    extra = ("--allow-data-root", str(site.raw), *(("-o", str(tmp_path / "out")) if outdir else ()))
     server, url = start_server(env.root, env.base, env.env, *extra)
     restarted: list[tuple[Any, str]] = []
     try:
@@ -305,7 +310,8 @@ def test_runs_published_to_tiled_with_the_energy_of_their_start(site: Site,
     server = None
     try:
         server, url = start_server(env.root, env.base, dict(env.env, TILED_API_KEY=tiled.key),
-                                   "--tiled", tiled.uri, "--bluesky-override", "energy=mono_energy")
+                                   "--tiled", tiled.uri, "--bluesky-override", "energy=mono_energy",
+                                   "--allow-data-root", str(site.raw))
         att = encode_attachment(env.mask, filename="mask0.msk")
         with LeashClient(url, SECRET, timeout=120, retries=1) as client:
             reply = client.request("new", {"calibration": calibration(["runs"]),

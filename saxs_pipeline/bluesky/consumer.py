@@ -20,6 +20,7 @@ after ``idle`` seconds.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import RunTracker
 from saxs_pipeline.bluesky.spool import spool
 from saxs_pipeline.bluesky.wire import BlueskyReceiver, DocumentError
+from saxs_pipeline.frames.hdf5links import outside_roots
 from saxs_pipeline.tiled.publisher import MARKER, Publication, TiledPublisher
 
 __all__ = ["BlueskyConsumer", "ConsumerOptions"]
@@ -62,6 +64,9 @@ class ConsumerOptions:
     calibrations: Path | None = None  # the folder of calibrations named by id
     overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
     calibration_roots: tuple[Path, ...] | None = None  # where named files may lie (None: any)
+    # where the runs' frame files may lie (the server: its base directory and data roots,
+    # since whoever sends `new` chooses the proxy and so the files; None: anywhere)
+    frame_roots: tuple[Path, ...] | None = None
 
 
 class _Reduction:
@@ -72,6 +77,7 @@ class _Reduction:
         self.queue: Any = None
         self.dataset: str | None = None
         self.ending: str | None = None
+        self.refused = False  # its frames lie outside the frame roots (reported once)
 
 
 class BlueskyConsumer:
@@ -299,6 +305,8 @@ class BlueskyConsumer:
         return True
 
     def _queue(self, red: _Reduction, dataset: str, path: str) -> Any:
+        if red.refused or not self._allowed(red, path):
+            return None
         if red.queue is not None:
             if dataset != red.dataset:
                 log.error("run %s: frames in dataset %s, the run's are in %s; not reduced",
@@ -326,6 +334,20 @@ class BlueskyConsumer:
             self.publisher.add(Publication(start.uid, queue.zarr_path,
                                            self._tiled_start(start, calibration)))
         return queue
+
+    def _allowed(self, red: _Reduction, path: str) -> bool:
+        roots = self.options.frame_roots
+        if roots is None:
+            return True
+        why = outside_roots(path, tuple(os.path.realpath(r) for r in roots))
+        if why is None:
+            return True
+        red.refused = True
+        start = red.record.start
+        log.error("run %s (%s): its frames are in %s, outside the base directory and the "
+                  "data roots (%s); not reduced", start.uid, start.name, path,
+                  ", ".join(str(r) for r in roots))
+        return False
 
     @staticmethod
     def _tiled_start(start: RunStart, calibration: RunCalibration | None) -> dict[str, Any]:

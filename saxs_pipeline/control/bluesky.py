@@ -84,7 +84,8 @@ class BlueskyQueue:
             data_roots=tuple(Path(r) for r in data_roots), attachments=tuple(attachments),
             calibrations=calibrations, overrides=overrides,
             # the files runs name: in the base directory or the calibrations folder only
-            calibration_roots=tuple(r for r in (base, calibrations) if r is not None))
+            calibration_roots=tuple(r for r in (base, calibrations) if r is not None),
+            frame_roots=tuple(Path(r) for r in (base, work, *data_roots) if r is not None))
         self.link = link
         self.consumer: BlueskyConsumer | None = None
         self._ended: str | None = None  # "aborted" once aborted (closed: the stopper ended)
