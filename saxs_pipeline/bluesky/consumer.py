@@ -8,7 +8,9 @@ stack, its ledger (frames keyed by stream and frame index: each reduced once) an
 run's record -- fed with the frames' locations; the workers read the HDF5 rows
 themselves. With a :class:`~saxs_pipeline.tiled.publisher.TiledPublisher` each stack is
 published to Tiled as it grows. Which calibration a run is reduced with, and what its
-start metadata may override, is :mod:`saxs_pipeline.bluesky.geometry`'s.
+start metadata may override, is :mod:`saxs_pipeline.bluesky.geometry`'s; whether a run
+can be reduced at all (calibration, frame size, where its files lie),
+:mod:`saxs_pipeline.bluesky.admission`'s.
 
 A document that cannot be used is reported in one error line naming it, and the consumer
 goes on. At start the runs a previous consumer left unfinished are taken up from their
@@ -20,7 +22,6 @@ after ``idle`` seconds.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -29,18 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.bluesky.actions import Closed, Filled, Located, Opened, Resourced
-from saxs_pipeline.bluesky.documents import AD_DATASET, RunStart, what
-from saxs_pipeline.bluesky.geometry import (
-    GeometryError,
-    GeometryOptions,
-    RunCalibration,
-    run_calibration,
+from saxs_pipeline.bluesky.admission import (
+    calibration_of,
+    frames_allowed,
+    frames_fit,
+    tiled_start,
 )
+from saxs_pipeline.bluesky.documents import AD_DATASET, what
+from saxs_pipeline.bluesky.geometry import GeometryError, GeometryOptions, run_calibration
 from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import RunTracker
 from saxs_pipeline.bluesky.spool import spool
 from saxs_pipeline.bluesky.wire import BlueskyReceiver, DocumentError
-from saxs_pipeline.frames.hdf5links import outside_roots
 from saxs_pipeline.tiled.publisher import MARKER, Publication, TiledPublisher
 
 __all__ = ["BlueskyConsumer", "ConsumerOptions"]
@@ -249,8 +250,8 @@ class BlueskyConsumer:
                 red.record.streams.append(action.stream)
                 red.record.save()
             return
-        calibration = self._calibration(start)
-        if calibration is None or not self._fits(start, calibration, action.stream.shape):
+        calibration = calibration_of(start, self.geometry)
+        if calibration is None or not frames_fit(start, calibration, action.stream.shape):
             self.ignored.add(start.uid)
             return
         folder = self.options.work / start.name
@@ -279,33 +280,11 @@ class BlueskyConsumer:
             time.sleep(0.05)
         self._reap()
 
-    def _calibration(self, start: RunStart) -> RunCalibration | None:
-        try:
-            return run_calibration(start, self.geometry)
-        except GeometryError as exc:
-            log.error("run %s (%s): %s; not reduced", start.uid, start.name, exc)
-            return None
-
-    @staticmethod
-    def _fits(start: RunStart, calibration: RunCalibration, shape: tuple[int, int]) -> bool:
-        """Whether the run's frames are the calibration's size (checked before any
-        frame is read)."""
-        from saxs_pipeline.config.calibschema import CalibrationError
-
-        try:
-            expected = calibration.parsed().geometry.image_shape
-        except CalibrationError as exc:
-            log.error("run %s (%s): calibration %s: %s; not reduced", start.uid, start.name,
-                      calibration.source, exc)
-            return False
-        if tuple(expected) != tuple(shape):
-            log.error("run %s (%s): frames of %dx%d, but Imagesize of %s is %s; not reduced",
-                      start.uid, start.name, *shape, calibration.source, list(expected))
-            return False
-        return True
-
     def _queue(self, red: _Reduction, dataset: str, path: str) -> Any:
-        if red.refused or not self._allowed(red, path):
+        if red.refused:
+            return None
+        if not frames_allowed(red.record.start, path, self.options.frame_roots):
+            red.refused = True
             return None
         if red.queue is not None:
             if dataset != red.dataset:
@@ -316,7 +295,7 @@ class BlueskyConsumer:
         from saxs_pipeline.pipeline.queue import ImageQueue
 
         start = red.record.start
-        calibration = self._calibration(start)
+        calibration = calibration_of(start, self.geometry)
         if calibration is None:
             return None
         folder = red.record.folder
@@ -332,32 +311,8 @@ class BlueskyConsumer:
         self.latest_queue = queue
         if self.publisher is not None:
             self.publisher.add(Publication(start.uid, queue.zarr_path,
-                                           self._tiled_start(start, calibration)))
+                                           tiled_start(start, calibration)))
         return queue
-
-    def _allowed(self, red: _Reduction, path: str) -> bool:
-        roots = self.options.frame_roots
-        if roots is None:
-            return True
-        why = outside_roots(path, tuple(os.path.realpath(r) for r in roots))
-        if why is None:
-            return True
-        red.refused = True
-        start = red.record.start
-        log.error("run %s (%s): its frames are in %s, outside the base directory and the "
-                  "data roots (%s); not reduced", start.uid, start.name, path,
-                  ", ".join(str(r) for r in roots))
-        return False
-
-    @staticmethod
-    def _tiled_start(start: RunStart, calibration: RunCalibration | None) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if calibration is not None:
-            extra["calibration_source"] = calibration.source  # "calibration" is the dict
-            if calibration.override:
-                extra["geometry_override"] = calibration.override
-        return {"scan_id": start.scan_id, "raw_time": start.time, "name": start.name,
-                "saxs_calibration": start.calibration, **extra}
 
     def _close(self, red: _Reduction, action: Closed) -> None:
         start = red.record.start
@@ -420,7 +375,7 @@ class BlueskyConsumer:
             except GeometryError:
                 calibration = None  # reduced with it before; its stack holds it
             self.publisher.add(Publication(record.start.uid, stack,
-                                           self._tiled_start(record.start, calibration)))
+                                           tiled_start(record.start, calibration)))
             if record.closed is not None:
                 self.publisher.finish(record.start.uid, {"exit_status": "success",
                                                          "reason": record.closed,
