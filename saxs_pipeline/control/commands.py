@@ -7,15 +7,12 @@ is touched; on any failure the running queue goes on and the reply names the pro
 ``close`` only stops the queue taking frames; the queued frames finish in the queue's
 background thread, so ``abort`` can still cut a long ``close`` short.
 
-The running queue is recorded in ``<basedir>/.saxsdogserver/<name>.json``; a server
-restarted after a crash (or a SIGKILL) takes the queue up again from its ledger: frames
-taken but not committed are redone, frames written while it was down are found by a walk
-of what changed since the queue started.
+The running queue is recorded, and taken up by a restarted server, by
+:mod:`saxs_pipeline.control.restart`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,6 +27,7 @@ from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_b
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
 from saxs_pipeline.control.paths import confine, confined_relpath, state_file
+from saxs_pipeline.control.restart import save_state
 from saxs_pipeline.ops.budget import check_budget
 
 __all__ = ["QueueHost"]
@@ -98,25 +96,8 @@ class QueueHost:
         n = q.submit_paths(resolved)
         log.debug("feeder: %d of %d path(s) queued", n or 0, len(resolved))
 
-    def _save_state(self, q: Any, state: str) -> None:
-        store = getattr(q, "store", None)
-        if store is not None:
-            record = {"ledger": str(store.ledger.path)}
-        elif hasattr(q, "restart_record"):  # a Bluesky queue: what its "new" was
-            record = q.restart_record()
-        else:
-            return
-        try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**record, "state": state, "queue_id": q.queue_id,
-                                       "time": time.time()}))
-            os.replace(tmp, self.state_file)
-        except OSError as exc:
-            log.warning("cannot record the queue in %s: %s", self.state_file, exc)
-
-    def _make_queue(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
-                    **extra: Any) -> Any:
+    def make_queue(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
+                   **extra: Any) -> Any:
         self._count += 1
         relpath = self.config.relpath if self.config.outdir else confined_relpath(
             self.basedir, directory, self.config.relpath)
@@ -213,8 +194,8 @@ class QueueHost:
                 "IOError", f"directory {os.path.join(*cal.directory)!r} does not exist")
         return masks, directory
 
-    def _make_bluesky(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
-                      spec: dict[str, Any], queue_id: str | None = None) -> Any:
+    def make_bluesky(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
+                     spec: dict[str, Any], queue_id: str | None = None) -> Any:
         """A Bluesky source in the queue slot (see :mod:`saxs_pipeline.control.bluesky`)."""
         try:
             from saxs_pipeline.control.bluesky import BlueskyQueue
@@ -237,8 +218,8 @@ class QueueHost:
             raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
         # Built (operators, budget) before the running queue is touched: a calibration
         # that cannot run leaves the old queue running.
-        q = self._make_bluesky(calibration, directory, masks, bluesky) if bluesky else \
-            self._make_queue(calibration, directory, masks)
+        q = self.make_bluesky(calibration, directory, masks, bluesky) if bluesky else \
+            self.make_queue(calibration, directory, masks)
         with self.lifecycle:
             old = self.queue
             same_stack = old is not None and getattr(old, "zarr_path", None) == getattr(
@@ -250,7 +231,7 @@ class QueueHost:
                 old.abort()
             q.start()
             self.queue = q
-            self._save_state(q, "running")
+            save_state(self.state_file, q, "running")
             if self.stopping.is_set():  # shut down while this queue was being built
                 q.abort()
                 raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
@@ -266,7 +247,7 @@ class QueueHost:
             if q is None:
                 return proto.reply("no queue", {})
             stats = q.abort()
-            self._save_state(q, "aborted")
+            save_state(self.state_file, q, "aborted")
         log.info("queue aborted")
         return proto.reply("queue aborted", {"stat": self.filter_stat(stats or q.stats())})
 
@@ -278,7 +259,7 @@ class QueueHost:
             # Stops the watcher and walks at once; the queued frames finish in the
             # queue's own background thread, which outlives this reply if need be.
             stats = q.close(wait=False)
-            self._save_state(q, "closed")
+            save_state(self.state_file, q, "closed")
         end = time.monotonic() + self.config.close_reply_timeout
         while not (q.closed or q.aborted) and time.monotonic() < end:
             time.sleep(0.05)
@@ -308,63 +289,6 @@ class QueueHost:
                 raise proto.RequestError("ValueError", f"Start Queue first ({exc})") from None
         log.info("readdir of %s started", q.directory)
         return proto.reply("queue restarted with all files", {"stat": self.stat(q)})
-
-    # -- restart -------------------------------------------------------------------------------
-
-    def restore(self) -> None:
-        """Take up the queue a previous server process left running (see the module doc)."""
-        try:
-            state = json.loads(self.state_file.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring %s: %s", self.state_file, exc)
-            return
-        if state.get("state") != "running":
-            return
-        if "bluesky" in state:
-            self._restore_bluesky(state)
-            return
-        from saxs_pipeline.pipeline.ledger import Why, read_manifest
-        from saxs_pipeline.pipeline.ledgerdb import LedgerError
-
-        try:
-            _, manifest = read_manifest(state["ledger"])
-            if not manifest:
-                raise LedgerError("it has no manifest")
-            directory = confine(self.basedir, os.path.relpath(manifest["directory"], self.basedir))
-            with self.lifecycle:
-                q = self._make_queue(manifest["calibration"], directory, manifest["attachments"],
-                                     resume=True, queue_id=state.get("queue_id"))
-                q.start()
-                self.queue = q
-            if self.config.watch or self.config.feeder_url:
-                q.readdir(why=Why.RESUME, since=float(manifest.get("start_time", 0)) - 1.0)
-        except Exception as exc:  # a restart must come up even when the old queue cannot
-            log.error("could not take up the queue recorded in %s: %s", self.state_file, exc)
-            return
-        log.warning("took up queue %s on %s from its ledger %s", q.queue_id, directory,
-                    state["ledger"])
-
-    def _restore_bluesky(self, state: dict[str, Any]) -> None:
-        """Subscribe again as the recorded Bluesky "new" did; the consumer takes up the
-        runs it left open from their records."""
-        try:
-            new = state["bluesky"]
-            # the server's -o (anywhere, as for any queue), else confined as at "new"
-            work = self.config.outdir or confine(self.basedir,
-                                                 os.path.relpath(new["work"], self.basedir))
-            with self.lifecycle:
-                q = self._make_bluesky(new["calibration"], work, new["attachments"],
-                                       new["source"], queue_id=state.get("queue_id"))
-                q.start()
-                self.queue = q
-        except Exception as exc:  # a restart must come up even when the old queue cannot
-            log.error("could not take up the Bluesky queue recorded in %s: %s",
-                      self.state_file, exc)
-            return
-        log.warning("took up Bluesky queue %s from %s into %s", q.queue_id,
-                    new["source"]["address"], work)
 
     def close_queue(self, q: Any, timeout: float) -> None:
         """Let queued frames finish for a while, then stop (what is left stays pending in

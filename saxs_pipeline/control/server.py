@@ -40,6 +40,7 @@ from saxs_pipeline.control.commands import QueueHost
 from saxs_pipeline.control.compat import for_version
 from saxs_pipeline.control.feeder import FeederSubscriber
 from saxs_pipeline.control.paths import state_file
+from saxs_pipeline.control.restart import restore
 from saxs_pipeline.control.signing import (
     LEGACY_WINDOW,
     V2_WINDOW,
@@ -189,7 +190,7 @@ class SaxsdogServer:
         poller.register(self._wake_rx, zmq.POLLIN)
         # A queue the last server process left running is taken up in the background:
         # the socket answers meanwhile.
-        self._jobs.add(self._executor.submit(self.host.restore))
+        self._jobs.add(self._executor.submit(restore, self.host))
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(poll_ms))
