@@ -19,7 +19,9 @@ One run, one table, on Pilatus 1M-sized frames (the real ``buf1_00000.tif`` from
   encoded beforehand, sent at the maximum rate from a process of its own) into a queue
   receiving it (``saxsdog --stream``), beside a readdir of the same frames from HDF5
   (bitshuffle-LZ4, one chunk per frame): Pilatus 1M (the frame above) and EIGER2 X 4M
-  (the demo frames of ``benchmarks.eiger``);
+  (the demo frames of ``benchmarks.eiger``); and the README's stream example at 50
+  frames/s: ``saxs-stream-sim --rate 50`` of EIGER2 X 4M demo frames, whether the queue
+  kept up (``benchmarks.streamrate``);
 * **pyFAI**: pyFAI's own loop on the same frames: ``fabio.open`` + ``integrate1d``
   (setFit2D geometry, full/csr, ``error_model="poisson"``, the same bins and q range),
   OpenMP on both cores. Its p50/p99 are per-frame loop times. Skipped with a note when
@@ -76,6 +78,7 @@ from benchmarks.machine import Background, wait_quiet
 TARGETS = {"readdir_fps": 250.0, "readdir_vs_pyfai": 8.0, "moved_vs_readdir": 0.6,
            "moved_vs_pyfai": 2.0, "driver_ms": 1.0, "p99_ms": 50.0, "stream_vs_readdir": 0.6}
 LIVE_RATES = (50.0, 200.0)
+STREAM_RATE = 50.0  # the README's stream example (benchmarks.streamrate)
 
 
 @dataclass
@@ -556,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-frames", type=int, nargs=2, default=(400, 200),
                         metavar=("PILATUS", "EIGER"),
                         help="frames per stream case: Pilatus 1M, EIGER2 X 4M (400 200)")
+    parser.add_argument("--paced-frames", type=int, default=200,
+                        help=f"EIGER2 X 4M frames streamed at {STREAM_RATE:g}/s (200)")
     parser.add_argument("--pyfai-frames", type=int, default=150, help="pyFAI loop frames (150)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of readdir, then pyFAI's loop (3)")
@@ -629,12 +634,16 @@ def main(argv: list[str] | None = None) -> int:
             rows["written"] = live("written", 0.0, "written")
             streams = stream_cases(client, source, root / "streams", *args.stream_frames,
                                    pids, args.quiet_wait)
+            from benchmarks.streamrate import bench_stream_rate
+
+            paced, kept = bench_stream_rate(client, root / "stream-rate", args.paced_frames,
+                                            STREAM_RATE, pids, args.quiet_wait)
         pyfai_fps = pyfai.fps
         print(f"saxs_pipeline pipeline benchmark: {source.description}, "
               f"{size / 1e6:.1f} MB per frame")
         print(f"cluster: embedded LocalCluster, {args.workers} worker processes x 1 thread, "
               f"{os.cpu_count()} CPUs; mean + Poisson error per frame, .chi + zarr written")
-        stream_rows = [r for pair in streams for r in (pair[1], pair[0])]
+        stream_rows = [*(r for pair in streams for r in (pair[1], pair[0])), paced]
         print(table([rows["readdir"], *(rows[f"live{r:g}"] for r in LIVE_RATES), rows["moved"],
                      rows["written"], pyfai, *stream_rows], pyfai_fps))
         if rounds:
@@ -646,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
         print(cpu_budget(rows["readdir"], pyfai_fps))
         print(cpu_table([rows["readdir"], *(rows[f"live{r:g}"] for r in LIVE_RATES),
                          rows["moved"], rows["written"], *stream_rows, idle]))
-        print("targets: " + verdict(rows, pyfai_fps, streams))
+        print("targets: " + verdict(rows, pyfai_fps, streams)
+              + f"; stream at {STREAM_RATE:g} f/s kept up: {'PASS' if kept else 'FAIL'}")
         from benchmarks.stages import breakdown
         from benchmarks.stages import table as stage_table
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.config.calibration import Calibration, CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import Calibration, load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.darkflat import CorrectionImages, load_correction_images
 from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.curves import chi

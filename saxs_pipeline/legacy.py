@@ -37,12 +37,12 @@ import scipy.sparse as sp
 
 from saxs_pipeline.config.calibration import (
     Calibration,
-    CalibrationError,
     MaskConfig,
     Polarization,
     SliceConfig,
     load_calibration,
 )
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import decode_attachment, load_mask, mask_from_bytes, read_mask
 from saxs_pipeline.curves import chi
 from saxs_pipeline.integrator import Curve

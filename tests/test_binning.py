@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import load_mask
 from saxs_pipeline.frames.tiff import read_image
 from saxs_pipeline.ops import binning

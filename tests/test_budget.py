@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.ops.budget import BudgetError, build_limit, check_budget, operator_bytes
 
 from realdata import require

@@ -9,7 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration, schema
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError, schema
 
 from realdata import require
 

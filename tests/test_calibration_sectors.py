@@ -8,7 +8,8 @@ import copy
 import pytest
 from test_calibration import NESTED
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 
 
 def _with(**mask) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.darkflat import load_correction_images, read_mean_image
 from saxs_pipeline.frames.source import ImageError
 from saxs_pipeline.frames.tiff import write_pilatus_tiff

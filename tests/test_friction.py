@@ -199,7 +199,8 @@ def test_the_converter_gives_the_q_window_the_detectors_range(tmp_path) -> None:
     cal = json.loads(out.read_text())
     cal["Masks"][0]["qStart"] = 9.0
     (tmp_path / "bad.json").write_text(json.dumps(cal))
-    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
 
     with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.qStop.*below qStart"):
         load_calibration(tmp_path / "bad.json")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from saxs_pipeline.config.calibration import CalibrationError
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.darkflat import CorrectionImages
 from saxs_pipeline.curves.chi import read_chi
 from saxs_pipeline.frames.tiff import write_pilatus_tiff

@@ -208,3 +208,42 @@ def test_client_raises_server_unavailable():
     client = LeashClient("tcp://127.0.0.1:9", SECRET, timeout=0.1, retries=1)
     with pytest.raises(ServerUnavailable, match="after 1 attempt"):
         client.request("stat")
+
+
+def test_a_stopped_server_is_told_within_3_s(tmp_path):
+    """Issue 21: ``saxsleash stat`` (a real process, default timeout and retries) against a
+    loopback port nothing listens on says "no server at tcp://..." within 3 s, not after
+    three 10 s tries. 3 s holds the interpreter's start (~1 s here) and the pauses
+    between the refused attempts (~0.8 s) with room for a busy machine."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port just free: bound, then closed again
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    net = write_network(tmp_path / "net", [NetEntry(server=url, secret=SECRET)])
+    t0 = time.monotonic()
+    proc = subprocess.run([str(Path(sys.executable).parent / "saxsleash"), "stat", "--config",
+                           str(net)], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert f"no server at {url}" in proc.stderr
+    assert took < 3.0, f"took {took:.1f} s: {proc.stderr}"
+
+
+def test_the_probe_tells_only_what_a_plain_connection_can() -> None:
+    import socket
+
+    from saxs_pipeline.control.client import probe_tcp
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert probe_tcp(f"tcp://127.0.0.1:{port}") is None  # something listens
+    assert probe_tcp(f"tcp://127.0.0.1:{port}") == "Connection refused"
+    # not a plain TCP address: left to ZeroMQ and the reply timeout
+    for url in ("ipc:///tmp/saxsdog", f"tcp://lo;127.0.0.1:{port}", "tcp://*:5"):
+        assert probe_tcp(url) is None

@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan
-from saxs_pipeline.pipeline.ledger import (
-    Ledger,
-    LedgerError,
-    State,
-    Take,
-    Why,
-    read_manifest,
-    wanted,
-)
+from saxs_pipeline.pipeline.ledger import Ledger, State, Take, Why, read_manifest, wanted
+from saxs_pipeline.pipeline.ledgerdb import LedgerError
 
 A, B, C = FrameRef.of("a.tif"), FrameRef.of("sub/b.tif"), FrameRef.of("c.tif")
 FP1, FP2 = Fingerprint(100, 1), Fingerprint(100, 2)

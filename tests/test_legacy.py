@@ -16,7 +16,8 @@ import pytest
 
 import saxs_pipeline
 from saxs_pipeline import legacy
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import encode_attachment, load_mask, read_mask
 from saxs_pipeline.curves.chi import PHI_LABELS, RADIAL_LABELS, read_chi
 from saxs_pipeline.frames.tiff import read_image

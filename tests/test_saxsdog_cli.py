@@ -34,6 +34,9 @@ def test_options() -> None:
     assert o.poll and o.pattern == "*.cbf" and o.scheduler == "tcp://h:1"
     assert parse_args(["-i", "d"]).relpath == "."
     assert parse_args(["d"]).relpath == os.path.join("..", "work")
+    # a stream's directory is its outputs folder; -R and -i still choose (issue 21)
+    assert parse_args(["--stream", "tcp://h:1", "d"]).relpath == "."
+    assert parse_args(["--stream", "tcp://h:1", "-R", "../out", "d"]).relpath == "../out"
 
 
 def free_port() -> int:

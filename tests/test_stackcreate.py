@@ -128,7 +128,7 @@ def test_workflow_example_averages_and_rebins_from_the_stack(tmp_path) -> None:
 
 
 def test_stored_sums_need_the_original_definition(tmp_path) -> None:
-    from saxs_pipeline.config.calibration import CalibrationError
+    from saxs_pipeline.config.calibschema import CalibrationError
 
     with pytest.raises(CalibrationError, match=r"\$\.Masks\[0\]\.StoreSums"):
         Integrator(calibration(tmp_path, Masks=[dict(GRID, StoreSums=True)], Slices=[],

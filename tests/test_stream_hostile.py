@@ -83,8 +83,8 @@ def test_hostile_messages_do_not_stop_the_intake(tmp_path: Path) -> None:
         for i in range(20):
             push.send(encode_image(2, i, frames[4 + i]))
         push.send(encode_end(2))
-        log = tmp_path / "work" / "failures.log"
-        stack = tmp_path / "work" / "out.zarr"
+        log = out / "failures.log"
+        stack = out / "out.zarr"
 
         def complete() -> bool:
             try:

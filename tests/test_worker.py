@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from distributed.utils_test import gen_cluster
 
-from saxs_pipeline.config.calibration import CalibrationError
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.curves.chi import read_chi
 from saxs_pipeline.pipeline.task import process_frames
 from saxs_pipeline.pipeline.tasktypes import FrameTask, TaskOptions

@@ -7,7 +7,8 @@ of its own -- its folder ``<work>/<scan…>-<uid…>/`` holds the ``.chi`` files
 stack, its ledger (frames keyed by stream and frame index: each reduced once) and the
 run's record -- fed with the frames' locations; the workers read the HDF5 rows
 themselves. With a :class:`~saxs_pipeline.tiled.publisher.TiledPublisher` each stack is
-published to Tiled as it grows.
+published to Tiled as it grows. Which calibration a run is reduced with, and what its
+start metadata may override, is :mod:`saxs_pipeline.bluesky.geometry`'s.
 
 A document that cannot be used is reported in one error line naming it, and the consumer
 goes on. At start the runs a previous consumer left unfinished are taken up from their
@@ -21,12 +22,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.bluesky.actions import Closed, Filled, Located, Opened, Resourced
 from saxs_pipeline.bluesky.documents import AD_DATASET, RunStart, what
+from saxs_pipeline.bluesky.geometry import (
+    GeometryError,
+    GeometryOptions,
+    RunCalibration,
+    run_calibration,
+)
 from saxs_pipeline.bluesky.record import RECORD, RunRecord, open_records
 from saxs_pipeline.bluesky.runs import RunTracker
 from saxs_pipeline.bluesky.spool import spool
@@ -42,13 +50,17 @@ log = logging.getLogger(__name__)
 class ConsumerOptions:
     address: str  # the proxy's out address, tcp://host:port
     work: Path  # where each run's folder goes
-    calibration: Path | None = None  # for runs whose start names none
+    # for runs whose start names none: a file, or a dict with its masks in ``attachments``
+    calibration: Path | Mapping[str, Any] | None = None
     field: str | None = None  # the image field (None: the first 2-D one)
     idle: float = 120.0  # s without a document after which a run without stop is closed
     write_chi: bool = True
     batch_size: int = 32
     close_timeout: float | None = None  # s a finishing run may take (None: as long as needed)
     data_roots: tuple[Path, ...] = ()  # where HDF5 links may lead besides the frames' folder
+    attachments: tuple[Mapping[str, Any], ...] | None = None  # the masks of a dict calibration
+    calibrations: Path | None = None  # the folder of calibrations named by id
+    overrides: tuple[tuple[str, str], ...] = ()  # (energy|distance, start-metadata key)
 
 
 class _Reduction:
@@ -68,6 +80,8 @@ class BlueskyConsumer:
                  publisher: TiledPublisher | None = None) -> None:
         self.link, self.options, self.publisher = link, options, publisher
         self.tracker = RunTracker(options.field, options.idle)
+        self.geometry = GeometryOptions(options.calibration, options.attachments,
+                                        options.calibrations, options.overrides)
         self.receiver: BlueskyReceiver | None = None
         self.runs: dict[str, _Reduction] = {}
         self.ignored: set[str] = set()  # runs that cannot be reduced (reported once)
@@ -77,6 +91,8 @@ class BlueskyConsumer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="saxs-bluesky", daemon=True)
         self._first = True
+        self._closing = threading.Lock()
+        self.latest_queue: Any = None  # the queue of the run that began last
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -97,29 +113,58 @@ class BlueskyConsumer:
                  self.options.address, self.options.work)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = 10.0, *, abort: bool = False) -> None:
         """Stop receiving; runs in progress stay open in their records (a restarted
-        consumer takes them up), what is not integrated stays pending in their ledgers."""
+        consumer takes them up), what is not integrated stays pending in their ledgers.
+        The runs' queued frames finish within ``timeout``, or are dropped with ``abort``."""
         self._stop.set()
-        if self.receiver is not None:
-            self.receiver.stop()
-        self._thread.join(timeout)
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         for red in [*self.runs.values(), *self.closing]:
-            if red.queue is not None and not red.queue.closed:
+            if red.queue is None or red.queue.closed or red.queue.aborted:
+                continue
+            if abort:
+                red.queue.abort()
+            else:
                 red.queue.close(timeout=timeout)
         self._reap()
-        if self.receiver is not None:
-            self.receiver.close()
+        with self._closing:  # an abort may cut a stop short from another thread: once
+            receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.close()
 
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def progress(self) -> list[dict[str, Any]]:
+        """Every run seen: the ended ones' reports (``state`` "reduced"), then those
+        being reduced or closing, with their frames so far. Read from other threads (the
+        server's ``stat``)."""
+        active = []
+        for red in [*list(self.runs.values()), *list(self.closing)]:
+            start, q = red.record.start, red.queue
+            st = q.stats() if q is not None else {}
+            active.append({"uid": start.uid, "name": start.name, "how": red.ending,
+                           "state": "closing" if red.ending else "reducing",
+                           "frames": int(st.get("images processed", 0)),
+                           "failed": int(st.get("failed", 0)),
+                           "queue length": int(st.get("queue length", 0)),
+                           "stack": str(q.zarr_path) if q is not None else None})
+        # the ended ones read last: a run reaped meanwhile is listed once, as ended
+        out = [dict(r, state="reduced") for r in list(self.finished)]
+        ended = {r["uid"] for r in out}
+        return out + [r for r in active if r["uid"] not in ended]
+
     def _loop(self) -> None:
-        assert self.receiver is not None
+        receiver = self.receiver
+        assert receiver is not None
         while not self._stop.is_set():
             try:
-                got = self.receiver.receive(0.25)
+                got = receiver.receive(0.25)
             except DocumentError as exc:
                 self._reject(exc.kind, exc)
                 continue
@@ -208,9 +253,12 @@ class BlueskyConsumer:
         record.closed = None
         record.save()
         self.runs[start.uid] = _Reduction(record)
-        log.info("run %s (%s): frames of %s in stream %s, %dx%d; reduced into %s",
-                 start.uid, start.name, action.stream.field, action.stream.stream,
-                 *action.stream.shape, folder)
+        log.info("run %s (%s): frames of %s in stream %s, %dx%d; reduced into %s with "
+                 "calibration %s", start.uid, start.name, action.stream.field,
+                 action.stream.stream, *action.stream.shape, folder, calibration.source)
+        if calibration.override:
+            log.info("run %s (%s): geometry from its start metadata: %s", start.uid, start.name,
+                     calibration.override)
 
     def _settle(self, uid: str) -> None:
         """Wait (bounded) for an earlier queue of run ``uid`` to finish closing: one
@@ -222,35 +270,28 @@ class BlueskyConsumer:
             time.sleep(0.05)
         self._reap()
 
-    def _calibration(self, start: RunStart) -> Path | None:
-        named = start.calibration
-        path = Path(named) if named else self.options.calibration
-        if path is None:
-            log.error("run %s (%s): no calibration (the start document has no "
-                      "saxs_calibration and none was given with -c); not reduced",
-                      start.uid, start.name)
+    def _calibration(self, start: RunStart) -> RunCalibration | None:
+        try:
+            return run_calibration(start, self.geometry)
+        except GeometryError as exc:
+            log.error("run %s (%s): %s; not reduced", start.uid, start.name, exc)
             return None
-        if not path.is_file():
-            log.error("run %s (%s): calibration %s does not exist; not reduced", start.uid,
-                      start.name, path)
-            return None
-        return path
 
     @staticmethod
-    def _fits(start: RunStart, calibration: Path, shape: tuple[int, int]) -> bool:
+    def _fits(start: RunStart, calibration: RunCalibration, shape: tuple[int, int]) -> bool:
         """Whether the run's frames are the calibration's size (checked before any
         frame is read)."""
-        from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+        from saxs_pipeline.config.calibschema import CalibrationError
 
         try:
-            expected = load_calibration(calibration).geometry.image_shape
+            expected = calibration.parsed().geometry.image_shape
         except CalibrationError as exc:
             log.error("run %s (%s): calibration %s: %s; not reduced", start.uid, start.name,
-                      calibration, exc)
+                      calibration.source, exc)
             return False
         if tuple(expected) != tuple(shape):
             log.error("run %s (%s): frames of %dx%d, but Imagesize of %s is %s; not reduced",
-                      start.uid, start.name, *shape, calibration, list(expected))
+                      start.uid, start.name, *shape, calibration.source, list(expected))
             return False
         return True
 
@@ -270,20 +311,28 @@ class BlueskyConsumer:
         folder = red.record.folder
         # the detector's folder: its files are read, and links in them may lead there
         roots = [Path(path).parent, *self.options.data_roots]
-        queue = ImageQueue(self.link, calibration, folder, relpath=".",
+        queue = ImageQueue(self.link, calibration.calibration, folder, relpath=".",
+                           attachments=calibration.attachments,
                            zarr_path=folder / f"{start.name}.zarr", dataset=dataset,
                            write_chi=self.options.write_chi, batch_size=self.options.batch_size,
                            queue_id=start.name, data_roots=roots)
         queue.start()
         red.queue, red.dataset = queue, dataset
+        self.latest_queue = queue
         if self.publisher is not None:
-            self.publisher.add(Publication(start.uid, queue.zarr_path, self._tiled_start(start)))
+            self.publisher.add(Publication(start.uid, queue.zarr_path,
+                                           self._tiled_start(start, calibration)))
         return queue
 
     @staticmethod
-    def _tiled_start(start: RunStart) -> dict[str, Any]:
+    def _tiled_start(start: RunStart, calibration: RunCalibration | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if calibration is not None:
+            extra["calibration_source"] = calibration.source  # "calibration" is the dict
+            if calibration.override:
+                extra["geometry_override"] = calibration.override
         return {"scan_id": start.scan_id, "raw_time": start.time, "name": start.name,
-                "saxs_calibration": start.calibration}
+                "saxs_calibration": start.calibration, **extra}
 
     def _close(self, red: _Reduction, action: Closed) -> None:
         start = red.record.start
@@ -338,8 +387,12 @@ class BlueskyConsumer:
             except (OSError, ValueError, TypeError, KeyError):
                 continue  # open_records reports it
             stack = folder / f"{record.start.name}.zarr"
+            try:
+                calibration = run_calibration(record.start, self.geometry)
+            except GeometryError:
+                calibration = None  # reduced with it before; its stack holds it
             self.publisher.add(Publication(record.start.uid, stack,
-                                           self._tiled_start(record.start)))
+                                           self._tiled_start(record.start, calibration)))
             if record.closed is not None:
                 self.publisher.finish(record.start.uid, {"exit_status": "success",
                                                          "reason": record.closed,

@@ -4,7 +4,8 @@ Every document is validated against event-model's schema first; what cannot be u
 raises :class:`~saxs_pipeline.bluesky.wire.DocumentError` naming the document (kind and
 uid) and what is wrong with it.
 
-* a start -> :class:`RunStart` (uid, scan id, the calibration named by ``saxs_calibration``);
+* a start -> :class:`RunStart` (uid, scan id, the calibration named by ``saxs_calibration``,
+  its numbers);
 * a descriptor -> :class:`ImageStream` when it has the image field: the named one, or the
   first field whose shape has two or more dimensions; its last two are a frame's, the ones
   before (ophyd-async's leading 1) the frames per event;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -58,7 +59,9 @@ class RunStart:
     uid: str
     scan_id: int | None
     time: float
-    calibration: str | None  # the start's ``saxs_calibration``: a calibration file
+    calibration: str | None  # the start's ``saxs_calibration``: a file or a calibration id
+    # the start's numeric top-level metadata (energy, distance, ...): what overrides read
+    metadata: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -71,13 +74,16 @@ def run_start(doc: dict[str, Any]) -> RunStart:
     scan = doc.get("scan_id")
     cal = doc.get(CALIBRATION_KEY)
     if cal is not None and not isinstance(cal, str):
-        raise DocumentError(f"{what('start', doc)}: {CALIBRATION_KEY} must be a path, "
+        raise DocumentError(f"{what('start', doc)}: {CALIBRATION_KEY} must be a path or a "
+                            "calibration id, "
                             f"not {type(cal).__name__}")
     if not _safe_uid(doc["uid"]):
         raise DocumentError(f"{what('start', doc)}: a uid of letters, digits, '-' and '_' "
                             "is needed (it names the run's folder)")
     return RunStart(doc["uid"], int(scan) if isinstance(scan, int) and not isinstance(scan, bool)
-                    else None, float(doc["time"]), cal)
+                    else None, float(doc["time"]), cal,
+                    {k: float(v) for k, v in doc.items() if isinstance(v, int | float)
+                     and not isinstance(v, bool) and math.isfinite(v)})
 
 
 def _safe_uid(uid: str) -> bool:

@@ -22,7 +22,8 @@ DEFAULT_CALIBRATION = Path("cal.json")
 
 def _default_calibration(opts: Options) -> tuple[Path | None, int]:
     """The calibration for runs whose start names none, and its Threads."""
-    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.ops.budget import check_budget
 
     if not opts.calibration.exists():
@@ -39,7 +40,10 @@ def _default_calibration(opts: Options) -> tuple[Path | None, int]:
     return opts.calibration, max(1, cal.threads)
 
 
-def _check(opts: Options) -> None:
+def _check(opts: Options) -> tuple[tuple[str, str], ...]:
+    """The start-up input checked; returns the geometry overrides."""
+    from saxs_pipeline.bluesky.geometry import parse_overrides
+
     url = urlparse(opts.bluesky or "")
     if url.scheme != "tcp" or not url.hostname or not url.port:
         raise StartupError(f"--bluesky {opts.bluesky!r}: give the proxy's out address as "
@@ -52,13 +56,19 @@ def _check(opts: Options) -> None:
                                "'saxs-pipeline[bluesky]'") from None
     if opts.directory.exists() and not opts.directory.is_dir():
         raise StartupError(f"{opts.directory} is not a directory")
+    if opts.calibrations is not None and not opts.calibrations.is_dir():
+        raise StartupError(f"--calibrations {opts.calibrations}: not a directory")
+    try:
+        return parse_overrides(opts.bluesky_override)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def run_bluesky(opts: Options, make_link: Callable[[Options, int], Any]) -> int:
     from saxs_pipeline.bluesky.consumer import BlueskyConsumer, ConsumerOptions
     from saxs_pipeline.tiled.publisher import TiledPublisher
 
-    _check(opts)
+    overrides = _check(opts)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to Tiled
     calibration, threads = _default_calibration(opts)
     opts.directory.mkdir(parents=True, exist_ok=True)
@@ -69,7 +79,9 @@ def run_bluesky(opts: Options, make_link: Callable[[Options, int], Any]) -> int:
         consumer = BlueskyConsumer(link, ConsumerOptions(
             opts.bluesky, opts.directory.absolute(), calibration, opts.bluesky_field,
             opts.bluesky_idle, write_chi=not opts.no_chi, batch_size=opts.batch_size,
-            data_roots=opts.allow_data_root),
+            data_roots=opts.allow_data_root,
+            calibrations=opts.calibrations.absolute() if opts.calibrations else None,
+            overrides=overrides),
             publisher).start()
         while consumer.running:
             time.sleep(0.5)

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                                     "check": check.as_dict()}
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
-        from saxs_pipeline.ops.calibplot import plot_check
+        from saxs_pipeline.curves.calibplot import plot_check
 
         plot_check(args.plot, np.nan_to_num(image), data.valid, result.geometry, calibrant, check)
     return 0

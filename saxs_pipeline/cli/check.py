@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check = check_calibration(image, valid, cal.geometry, calibrant, sectors=args.sectors,
                                   tolerance_px=args.tolerance)
         if args.plot:
-            from saxs_pipeline.ops.calibplot import plot_check
+            from saxs_pipeline.curves.calibplot import plot_check
 
             plot_check(args.plot, np.nan_to_num(image), valid, cal.geometry, calibrant, check)
     except (UsageError, ValueError, OSError) as exc:

@@ -10,7 +10,8 @@ calibration with the given mask files (one per Masks entry, in order) for the di
 DIR (relative to the server's base directory). Shorter forms: ``new CAL DIR`` and ``new
 CAL`` read the masks named in the calibration's MaskFile entries (relative to the
 calibration file) and, without DIR, keep the calibration's Directory. With two arguments
-the second one is a mask when it is an existing local file, else DIR.
+the second one is a mask when it is an existing local file, else DIR. ``new --bluesky
+tcp://HOST:PORT CAL [MASK...] [DIR]`` reduces the runs of a Bluesky 0MQ proxy into DIR.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import MaskError, encode_attachment
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.client import LeashClient, ServerUnavailable
@@ -69,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="start a new queue",
                          description="Start a new queue: new CAL [MASK...] [DIR]")
     new.add_argument("files", nargs="+", metavar="CAL [MASK...] [DIR]")
+    new.add_argument("--bluesky", default=None, metavar="URL",
+                     help="reduce the runs of a Bluesky RunEngine from its 0MQ proxy's out "
+                     "address tcp://HOST:PORT instead of watching DIR (each run's folder "
+                     "goes into DIR); CAL is for runs whose start names no saxs_calibration")
+    new.add_argument("--bluesky-field", default=None, metavar="NAME",
+                     help="the runs' image field (default: the first of 2 or more dimensions)")
+    new.add_argument("--bluesky-idle", type=float, default=None, metavar="SECONDS",
+                     help="close a run without stop after this long without a document "
+                     "(server default: 120)")
     _common(new)
     ls = sub.add_parser("listdir", help="list a directory on the server",
                         description="List a directory relative to the server's base directory.")
@@ -243,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "new":
                 try:
                     argument, attachments = new_request(args.files)
+                    if args.bluesky is not None:
+                        argument["bluesky"] = {k: v for k, v in (
+                            ("address", args.bluesky), ("field", args.bluesky_field),
+                            ("idle", args.bluesky_idle)) if v is not None}
                 except (CalibrationError, MaskError, ValueError, OSError) as exc:
                     print(f"saxsleash: {exc}", file=sys.stderr)
                     return EXIT_ERROR

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mask = mask_from_frames(fs.frames, detector_mask=fs.pixel_mask, geometry=geometry)
         write_mask(args.out, mask.valid)
         if args.plot:
-            from saxs_pipeline.ops.calibplot import plot_mask
+            from saxs_pipeline.curves.calibplot import plot_mask
 
             plot_mask(args.plot, np.nan_to_num(fs.summed()), mask.cause)
     except (UsageError, ValueError, OSError) as exc:

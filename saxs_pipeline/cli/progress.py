@@ -47,25 +47,21 @@ def show_progress(queue: Any, *, file: TextIO | None = None, silent: bool = Fals
 
 class WatchStatus:
     """One status line, rewritten in place on a terminal (frames done, frames/s over the
-    last update, failures, backlog, cluster); a log line every ``log_every`` s elsewhere."""
+    run's busy time so far: the waits for frames do not count, failures, backlog,
+    cluster); a log line every ``log_every`` s elsewhere."""
 
     def __init__(self, queue: Any, *, file: TextIO | None = None, log_every: float = 30.0) -> None:
         self.queue = queue
         self.file = file or sys.stderr
         self.tty = self.file.isatty()
         self.log_every = log_every
-        self._last = (time.monotonic(), 0)
         self._logged = 0.0
         self._width = 0
 
     def line(self) -> str:
         p = self.queue.progress()
-        now = time.monotonic()
-        t0, n0 = self._last
-        rate = (p["processed"] - n0) / max(now - t0, 1e-9)
-        self._last = (now, p["processed"])
-        text = (f"watching: {p['processed']} frames ({rate:.1f} frames/s), {p['failed']} failed, "
-                f"{p['queued']} queued")
+        text = (f"watching: {p['processed']} frames ({self.queue.status.clock.describe()}), "
+                f"{p['failed']} failed, {p['queued']} queued")
         if not p["cluster"].connected:
             text += f", {p['cluster'].describe()}"
         return text

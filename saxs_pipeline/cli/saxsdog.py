@@ -123,9 +123,10 @@ def _report(queue: Any, stats: dict[str, Any], elapsed: float, startup: float) -
     if stats.get("skipped"):
         tail += f"; {stats['skipped']} already done"
     if n:
-        log.info("%d frames in %.1f s: %.2f ms per frame, %.1f frames/s (start-up %.1f s "
-                 "not included)%s", n, elapsed, 1e3 * elapsed / n, n / max(elapsed, 1e-9),
-                 startup, tail)
+        # the rate over busy time (first frame taken to last done), not over the run's
+        # waits: pipeline/busyclock.py
+        log.info("%d frames in %.1f s: %s (start-up %.1f s not included)%s", n, elapsed,
+                 queue.status.clock.describe(), startup, tail)
     else:
         log.info("no frames processed%s", tail)
     from saxs_pipeline.pipeline.workers import workers_summary
@@ -146,7 +147,7 @@ def _sigterm_as_interrupt() -> None:
 @contextlib.contextmanager
 def _starting() -> Iterator[None]:
     """Start-up failures as StartupError: the reason on the console, exit status 2."""
-    from saxs_pipeline.config.calibration import CalibrationError
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.config.masks import MaskError
     from saxs_pipeline.frames.source import ImageError
     from saxs_pipeline.pipeline.lock import StackLockedError
@@ -176,6 +177,8 @@ def _make_queue(opts: Options, link: Any) -> Any:
             stream=opts.stream, stream_series=None if opts.watch else 1,
             stream_idle=opts.stream_idle, stream_max_images=opts.stream_max_images,
             nxcansas=opts.nxcansas, data_roots=opts.allow_data_root,
+            # a stream's live file list stays in its outputs folder too (not ../results)
+            filelist_base=opts.directory if opts.stream else None,
         )
         queue.prepare()
     return queue
@@ -223,7 +226,8 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
 
 def run(opts: Options) -> int:
     """Run saxsdog with parsed options; returns the exit status."""
-    from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
     from saxs_pipeline.ops.budget import check_budget
 
     if opts.bluesky:
@@ -232,6 +236,13 @@ def run(opts: Options) -> int:
         return run_bluesky(opts, _linked)
     if opts.tiled:
         raise StartupError("--tiled publishes the runs of --bluesky")
+    if opts.stream and not opts.directory.exists():
+        # a stream's DIRECTORY is only its outputs folder (saxsdog_options._relpath)
+        try:
+            opts.directory.mkdir(parents=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the outputs folder {opts.directory}: "
+                               f"{exc.strerror or exc}") from None
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")

@@ -63,6 +63,8 @@ class Options:
     bluesky: str | None = None  # a Bluesky 0MQ proxy's out address
     bluesky_field: str | None = None
     bluesky_idle: float = 120.0
+    bluesky_override: str | None = None  # "energy=KEY,distance=KEY" of the runs' starts
+    calibrations: Path | None = None  # the folder of calibrations runs name by id
     tiled: str | None = None
 
 
@@ -80,8 +82,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="take only frames the run's ledger does not have as done (also after a crash)")
     a("-o", "--outdir", dest="out_dir", type=Path, default=None,
       help="write all outputs into OUTDIR, frame paths flattened into the file names")
-    a("-R", "--relpath", default=DEFAULT_RELPATH,
-      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH})")
+    a("-R", "--relpath", default=None,
+      help=f"outputs folder relative to the directory (default: {DEFAULT_RELPATH}; with "
+      "--stream: the directory itself)")
     a("-i", "--inplace", action="store_true", help="write the outputs next to the images")
     a("-s", "--svg", action="store_true", help="also write an SVG plot per frame")
     a("-p", "--png", action="store_true", help="also write a PNG of every frame")
@@ -118,8 +121,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
       "directory (repeatable); links elsewhere fail their frames")
     a("--stream", default=None, metavar="URL",
       help="receive frames from a DECTRIS Stream V2 (ZeroMQ PUSH) at URL, e.g. "
-      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is where the "
-      "outputs go (as for files)")
+      "tcp://dcu:31001; one series, or every series with -w. DIRECTORY is the outputs "
+      "folder (created if missing): DIRECTORY/<name>.zarr, its ledger, failures.log and "
+      "the .chi files under DIRECTORY/stream/")
     a("--nxcansas", action="store_true",
       help="at the end, also write the run's curves as NXcanSAS (<stack>.h5)")
     a("--nxcansas-layout", choices=("entries", "stack"), default="entries",
@@ -133,11 +137,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
       help="reduce the runs of a Bluesky RunEngine: the documents from a bluesky-0MQ-proxy's "
       "out address, e.g. tcp://host:5578 (msgpack or JSON: Publisher(..., serializer="
       "saxs_pipeline.bluesky.wire.pack)); one folder and curve stack per run in DIRECTORY; "
-      "a run's calibration is its start's saxs_calibration, else -c")
+      "a run's calibration is its start's saxs_calibration (a path or an id of "
+      "--calibrations), else -c")
     a("--bluesky-field", default=None, metavar="NAME",
       help="the image field of the runs (default: the first field of 2 or more dimensions)")
     a("--bluesky-idle", type=float, default=120.0, metavar="SECONDS",
       help="a run without a document for this long and no stop document is closed (120)")
+    a("--calibrations", type=Path, default=None, metavar="DIR",
+      help="calibrations runs may name by id: saxs_calibration 'ID' is DIR/ID.json")
+    a("--bluesky-override", default=None, metavar="energy[=KEY],distance[=KEY]",
+      help="take the beam energy (keV) and the sample-detector distance (mm) from these "
+      "keys of each run's start metadata instead of the calibration's Wavelength and "
+      "distance (recorded as GeometryOverride in the run's calibration); default: never")
     a("--tiled", default=None, metavar="URL",
       help="publish each reduced run to this Tiled server as it goes (API key from "
       "TILED_API_KEY)")
@@ -196,13 +207,25 @@ def _targets(paths: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
     return Path(os.path.commonpath([f.parent for f in files])), files
 
 
+def _relpath(ns: argparse.Namespace) -> str:
+    """The outputs folder relative to the run's directory: ``-i`` the directory itself,
+    ``-R`` as given, else ``../work`` beside a data folder. A stream's DIRECTORY holds no
+    frames, only what the run writes: it is the outputs folder itself (as each Bluesky
+    run's folder is), so ``saxsdog --stream URL streamed/`` writes into ``streamed/``."""
+    if ns.inplace:
+        return os.curdir
+    if ns.relpath is not None:
+        return str(ns.relpath)
+    return os.curdir if ns.stream else DEFAULT_RELPATH
+
+
 def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
                  files: tuple[Path, ...] = ()) -> Options:
     """The run's options from the parsed arguments, for ``directory`` (and ``files``)."""
     return Options(
         directory=directory, calibration=calibration, files=files, threads=ns.threads,
         plot=ns.plot, watch=ns.watch, resume=ns.resume, out_dir=ns.out_dir,
-        relpath=os.curdir if ns.inplace else ns.relpath, svg=ns.svg, png=ns.png,
+        relpath=_relpath(ns), svg=ns.svg, png=ns.png,
         profile=ns.profile, silent=ns.silent, no_walk=ns.no_walk, walk_thread=ns.walk_thread,
         scheduler=ns.scheduler, scheduler_file=ns.scheduler_file,
         connect_timeout=ns.connect_timeout, reconnect_timeout=ns.reconnect_timeout,
@@ -213,7 +236,7 @@ def options_from(ns: argparse.Namespace, directory: Path, calibration: Path,
         verbose=ns.verbose, linger=ns.linger, path_map=tuple(ns.path_map),
         allow_data_root=tuple(ns.allow_data_root),
         bluesky=ns.bluesky, bluesky_field=ns.bluesky_field, bluesky_idle=ns.bluesky_idle,
-        tiled=ns.tiled,
+        bluesky_override=ns.bluesky_override, calibrations=ns.calibrations, tiled=ns.tiled,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import zmq
 
+from saxs_pipeline.bluesky.geometry import parse_overrides
 from saxs_pipeline.control.netconf import (
     NetConfError,
     bind_address,
@@ -70,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-data-root", action="append", default=[], metavar="DIR",
                    help="HDF5 external links and virtual datasets may lead into DIR besides "
                    "the queue's directory (repeatable); links elsewhere fail their frames")
+    p.add_argument("--calibrations", type=Path, default=None, metavar="DIR",
+                   help="calibrations Bluesky runs may name by id: saxs_calibration 'ID' is "
+                   "DIR/ID.json")
+    p.add_argument("--bluesky-override", default=None,
+                   metavar="energy[=KEY],distance[=KEY]",
+                   help="take the beam energy (keV) and the distance (mm) of Bluesky runs "
+                   "from these keys of their start metadata (default: never)")
+    p.add_argument("--tiled", default=None, metavar="URL",
+                   help="publish the reduced Bluesky runs to this Tiled server (API key from "
+                   "TILED_API_KEY)")
     p.add_argument("--config", default=None,
                    help="network config (default: $SAXSDOG_NETWORK or ~/.saxsdognetwork)")
     p.add_argument("-N", "--index", type=int, default=0,
@@ -123,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.outdir:
         outdir = Path(args.outdir).resolve()
         outdir.mkdir(parents=True, exist_ok=True)  # the original exited here, always
+    if args.calibrations is not None and not args.calibrations.is_dir():
+        raise ValueError(f"--calibrations {args.calibrations}: not a directory")
     limits = Limits(max_request_bytes=args.max_request_size,
                     max_total_bytes=max(args.max_message_size, args.max_request_size))
     return ServerConfig(
@@ -134,6 +147,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allow_legacy=not args.no_legacy, close_reply_timeout=args.close_timeout,
         name=entry.name,
         queue_options={"data_roots": tuple(os.path.abspath(d) for d in args.allow_data_root)},
+        calibrations=args.calibrations.absolute() if args.calibrations else None,
+        bluesky_overrides=parse_overrides(args.bluesky_override), tiled=args.tiled,
     )
 
 

@@ -1,4 +1,5 @@
-"""Calibration files: load, validate against the shipped JSON schema, parse into dataclasses.
+"""Calibration files: load, validate (:mod:`saxs_pipeline.config.calibschema`), parse into
+dataclasses.
 
 Both the nested form (``Geometry``/``Masks``/``Slices``) and the old flat form of the 2014
 manual are read. Every error names the file and the JSON path that is wrong.
@@ -10,14 +11,18 @@ import copy
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import scipy.constants
 
+from saxs_pipeline.config.calibschema import (
+    CalibrationError,
+    check_finite,
+    flat_to_nested,
+    is_flat,
+    validate,
+)
 from saxs_pipeline.config.wedges import check_wedge
 
 # IntensityDefinition values (schema): the original's mean of per-pixel corrected counts,
@@ -30,33 +35,14 @@ __all__ = [
     "PIXEL_MEAN",
     "SIGNAL_OVER_NORMALISATION",
     "Calibration",
-    "CalibrationError",
     "Geometry",
     "MaskConfig",
     "Polarization",
     "Sensor",
     "SliceConfig",
     "empty_windows",
-    "flat_to_nested",
     "load_calibration",
-    "schema",
 ]
-
-
-class CalibrationError(ValueError):
-    """A calibration that does not validate; the message names the JSON path."""
-
-    def __init__(self, source: str, path: str, message: str) -> None:
-        self.source, self.path, self.reason = source, path, message
-        super().__init__(f"{source}: {path}: {message}")
-
-
-@cache
-def schema(form: str = "nested") -> dict[str, Any]:
-    """The shipped JSON schema of the calibration (``"nested"`` or ``"flat"``)."""
-    name = "calibration.schema.json" if form == "nested" else "calibration-flat.schema.json"
-    text = resources.files("saxs_pipeline.config").joinpath("schemas", name).read_text()
-    return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -169,56 +155,6 @@ class Calibration:
         return json.dumps(self.raw)
 
 
-_FLAT_KEYS = {"Tilt", "BeamCenter", "Imagesize", "MaskFile"}
-
-
-def is_flat(config: dict[str, Any]) -> bool:
-    return "Geometry" not in config and bool(_FLAT_KEYS & config.keys())
-
-
-def flat_to_nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """Map the 2014 flat form onto the nested form (as the original converter did, but
-    keeping the root Title)."""
-    geometry: dict[str, Any] = {}
-    for key in ("Tilt", "BeamCenter", "DedectorDistanceMM", "DetectorDistanceMM",
-                "PixelSizeMicroM", "Imagesize"):
-        if key in flat:
-            geometry[key] = copy.deepcopy(flat[key])
-    mask: dict[str, Any] = {"MaskFile": flat["MaskFile"]}
-    for key in ("Oversampling", "PixelPerRadialElement"):
-        if key in flat:
-            mask[key] = flat[key]
-    nested: dict[str, Any] = {}
-    if "Title" in flat:
-        nested["Title"] = flat["Title"]
-    nested.update({"Geometry": geometry, "Wavelength": flat["Wavelength"], "Masks": [mask]})
-    if "PolarizationCorrection" in flat:
-        nested["PolarizationCorrection"] = copy.deepcopy(flat["PolarizationCorrection"])
-    return nested
-
-
-def _check_finite(value: Any, source: str, path: str = "$") -> None:
-    """JSON allows NaN and Infinity (Python writes and reads them) and the schema's
-    number bounds let them through; no calibration value may be one."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CalibrationError(source, path, f"{value} is not a finite number")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, source, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(v, source, f"{path}[{i}]")
-
-
-def _validate(config: Any, form: str, source: str) -> None:
-    validator = jsonschema.Draft202012Validator(schema(form))
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
-    if errors:
-        # The deepest, first error is the most specific one to show.
-        err = jsonschema.exceptions.best_match(errors)
-        raise CalibrationError(source, err.json_path, err.message)
-
-
 def load_calibration(
     config: str | Path | dict[str, Any], *, base_dir: str | Path | None = None
 ) -> Calibration:
@@ -242,12 +178,12 @@ def load_calibration(
             base_dir = path.absolute().parent
     if not isinstance(raw, dict):
         raise CalibrationError(source, "$", "a calibration must be a JSON object")
-    _check_finite(raw, source)
+    check_finite(raw, source)
     flat = is_flat(raw)
     if flat:
-        _validate(raw, "flat", source)
+        validate(raw, "flat", source)
         raw = flat_to_nested(raw)
-    _validate(raw, "nested", source)
+    validate(raw, "nested", source)
     return _parse(raw, source, Path(base_dir) if base_dir is not None else None,
                   "$" if flat else "$.Geometry")
 

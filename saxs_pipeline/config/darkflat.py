@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from saxs_pipeline.config.calibration import Calibration, CalibrationError
+from saxs_pipeline.config.calibration import Calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.frames.registry import open_frames
 from saxs_pipeline.frames.source import ImageError
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import schema
+from saxs_pipeline.config.calibschema import schema
 
 __all__ = ["CONSOLE_SCRIPTS", "calibration_reference", "cli_reference", "generate"]
 
@@ -38,6 +38,7 @@ CONSOLE_SCRIPTS = {
 
 # Commands whose options live on subcommands: their pages include each subcommand's help.
 SUBCOMMANDS = {
+    "saxsdog": ["demo", "calibrate", "mask", "check", "cache"],
     "saxsleash": ["new", "stat", "plot", "plotdata", "close", "abort", "readdir", "get",
                   "listdir", "fileslist", "failures"],
     "saxs-absolute": ["water", "glassy-carbon"],

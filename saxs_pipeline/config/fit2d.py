@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from saxs_pipeline.config.calibration import CalibrationError, empty_windows, load_calibration
+from saxs_pipeline.config.calibration import empty_windows, load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.nexus import (
     NexusError,
     NexusOverrides,

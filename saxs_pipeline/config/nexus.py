@@ -40,7 +40,8 @@ import h5py
 import numpy as np
 from scipy import constants
 
-from saxs_pipeline.frames.hdf5 import DETECTOR, Hdf5Frames, open_hdf5
+from saxs_pipeline.frames.hdf5 import Hdf5Frames, open_hdf5
+from saxs_pipeline.frames.hdf5meta import DETECTOR
 from saxs_pipeline.frames.source import FrameIncompleteError, ImageError
 
 __all__ = ["NexusError", "NexusGeometry", "NexusOverrides", "nexus_calibration", "read_nexus_geometry"]

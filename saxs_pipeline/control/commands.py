@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.config.calibration import CalibrationError, load_calibration
+from saxs_pipeline.config.calibration import load_calibration
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.masks import MaskError, decode_attachment, mask_from_bytes
 from saxs_pipeline.control import protocol as proto
 from saxs_pipeline.control.feeder import relative_to
@@ -36,7 +37,7 @@ __all__ = ["QueueHost"]
 log = logging.getLogger(__name__)
 
 _INT_STAT_KEYS = {"images processed", "queue length", "pics", "failed", "skipped", "workers",
-                  "workers joined", "workers left"}
+                  "workers joined", "workers left", "documents rejected"}
 
 
 def _default_queue_factory(*args: Any, **kwargs: Any) -> Any:
@@ -99,13 +100,17 @@ class QueueHost:
 
     def _save_state(self, q: Any, state: str) -> None:
         store = getattr(q, "store", None)
-        if store is None:
+        if store is not None:
+            record = {"ledger": str(store.ledger.path)}
+        elif hasattr(q, "restart_record"):  # a Bluesky queue: what its "new" was
+            record = q.restart_record()
+        else:
             return
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"ledger": str(store.ledger.path), "state": state,
-                                       "queue_id": q.queue_id, "time": time.time()}))
+            tmp.write_text(json.dumps({**record, "state": state, "queue_id": q.queue_id,
+                                       "time": time.time()}))
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.warning("cannot record the queue in %s: %s", self.state_file, exc)
@@ -208,14 +213,31 @@ class QueueHost:
                 "IOError", f"directory {os.path.join(*cal.directory)!r} does not exist")
         return masks, directory
 
+    def _make_bluesky(self, calibration: dict[str, Any], directory: Path, masks: list[dict],
+                      spec: dict[str, Any], queue_id: str | None = None) -> Any:
+        """A Bluesky source in the queue slot (see :mod:`saxs_pipeline.control.bluesky`)."""
+        try:
+            from saxs_pipeline.control.bluesky import BlueskyQueue
+        except ImportError as exc:
+            raise proto.RequestError("ValueError", f"a Bluesky source needs {exc.name}: pip "
+                                     "install 'saxs-pipeline[bluesky]' on the server") from None
+        self._count += 1
+        c = self.config
+        return BlueskyQueue(self.client, calibration, masks, c.outdir or directory, spec,
+                            queue_id or f"{c.name}-{self._count}", calibrations=c.calibrations,
+                            overrides=c.bluesky_overrides, tiled=c.tiled,
+                            data_roots=c.queue_options.get("data_roots", ()))
+
     def cmd_new(self, request: dict, attachments: list[bytes]) -> dict[str, Any]:
         calibration = request["argument"]["calibration"]
+        bluesky = request["argument"].get("bluesky")
         masks, directory = self._check_new(calibration, attachments)
         if self.stopping.is_set():
             raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
         # Built (operators, budget) before the running queue is touched: a calibration
         # that cannot run leaves the old queue running.
-        q = self._make_queue(calibration, directory, masks)
+        q = self._make_bluesky(calibration, directory, masks, bluesky) if bluesky else \
+            self._make_queue(calibration, directory, masks)
         with self.lifecycle:
             old = self.queue
             same_stack = old is not None and getattr(old, "zarr_path", None) == getattr(
@@ -231,7 +253,7 @@ class QueueHost:
             if self.stopping.is_set():  # shut down while this queue was being built
                 q.abort()
                 raise proto.RequestError(proto.SERVER_ERROR, "the server is shutting down")
-        if not (self.config.watch or self.config.feeder_url):
+        if not (self.config.watch or self.config.feeder_url or bluesky):
             log.warning("queue on %s takes frames only from readdir: this server neither "
                         "watches (-w) nor has a feeder (-f)", directory)
         log.info("new queue on %s", directory)
@@ -297,7 +319,11 @@ class QueueHost:
             return
         if state.get("state") != "running":
             return
-        from saxs_pipeline.pipeline.ledger import LedgerError, Why, read_manifest
+        if "bluesky" in state:
+            self._restore_bluesky(state)
+            return
+        from saxs_pipeline.pipeline.ledger import Why, read_manifest
+        from saxs_pipeline.pipeline.ledgerdb import LedgerError
 
         try:
             _, manifest = read_manifest(state["ledger"])
@@ -316,6 +342,24 @@ class QueueHost:
             return
         log.warning("took up queue %s on %s from its ledger %s", q.queue_id, directory,
                     state["ledger"])
+
+    def _restore_bluesky(self, state: dict[str, Any]) -> None:
+        """Subscribe again as the recorded Bluesky "new" did; the consumer takes up the
+        runs it left open from their records."""
+        try:
+            new = state["bluesky"]
+            work = confine(self.basedir, os.path.relpath(new["work"], self.basedir))
+            with self.lifecycle:
+                q = self._make_bluesky(new["calibration"], work, new["attachments"],
+                                       new["source"], queue_id=state.get("queue_id"))
+                q.start()
+                self.queue = q
+        except Exception as exc:  # a restart must come up even when the old queue cannot
+            log.error("could not take up the Bluesky queue recorded in %s: %s",
+                      self.state_file, exc)
+            return
+        log.warning("took up Bluesky queue %s from %s into %s", q.queue_id,
+                    new["source"]["address"], work)
 
     def close_queue(self, q: Any, timeout: float) -> None:
         """Let queued frames finish for a while, then stop (what is left stays pending in

@@ -75,6 +75,10 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     name: str = "Queue1"
     queue_options: dict[str, Any] = field(default_factory=dict)
+    # a Bluesky "new": calibrations runs name by id, start-metadata overrides, Tiled
+    calibrations: Path | None = None
+    bluesky_overrides: tuple[tuple[str, str], ...] = ()
+    tiled: str | None = None
 
 
 class SaxsdogServer:

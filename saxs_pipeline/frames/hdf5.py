@@ -22,12 +22,7 @@ frames is decoded once for all the ranges read from it, not once per range or ta
 Links (external links, virtual dataset sources) are followed only into the data roots
 (:mod:`saxs_pipeline.frames.hdf5links`); a part linked elsewhere fails its frames.
 
-Per-frame metadata (:meth:`Hdf5Frames.metadata`): every 1-D numeric dataset of the
-(master) file whose length is the frame count, keyed by its HDF5 path; ``"image_number"``
-from the data files' ``image_nr_low`` attribute; and ``"time"``/``"date"``: the absolute
-``/entry/start_time`` plus a per-frame ``start_time`` dataset (NXmx), else the collection
-date (``/entry/start_time`` or ``detectorSpecific/data_collection_date``) plus
-``index * frame_time``.
+Per-frame metadata (:meth:`Hdf5Frames.metadata`): :mod:`saxs_pipeline.frames.hdf5meta`.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import h5py
@@ -45,7 +39,7 @@ import numpy as np
 
 from saxs_pipeline.frames.hdf5chunks import Chunking, chunking, file_identity, read_block
 from saxs_pipeline.frames.hdf5links import check_dataset, data_roots, link_target, outside_roots
-from saxs_pipeline.frames.pilatusheader import iso_to_timestamp
+from saxs_pipeline.frames.hdf5meta import DETECTOR, FrameMetadata
 from saxs_pipeline.frames.source import (
     FrameIncompleteError,
     ImageError,
@@ -54,13 +48,12 @@ from saxs_pipeline.frames.source import (
     invalid_value_for,
 )
 
-__all__ = ["DETECTOR", "Hdf5Frames", "declared_frame_count", "open_hdf5"]
+__all__ = ["Hdf5Frames", "declared_frame_count", "open_hdf5"]
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-DETECTOR = "/entry/instrument/detector"
 _DATA_GROUP = "/entry/data"
 _DEFAULT_DATASET = "/entry/data/data"
 _PIXEL_MASKS = (f"{DETECTOR}/detectorSpecific/pixel_mask",)
@@ -149,7 +142,7 @@ class Hdf5Frames:
         except FileNotFoundError:
             raise ImageError(f"frame {self.path} does not exist") from None
         self._open: dict[str, h5py.File] = {self.path: self._file}
-        self._meta: dict[str, np.ndarray] | None = None
+        self._metadata: FrameMetadata | None = None
         try:
             self._parts = self._layout(dataset)
             first = next((p for p in self._parts if p.dset is not None), None)
@@ -343,53 +336,17 @@ class Hdf5Frames:
         return None
 
     def metadata(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """One dict per frame of ``[start, stop)`` (module doc)."""
+        """One dict per frame of ``[start, stop)`` (:mod:`saxs_pipeline.frames.hdf5meta`)."""
         check_range(self.path, start, stop, self.frame_count())
-        if self._meta is None:
-            self._meta = self._per_frame_datasets()
-        times = self._times(start, stop)
-        out = []
-        for i, t in zip(range(start, stop), times, strict=True):
-            row: dict[str, Any] = {"index": i}
-            row.update({name: values[i].item() for name, values in self._meta.items()})
-            part = next((p for p in self._parts if p.start <= i < p.start + p.count), None)
-            if part is not None and part.image_nr_low is not None:
-                row["image_number"] = part.image_nr_low + i - part.start
-            row["time"] = t
-            row["date"] = datetime.fromtimestamp(t, UTC).isoformat() if t is not None else None
-            out.append(row)
-        return out
+        if self._metadata is None:
+            self._metadata = FrameMetadata(self._file, self.frame_count())
+        return self._metadata.rows(start, stop, self._image_number)
 
-    def _per_frame_datasets(self) -> dict[str, np.ndarray]:
-        n = self.frame_count()
-        found: dict[str, np.ndarray] = {}
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset) and obj.ndim == 1 and obj.shape[0] == n and obj.dtype.kind in "iufb":
-                found[f"/{name}"] = obj[()]
-
-        self._file.visititems(visit)  # does not follow the external links to the data files
-        return found
-
-    def _scalar(self, name: str) -> Any:
-        obj = self._file.get(name)
-        if not isinstance(obj, h5py.Dataset) or obj.shape not in ((), (1,)):
+    def _image_number(self, i: int) -> int | None:
+        part = next((p for p in self._parts if p.start <= i < p.start + p.count), None)
+        if part is None or part.image_nr_low is None:
             return None
-        value = obj[()]
-        value = value.reshape(-1)[0] if isinstance(value, np.ndarray) else value
-        return value.decode() if isinstance(value, bytes) else value
-
-    def _times(self, start: int, stop: int) -> list[float | None]:
-        iso = self._scalar("/entry/start_time") or self._scalar(f"{DETECTOR}/detectorSpecific/data_collection_date")
-        t0 = iso_to_timestamp(str(iso)) if iso else None
-        if t0 is None:
-            return [None] * (stop - start)
-        relative = next((v for k, v in self._meta.items() if k.endswith("/start_time")), None)
-        if relative is not None:
-            return [t0 + float(relative[i]) for i in range(start, stop)]
-        period = self._scalar(f"{DETECTOR}/frame_time")
-        period = float(period) if period is not None else 0.0
-        return [t0 + i * period for i in range(start, stop)]
+        return part.image_nr_low + i - part.start
 
     def close(self) -> None:
         for handle in self._open.values():

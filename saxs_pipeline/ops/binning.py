@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxs_pipeline.config.calibration import CalibrationError, Geometry, MaskConfig
+from saxs_pipeline.config.calibration import Geometry, MaskConfig
+from saxs_pipeline.config.calibschema import CalibrationError
 from saxs_pipeline.config.wedges import wedge_span
 from saxs_pipeline.ops import geometry as geo
 
@@ -153,7 +154,7 @@ def _wedges(mc: MaskConfig) -> np.ndarray:
 def bin_map(geometry: Geometry, mc: MaskConfig, *, extent: tuple[float, float] | None = None,
             max_phi: float | None = None) -> BinMap:
     """The :class:`BinMap` of mask entry ``mc``; a q grid or window that misses the
-    detector is a :class:`~saxs_pipeline.config.calibration.CalibrationError` naming its path.
+    detector is a :class:`~saxs_pipeline.config.calibschema.CalibrationError` naming its path.
     ``extent`` (q min, max) and ``max_phi`` may be given by a caller that has the full
     sub-pixel maps (the operator build): their maxima are the original's grid definition,
     and taking them from the same maps keeps existing operators bit-identical."""

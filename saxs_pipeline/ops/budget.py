@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 
-from saxs_pipeline.config.calibration import Calibration, CalibrationError, Geometry, MaskConfig
+from saxs_pipeline.config.calibration import Calibration, Geometry, MaskConfig
+from saxs_pipeline.config.calibschema import CalibrationError
 
 __all__ = ["BudgetError", "build_limit", "check_budget", "operator_bytes"]
 

@@ -5,7 +5,7 @@ Each pixel is split into ``ov x ov`` sub-pixels; every sub-pixel centre gets a b
 in bin ``k``. The operator stores ``W[k, p] = A[p, k] * c[p]`` (``c`` = 1 / polarization
 factor, or 1) for unmasked pixels only, as a scipy CSC matrix with one column per pixel:
 CSC streams the image once and scatters into a bin vector that stays in L1 (measured 2x
-faster than pydata ``sparse``; see the README's design notes). The hot path runs compiled
+faster than pydata ``sparse``; see docs/design.md). The hot path runs compiled
 kernels on a :class:`CompactLayout` derived from it (uint16 bins, per-pixel runs of at
 most ``MAX_RUN`` bins); the CSC matrix serves the rare paths (excluded pixels, operators
 the compact layout cannot hold) and the cache file. Which layout the kernels use on this

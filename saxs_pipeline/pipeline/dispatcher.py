@@ -6,20 +6,17 @@
   instead of costing one task each; frames that gathered are shared over the idle
   threads (:func:`take_size`). Task keys are explicit,
   ``("saxs-integrate", queue_id, seq)``, never ``pure``: a reprocessed frame must run again.
-* **retries**: a frame still being written (the task reports it incomplete) is tried
-  again after ``retry_delay * 2**k`` s. Only tries that found the file no longer than
-  before count against ``retries``: a slow writer is waited for, a file that stopped
-  growing fails after ``retries`` more tries -- unless it changes again later (then the
-  ledger takes it anew). A new event for a frame waiting for its retry tries it at once.
-* **cluster loss**: while the :class:`~saxs_pipeline.pipeline.cluster.ClusterLink` is not
-  connected nothing is submitted; tasks cancelled by the loss go back to the front of
-  the line, and when the link comes back (a higher generation) everything still out is
-  submitted again.
+* **retries**: a frame still being written is tried again with a back-off
+  (:class:`~saxs_pipeline.pipeline.retry.RetryPolicy`). A new event for a frame waiting for
+  its retry tries it at once.
+* **cluster loss**: the tasks out and what a loss does to them:
+  :class:`~saxs_pipeline.pipeline.inflight.InFlight`.
 * **paths**: tasks carry the frame and output paths as the workers see them (the link's
-  path map); the ``.chi`` paths in their results are mapped back.
-
-Results go to ``on_results`` (frames done or failed in the task) and ``on_failed``
-(frames that failed here: retries used up, a task that erred).
+  path map).
+* **results**: collected, in a thread of their own, by a
+  :class:`~saxs_pipeline.pipeline.collect.Collector`: to ``on_results`` (frames done or
+  failed in the task) and ``on_failed`` (frames that failed here: retries used up, a task
+  that erred).
 """
 
 from __future__ import annotations
@@ -28,14 +25,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from saxs_pipeline.pipeline.cluster import ClusterLink
+from saxs_pipeline.pipeline.collect import Collector
 from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef
+from saxs_pipeline.pipeline.inflight import Batch, InFlight
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.line import WorkLine, take_size
+from saxs_pipeline.pipeline.retry import RetryPolicy
 from saxs_pipeline.pipeline.task import process_frames
 from saxs_pipeline.pipeline.tasktypes import FrameResult, TaskOptions
 from saxs_pipeline.plugins.stats import TASK_PREFIX
@@ -43,32 +43,16 @@ from saxs_pipeline.plugins.stats import TASK_PREFIX
 __all__ = ["Dispatcher", "Job"]
 
 
-def _task_error(future: Any) -> str:
-    try:
-        return repr(future.exception(timeout=5))
-    except Exception as exc:  # the error itself could not be fetched
-        return f"(error unavailable: {exc!r})"
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class _Batch:
-    key: tuple[str, str, int]
-    jobs: list[Job]
-    generation: int
-    future: Any = None
 
 
 @dataclass
 class _Counts:
     submitted_tasks: int = 0
-    requeued: int = 0
     seq: int = 0
     nthreads: int = 1
     nthreads_checked: float = 0.0
     local: bool = False  # every worker on this host's loopback (see _submit_ready)
-    by_worker: dict[str, int] = field(default_factory=dict)  # frames integrated per worker
 
 
 class Dispatcher:
@@ -94,25 +78,23 @@ class Dispatcher:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.link, self.queue_id, self.options = link, queue_id, options
-        self.on_results, self.on_failed = on_results, on_failed
         self.want_picture = want_picture
         self.batch_size = int(batch_size)
         self.max_in_flight = max_in_flight
-        self.retries, self.retry_delay = int(retries), float(retry_delay)
         self.line = WorkLine()
         self._lock, self._cond, self._wake = self.line.lock, self.line.cond, self.line.wake
-        self._out: dict[tuple[str, str, int], _Batch] = {}
-        self._out_frames = 0
+        self.out = InFlight(self.line)
         self._c = _Counts()
-        self._generation = 0
-        self._ac: Any = None
         self._stop = threading.Event()
+        self.collector = Collector(link, queue_id, self.out, on_results, on_failed,
+                                   RetryPolicy(int(retries), float(retry_delay)),
+                                   lambda: self._c.local, self._stop)
         self._threads: list[threading.Thread] = []
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        for name, target in (("saxs-submit", self._submit_loop), ("saxs-collect", self._collect_loop)):
+        for name, target in (("saxs-submit", self._submit_loop), ("saxs-collect", self.collector.run)):
             t = threading.Thread(target=target, name=f"{name}-{self.queue_id}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -142,9 +124,7 @@ class Dispatcher:
         """Drop everything in line, waiting or out (abort); returns the jobs dropped.
         Tasks already running finish on their worker, their results are discarded."""
         with self._lock:
-            futures = [b.future for b in self._out.values() if b.future is not None]
-            self._out.clear()
-            self._out_frames = 0
+            futures = self.out.clear()
             dropped = self.line.clear()
         if futures and self.link.status.connected:
             try:
@@ -186,16 +166,15 @@ class Dispatcher:
 
     def counters(self) -> dict[str, int]:
         with self._lock:
-            return {"tasks": self._c.submitted_tasks, "requeued": self._c.requeued,
-                    "retried": self.line.retried, "out": self._out_frames,
+            return {"tasks": self._c.submitted_tasks, "requeued": self.out.requeued,
+                    "retried": self.line.retried, "out": self.out.frames,
                     "waiting": self.line.waiting()}
 
     # -- submitting ------------------------------------------------------------------------------
 
     def by_worker(self) -> dict[str, int]:
         """Frames integrated (ok) per worker name."""
-        with self._lock:
-            return dict(self._c.by_worker)
+        return self.collector.by_worker()
 
     def _high_water(self) -> int:
         return max(self._max_in_flight() * self.batch_size, 4 * self.batch_size)
@@ -222,28 +201,14 @@ class Dispatcher:
 
     def _follow_link(self) -> None:
         status = self.link.status
-        if not status.connected or status.generation == self._generation:
+        if not status.connected or status.generation == self.out.generation:
             return
-        from distributed import as_completed
-
         client = self.link.get(timeout=5)
-        with self._lock:
-            stale = [b for b in self._out.values() if b.generation != status.generation]
-            for b in stale:
-                self._requeue_locked(b)
-            self._generation = status.generation
-            self._ac = as_completed(loop=client.loop)
+        stale = self.out.follow(status.generation, client)
         self._refresh_nthreads(client, force=True)
         if stale:
             log.info("queue %s: %d task(s) resubmitted after the reconnection", self.queue_id,
-                     len(stale))
-
-    def _requeue_locked(self, batch: _Batch) -> None:
-        if self._out.pop(batch.key, None) is None:
-            return
-        self._out_frames -= len(batch.jobs)
-        self.line.put_front(batch.jobs)
-        self._c.requeued += len(batch.jobs)
+                     stale)
 
     def _refresh_nthreads(self, client: Any, force: bool = False) -> None:
         now = time.monotonic()
@@ -258,19 +223,15 @@ class Dispatcher:
         except Exception as exc:  # a scheduler hiccup: keep the last value
             log.debug("nthreads unavailable: %s", exc)
 
-    def _next_batch(self) -> _Batch | None:
-        if len(self._out) >= self._max_in_flight():
+    def _next_batch(self) -> Batch | None:
+        if len(self.out) >= self._max_in_flight():
             return None
         # 0 while every worker thread is busy: live frames gather
-        n = take_size(len(self.line), self.batch_size, len(self._out), self._c.nthreads)
+        n = take_size(len(self.line), self.batch_size, len(self.out), self._c.nthreads)
         if not n:
             return None
-        jobs = self.line.take(n)
-        n = len(jobs)
         self._c.seq += 1
-        batch = _Batch((TASK_PREFIX, self.queue_id, self._c.seq), jobs, self._generation)
-        self._out[batch.key] = batch
-        self._out_frames += n
+        batch = self.out.add((TASK_PREFIX, self.queue_id, self._c.seq), self.line.take(n))
         self._cond.notify_all()  # a walker may add more now
         return batch
 
@@ -281,7 +242,7 @@ class Dispatcher:
             self.line.due()
             with self._lock:
                 batch = self._next_batch()
-                ac = self._ac
+                ac = self.out.completed
             if batch is None or ac is None:
                 return
             payloads = None
@@ -301,129 +262,8 @@ class Dispatcher:
                                        self.options, payloads=payloads, picture=picture,
                                        key=batch.key, pure=False, retries=1)
             with self._lock:
-                if batch.key not in self._out:  # cancelled meanwhile
+                if not self.out.attach(batch, future):  # cancelled meanwhile
                     future.cancel()
                     continue
-                batch.future = future
                 self._c.submitted_tasks += 1
             ac.add(future)
-
-    # -- collecting ------------------------------------------------------------------------------
-
-    def _collect_loop(self) -> None:
-        with DRIVER.owned("result"):
-            self._collecting()
-
-    def _collecting(self) -> None:
-        while not self._stop.is_set():
-            ac = self._ac
-            if ac is None:
-                self._stop.wait(0.1)
-                continue
-            with ac.thread_condition:
-                if not ac.has_ready():
-                    ac.thread_condition.wait(0.25)
-            try:
-                done = ac.next_batch(block=False)
-                if done:
-                    self._collect(done)
-                    self._wake.set()  # slots are free
-            except Exception:
-                log.exception("queue %s: collecting results failed", self.queue_id)
-                self._stop.wait(1.0)
-
-    def _collect(self, futures: list[Any]) -> None:
-        """Results of finished tasks, fetched in one gather (as_completed is used without
-        results: its per-future fetch logs a traceback for every task a scheduler loss
-        interrupts, and one gather per batch is cheaper)."""
-        batches = []
-        with self._lock:
-            for f in futures:
-                batch = self._out.get(f.key)
-                if batch is None or batch.future is not f:
-                    continue  # aborted, or an older submission of a resubmitted batch
-                if f.status in ("cancelled", "lost"):
-                    # Not cancelled by us (abort removes the batch first): the scheduler
-                    # connection broke. The frames go back in line, nothing is failed.
-                    self._requeue_locked(batch)
-                    continue
-                batches.append(batch)
-        finished = [b for b in batches if b.future.status == "finished"]
-        try:
-            # from the workers themselves when they are on this host's loopback (see
-            # the scatter above): the relay through the scheduler was ~10 % of a task's
-            # cost on the driver's event loop
-            results = self.link.get(timeout=5).gather(
-                [b.future for b in finished], direct=self._c.local) if finished else []
-        except Exception as exc:  # the connection broke while fetching: run them again
-            log.debug("queue %s: gathering results failed (%s); resubmitting", self.queue_id, exc)
-            with self._lock:
-                for b in batches:
-                    self._requeue_locked(b)
-            return
-        got = dict(zip([b.key for b in finished], results, strict=True))
-        for batch in batches:
-            with self._lock:
-                if self._out.pop(batch.key, None) is None:
-                    continue
-                self._out_frames -= len(batch.jobs)
-            if batch.key in got:
-                self._results(batch.jobs, got[batch.key])
-            else:
-                err = _task_error(batch.future)
-                for job in batch.jobs:
-                    self._finish(job)
-                    self.on_failed(job, f"task {batch.future.status}: {err}")
-        with self._lock:
-            self._cond.notify_all()
-
-    def _results(self, jobs: list[Job], results: Sequence[FrameResult]) -> None:
-        if len(results) != len(jobs):  # a task of another version: never mix up frames
-            for job in jobs:
-                self._finish(job)
-                self.on_failed(job, f"task returned {len(results)} results for {len(jobs)} frames")
-            return
-        ready: list[tuple[Job, FrameResult]] = []
-        with self._lock:
-            for r in results:
-                if r.status == "ok" and r.worker is not None:
-                    self._c.by_worker[r.worker] = self._c.by_worker.get(r.worker, 0) + 1
-        for job, r in zip(jobs, results, strict=True):
-            self.link.path_map.result(r)  # .chi paths as the driver sees them
-            if r.status == "incomplete":
-                self._incomplete(job, r)
-                continue
-            ready.append((job, r))
-        if ready:
-            self.on_results(ready)
-        with self._lock:  # with touch() excluded: a change noticed now is not lost
-            for job, r in ready:
-                # changed while it ran: its newest content counts -- unless the worker
-                # already read that content (an event for a file still being written
-                # came in after the task had read the finished file)
-                if job.again and not _read_as(r, job.fingerprint):
-                    self.line.again(job)
-                else:
-                    self.line.done(job)
-
-    def _finish(self, job: Job) -> None:
-        self.line.done(job)
-
-    def _incomplete(self, job: Job, r: FrameResult) -> None:
-        size = r.size if r.size is not None else -1
-        grew = job.last_size >= 0 and size > job.last_size
-        job.stalls = 0 if grew else job.stalls + 1
-        job.last_size = size
-        if job.stalls <= self.retries:
-            job.attempt += 1
-            self.line.retried += 1
-            self.line.retry(job, self.retry_delay * 2 ** max(job.stalls - 1, 0))
-            return
-        self._finish(job)
-        self.on_failed(job, r.error or "incomplete")
-
-
-def _read_as(r: FrameResult, fp: Fingerprint | None) -> bool:
-    """Whether the worker read the file as it was when last offered (``fp``)."""
-    return fp is not None and r.fingerprint is not None and tuple(r.fingerprint) == (
-        fp.size, fp.mtime_ns)

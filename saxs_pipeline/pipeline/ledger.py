@@ -13,11 +13,8 @@ transaction marks those frames done with their rows and raises ``n_rows``; then 
 ``n_valid`` attribute follows. On reopening, ``n_rows`` is the truth: longer stack arrays
 are cut back to it, and frames still ``pending`` are what a resume redoes.
 
-SQLite in WAL mode with ``locking_mode=EXCLUSIVE``: no shared-memory index, so it also works
-on network file systems, and the connection holds the file for its lifetime (the stack's
-:class:`~saxs_pipeline.pipeline.lock.StackLock` says who). ``synchronous=NORMAL``: a
-committed transaction survives the process being killed; after a power loss the last
-commits may be rolled back, which the protocol above turns into frames to redo.
+The SQLite file itself (schema, opening, meta, transactions):
+:mod:`saxs_pipeline.pipeline.ledgerdb`.
 """
 
 from __future__ import annotations
@@ -36,42 +33,21 @@ from typing import Any
 
 from saxs_pipeline.pipeline import gaps
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameRef, FrameSpan
+from saxs_pipeline.pipeline.ledgerdb import (
+    LedgerError,
+    Transaction,
+    meta,
+    open_db,
+    read_meta,
+    set_meta,
+)
 
-__all__ = ["Entry", "Ledger", "LedgerError", "Refusal", "State", "Take", "Why", "read_manifest",
+__all__ = ["Entry", "Ledger", "Refusal", "State", "Take", "Why", "read_manifest",
            "wanted"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "saxs_pipeline.ledger/1"
 _IN_CHUNK = 400  # SQLite's default limit on bound parameters is far above 2 per frame
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS frames (
-    source TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    container INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,
-    size INTEGER,
-    mtime_ns INTEGER,
-    row INTEGER UNIQUE,
-    output TEXT UNIQUE,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    taken REAL,
-    done REAL,
-    PRIMARY KEY (source, idx)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS frames_state ON frames (state);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, host TEXT, pid INTEGER, started REAL, ended REAL, status TEXT,
-    command TEXT);
-"""
-
-
-class LedgerError(RuntimeError):
-    """A ledger that cannot be used for this run (another calibration, a newer format)."""
-
 
 class State(StrEnum):
     PENDING = "pending"
@@ -156,73 +132,33 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.row_factory = sqlite3.Row
+        self._db = open_db(self.path, calibration_id, manifest)
         try:
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA + gaps.SCHEMA)
-            self._db = db
-            self._init_meta(calibration_id, manifest)
-            self._gapped = gaps.any_gaps(db)  # most runs have none: taking a frame skips them
+            self._gapped = gaps.any_gaps(self._db)  # most runs have none: taking a frame skips them
         except sqlite3.OperationalError as exc:
-            db.close()
+            self._db.close()
             raise LedgerError(f"ledger {self.path} cannot be opened: {exc}") from None
-        except BaseException:
-            db.close()
-            raise
         self._run = self._start_run()
-
-    # -- meta ----------------------------------------------------------------------------
-
-    def _init_meta(self, calibration_id: str, manifest: dict[str, Any] | None) -> None:
-        meta = self._meta()
-        if not meta:
-            with self._txn():
-                self._set_meta(format=FORMAT, calibration_id=calibration_id, n_rows="0",
-                               created=repr(time.time()))
-            meta = self._meta()
-        if meta.get("format") != FORMAT:
-            raise LedgerError(f"ledger {self.path} has format {meta.get('format')!r}, "
-                              f"this version writes {FORMAT!r}")
-        if meta.get("calibration_id") != calibration_id:
-            raise LedgerError(
-                f"ledger {self.path} belongs to calibration {meta.get('calibration_id')}, "
-                f"not {calibration_id} (a new calibration writes a new stack)")
-        if manifest is not None:
-            with self._txn():
-                self._set_meta(manifest=json.dumps(manifest))
-
-    def _meta(self) -> dict[str, str]:
-        return {r["key"]: r["value"] for r in self._db.execute("SELECT key, value FROM meta")}
-
-    def _set_meta(self, **values: str) -> None:
-        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             list(values.items()))
-
-    def _txn(self) -> _Transaction:
-        return _Transaction(self._db)
 
     @property
     def n_rows(self) -> int:
         """Curve-stack rows committed."""
         with self._lock:
-            return int(self._meta()["n_rows"])
+            return int(meta(self._db)["n_rows"])
 
     @property
     def manifest(self) -> dict[str, Any] | None:
         """What a restarted server needs to rebuild the queue (calibration, masks,
         options), as saved by the run that created or last resumed the ledger."""
         with self._lock:
-            text = self._meta().get("manifest")
+            text = meta(self._db).get("manifest")
         return json.loads(text) if text else None
 
     def _start_run(self) -> int:
         import socket
         import sys
 
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             cur = self._db.execute(
                 "INSERT INTO runs (host, pid, started, status, command) VALUES (?, ?, ?, ?, ?)",
                 (socket.gethostname(), os.getpid(), time.time(), "running",
@@ -294,7 +230,7 @@ class Ledger:
         another frame; those are recorded as failed with the reason."""
         refused: list[Refusal] = []
         now = time.time()
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             for t in items:
                 if self._gapped:
                     gaps.cut(self._db, t.ref)
@@ -327,7 +263,7 @@ class Ledger:
     def fail_span(self, span: FrameSpan, error: str) -> list[FrameSpan]:
         """Record frames that never arrived as failed ranges (one row per range), without
         those the ledger knows already; returns the ranges recorded."""
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             new = gaps.record(self._db, span, error, time.time())
             self._gapped = self._gapped or bool(new)
         return new
@@ -336,20 +272,20 @@ class Ledger:
         """Mark frames done in their stack rows and raise ``n_rows``: the commit point of
         a curve-stack flush (see the module doc)."""
         now = time.time()
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             self._db.executemany(
                 "UPDATE frames SET state = 'done', row = ?, size = coalesce(?, size), "
                 "mtime_ns = coalesce(?, mtime_ns), error = NULL, done = ? "
                 "WHERE source = ? AND idx = ?",
                 [(row, fp.size if fp else None, fp.mtime_ns if fp else None, now, ref.source,
                   ref.index) for ref, row, fp in rows])
-            self._set_meta(n_rows=str(int(n_rows)))
+            set_meta(self._db, n_rows=str(int(n_rows)))
 
     def fail(self, items: Sequence[tuple[FrameRef, str, int]]) -> None:
         """Record frames that failed: (frame, reason, attempts). A committed row stays (it
         holds the frame's earlier integration)."""
         now = time.time()
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             self._db.executemany(
                 "UPDATE frames SET state = 'failed', error = ?, attempts = ?, done = ? "
                 "WHERE source = ? AND idx = ?",
@@ -358,19 +294,19 @@ class Ledger:
     def adopt(self, rows: Sequence[tuple[FrameRef, int]], n_rows: int) -> None:
         """Record the rows of a stack written before it had a ledger (fingerprints
         unknown: treated as unchanged)."""
-        with self._lock, self._txn():
+        with self._lock, Transaction(self._db):
             self._db.executemany(
                 "INSERT OR IGNORE INTO frames (source, idx, container, state, row, attempts) "
                 "VALUES (?, ?, ?, 'done', ?, 1)",
                 [(r.source, r.index, int(r.container), row) for r, row in rows])
-            self._set_meta(n_rows=str(int(n_rows)))
+            set_meta(self._db, n_rows=str(int(n_rows)))
 
     def close(self, status: str = "closed") -> None:
         with self._lock:
             if self._db is None:
                 return
             try:
-                with self._txn():
+                with Transaction(self._db):
                     self._db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
                                      (time.time(), status, self._run))
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -381,33 +317,9 @@ class Ledger:
                 self._db = None  # type: ignore[assignment]
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
 def read_manifest(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
     """(calibration id, manifest) of the ledger at ``path``, which nobody may hold open
     (a restarted server reads what its last run saved)."""
-    if not Path(path).exists():
-        raise LedgerError(f"ledger {path} does not exist")
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.Error as exc:
-        raise LedgerError(f"ledger {path} cannot be read: {exc}") from None
-    finally:
-        db.close()
-    manifest = meta.get("manifest")
-    return meta.get("calibration_id", ""), json.loads(manifest) if manifest else None
+    found = read_meta(path)
+    manifest = found.get("manifest")
+    return found.get("calibration_id", ""), json.loads(manifest) if manifest else None

@@ -21,34 +21,26 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from saxs_pipeline.live.feed import LiveFeed, calibration_summary
-from saxs_pipeline.live.plugin import SaxsLive
 from saxs_pipeline.pipeline import heap
 from saxs_pipeline.pipeline.cluster import ClusterLink
-from saxs_pipeline.pipeline.cpuparts import DRIVER
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import FrameFinder
 from saxs_pipeline.pipeline.frames import FrameAt
+from saxs_pipeline.pipeline.intake import Intake, StreamOptions, WatchOptions
 from saxs_pipeline.pipeline.jobs import Job
 from saxs_pipeline.pipeline.ledger import Why
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH, OutputLayout
 from saxs_pipeline.pipeline.nospace import DiskGuard
+from saxs_pipeline.pipeline.outlets import Outlets
 from saxs_pipeline.pipeline.preflight import check_run
-from saxs_pipeline.pipeline.sinks import (
-    FailureSink,
-    FileListSink,
-    HistorySink,
-    NonfiniteSink,
-    StackSink,
-)
-from saxs_pipeline.pipeline.sources import SourceSet, WalkSource, WatchSource
+from saxs_pipeline.pipeline.runplugins import RunPlugins
+from saxs_pipeline.pipeline.runstate import RunState
+from saxs_pipeline.pipeline.sinks import FileListSink
 from saxs_pipeline.pipeline.status import RunStatus
-from saxs_pipeline.pipeline.store import RunStore, stack_fileslist
-from saxs_pipeline.pipeline.streamsource import StreamSource
+from saxs_pipeline.pipeline.store import RunStore
 from saxs_pipeline.pipeline.taker import Taker
 from saxs_pipeline.pipeline.tasktypes import FrameResult, TaskOptions
-from saxs_pipeline.plugins.stats import PROGRESS_TOPIC, SaxsStats
-from saxs_pipeline.plugins.worker import PLUGIN_NAME, IntegratorPlugin, prepare
+from saxs_pipeline.plugins.worker import prepare
 from saxs_pipeline.stack.layout import CurveSpec
 from saxs_pipeline.stream.messages import DEFAULT_MAX_IMAGES
 
@@ -106,14 +98,15 @@ class ImageQueue:
         self._own_link = not isinstance(client, ClusterLink)
         self.link = ClusterLink(client=client) if self._own_link else client
         self.queue_id = queue_id or uuid.uuid4().hex[:12]
-        self.pattern, self.watch, self.poll, self.resume = pattern, watch, poll, resume
-        self.stable_time = stable_time
+        self.pattern, self.resume = pattern, resume
+        self.watch = WatchOptions(poll, stable_time) if watch else None
+        self.stream = StreamOptions(stream, stream_series, stream_idle,
+                                    stream_max_images) if stream else None
         self.with_std = write_svg if with_std is None else bool(with_std)
 
         p = prepare(calibration, attachments, with_std=self.with_std)
         self._calibration, self._attachments, self._cal = p.calibration, p.attachments, p.parsed
         self._templates, self.calibration_id = p.templates, p.id
-        self._corrections, self._normalisation = p.corrections, p.normalisation
 
         self.layout = OutputLayout.make(directory, out_dir, relpath)
         self.finder = FrameFinder(self.layout, pattern, dataset,
@@ -124,29 +117,20 @@ class ImageQueue:
                                    write_svg=write_svg, write_png=write_png, dataset=dataset,
                                    data_roots=tuple(self.link.path_map.to_worker(r)
                                                     for r in self.finder.roots))
-        self.plugin_name = f"{PLUGIN_NAME}-{self.queue_id}"
+        self.plugins = RunPlugins(self.link, self.queue_id, p, self.with_std)
         self._filelist_base = filelist_base
         self.store: RunStore | None = None
-        self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
-                                     self._on_failed, batch_size=batch_size,
-                                     max_in_flight=max_in_flight, retries=retries,
-                                     retry_delay=retry_delay, want_picture=self._picture_due)
-        self.history_sink = HistorySink([c.key for c in self._templates], history_limit)
-        self._lock = threading.RLock()
-        self._state = "new"  # new -> running -> closing -> closed (or aborted)
-        self._aborted = False
+        self.run = RunState()
         self.disk = DiskGuard(self.layout.root, self.zarr_path, self.abort, self.queue_id)
-        self.sources = SourceSet()
-        self.stream, self._stream_series, self._stream_idle = stream, stream_series, stream_idle
-        self._stream_max_images = stream_max_images
-        self._stream_source: StreamSource | None = None
-        self.taker: Taker | None = None
+        self.intake = Intake(directory, pattern, self.run.taking, self.disk)
+        self.outlets = Outlets(self.queue_id, self.link, self._templates, self._calibration,
+                               self.disk, history_limit)
+        self.dispatcher = Dispatcher(self.link, self.queue_id, self.options, self._on_results,
+                                     self.outlets.failed, batch_size=batch_size,
+                                     max_in_flight=max_in_flight, retries=retries,
+                                     retry_delay=retry_delay, want_picture=self.outlets.picture_due)
         self.nxcansas = nxcansas  # layout of the NXcanSAS file written at the end, or None
-        self._sinks: list[Any] = []
-        self._failures: FailureSink | None = None
-        self._stack: StackSink | None = None
-        self.live: LiveFeed | None = None  # the page's and the metrics' data, to the scheduler
-        self.status = RunStatus(self.dispatcher, self.link, lambda: self.sources.finding)
+        self.status = RunStatus(self.dispatcher, self.link, lambda: self.intake.finding)
 
     # -- properties ------------------------------------------------------------------------
 
@@ -156,28 +140,19 @@ class ImageQueue:
     attachments = property(lambda self: self._attachments)
     directory = property(lambda self: self.layout.directory)
     outputs_dir = property(lambda self: self.layout.root)
-    closed = property(lambda self: self._state == "closed")
+    closed = property(lambda self: self.run.closed)
     stopped = property(lambda self: self.disk.message)  # why it stopped by itself (full disk)
-    aborted = property(lambda self: self._aborted)
+    aborted = property(lambda self: self.run.aborted)
     curve_keys = property(lambda self: [c.key for c in self._templates])
     failures_log = property(lambda self: self.layout.failures_log())
-
-    @property
-    def stream_failure(self) -> str | None:
-        """Why the stream receiver stopped by itself (None: no stream, running, or ended
-        as asked)."""
-        return self._stream_source.failure if self._stream_source is not None else None
+    stream_failure = property(lambda self: self.intake.stream_failure)
+    live = property(lambda self: self.outlets.live)  # LiveFeed | None: the page's data
 
     def manifest(self) -> dict[str, Any]:
         """What a restarted server needs to run this queue again."""
         return {"calibration": self._calibration, "attachments": self._attachments,
                 "directory": str(self.directory), "queue_id": self.queue_id,
                 "start_time": self.start_time}
-
-    def _picture_due(self) -> bool:
-        """The live page's frame picture: asked of a task now and then (the feed decides)."""
-        live = self.live
-        return live is not None and live.picture_due()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -196,71 +171,37 @@ class ImageQueue:
     def start(self) -> None:
         """Open the outputs, register the plugins, start the dispatcher and the watcher;
         with ``resume``, take again what the ledger has pending."""
-        with self._lock:
-            if self._state != "new":
-                if self._state == "running":
-                    return
-                raise QueueClosedError(f"queue {self.queue_id} is {self._state}")
-            self._state = "running"
+        was = self.run.begin()
+        if was == "running":
+            return
+        if was != "new":
+            raise QueueClosedError(f"queue {self.queue_id} is {was}")
         self.prepare()
         assert self.store is not None
         self.link.start()
         self.link.get()  # waits for a cluster still starting; raises when it cannot
-        self.link.add_hook(self.plugin_name, self._register_plugins)
-        writer = self.store.open_writer(self._calibration, CurveSpec.from_curves(self._templates))
-        self._stack = StackSink(writer, self.store.ledger, self._templates,
-                                stops=self.disk.check).start()
-        self.live = LiveFeed(self.queue_id, lambda: self.link.get(timeout=1), self._templates,
-                             calibration_summary(self._calibration, self.calibration_id),
-                             lambda: {"backlog": self.dispatcher.queue_length(),
-                                      "retried": self.dispatcher.counters()["retried"]},
-                             roots=[self.directory, self.layout.root])
-        self._failures = FailureSink(self.store.ledger, self.failures_log, self.queue_id,
-                                     self._stats_event)
-        self.taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
-                           self._stack, self._failures, overwrite=self._cal.overwrite_files,
-                           stream=self.stream)
-        self._sinks = [self._stack, self.history_sink, self.live, NonfiniteSink(self.queue_id)]
-        if self._cal.live_filelisting:
-            self._sinks.append(FileListSink(self.layout.filelist(self._filelist_base),
-                                            self.directory, truncate=not self.resume))
-        self.status.taker, self.status.failures = self.taker, self._failures
+        self.plugins.install()
+        filelist = FileListSink(self.layout.filelist(self._filelist_base), self.directory,
+                                truncate=not self.resume) if self._cal.live_filelisting else None
+        self.outlets.open(self.store, self.calibration_id, self.failures_log,
+                          lambda: {"backlog": self.dispatcher.queue_length(),
+                                   "retried": self.dispatcher.counters()["retried"]},
+                          [self.directory, self.layout.root], filelist)
+        taker = Taker(self.layout, self.finder, self.store.ledger, self.dispatcher,
+                      self.outlets.stack, self.outlets.failures,
+                      overwrite=self._cal.overwrite_files,
+                      stream=self.stream.url if self.stream else None,
+                      clock=self.status.clock)
+        self.status.taker, self.status.failures = taker, self.outlets.failures
         self.status.started()
         self.dispatcher.start()
-        self.live.start()
-        if self.resume:  # what the ledger has pending, even where no walk finds it again
-            self._offer(self.taker.pending_paths(), Why.RESUME)
-        if self.watch:
-            self.sources.add(WatchSource(self.directory, self.pattern, self._offer,
-                                         poll=self.poll, stable_time=self.stable_time).start())
-        if self.stream:
-            self._stream_source = StreamSource(
-                self.stream, self.taker.offer_stream, self.taker.fail_stream,
-                self.taker.missing_stream, shape=self._cal.geometry.image_shape,
-                max_images=self._stream_max_images, batch=self.dispatcher.batch_size,
-                idle_timeout=self._stream_idle, series_limit=self._stream_series)
-            self.status.stream = self._stream_source.counts
-            self.sources.add(self._stream_source.start())
+        self.outlets.live.start()
+        self.status.stream = self.intake.start(
+            taker, resume=self.resume, watch=self.watch, stream=self.stream,
+            shape=self._cal.geometry.image_shape, batch=self.dispatcher.batch_size)
         heap.freeze()  # last: a start that fails freezes nothing (saxs_pipeline.pipeline.heap)
         log.info("queue %s started on %s (outputs %s, stack %s)", self.queue_id, self.directory,
                  self.layout.root, self.zarr_path)
-
-    def _register_plugins(self, client: Any) -> None:
-        client.loop.add_callback(DRIVER.adopt, "scheduler")  # the driver's CPU by part
-        client.register_plugin(SaxsStats())
-        client.register_plugin(SaxsLive())
-        client.register_plugin(IntegratorPlugin(self._calibration, self._attachments,
-                                                queue_id=self.queue_id, with_std=self.with_std,
-                                                correction_images=self._corrections,
-                                                normalisation=self._normalisation),
-                               name=self.plugin_name)
-
-    def _stats_event(self, record: dict[str, Any]) -> None:
-        if self.live is not None:
-            self.live.fail(record)
-        if self.link.status.connected:
-            self.link.get(timeout=1).log_event(PROGRESS_TOPIC, {
-                "queue": self.queue_id, "failed": record.get("count", 1), "time": record["time"]})
 
     def close(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Stop taking frames (watcher, walks), finish what is queued, flush and commit
@@ -270,16 +211,11 @@ class ImageQueue:
         stopped for a full disk is waited for until it has closed."""
         if wait:
             self.disk.join(30)
-        with self._lock:
-            start = self._state == "running"
-            if start:
-                self._state = "closing"
-            elif self._state == "new":
-                self._state = "closed"
-                if self.store is not None:  # prepared, never started: the lock goes
-                    self.store.close("closed")
-        if start:
-            self.sources.stop()
+        was = self.run.close()
+        if was == "new" and self.store is not None:  # prepared, never started: the lock goes
+            self.store.close("closed")
+        if was == "running":
+            self.intake.stop()
             finisher = threading.Thread(target=self._finish, args=(timeout,),
                                         name=f"saxs-close-{self.queue_id}", daemon=True)
             finisher.start()
@@ -292,13 +228,9 @@ class ImageQueue:
     def abort(self) -> dict[str, Any]:
         """Stop taking frames and drop everything queued (it stays pending in the
         ledger); tasks already running finish on their worker, results discarded."""
-        with self._lock:
-            if self._state in ("closed", "new"):
-                self._state = "closed"
-                return self.stats()
-            self._aborted = True
-            self._state = "closing"
-        self.sources.stop()
+        if not self.run.abort():
+            return self.stats()
+        self.intake.stop()
         dropped = self.dispatcher.cancel_all()
         log.info("queue %s aborted: %d frame(s) dropped", self.queue_id, len(dropped))
         self._shutdown("stopped" if self.stopped else "aborted")
@@ -316,10 +248,7 @@ class ImageQueue:
     def _shutdown(self, status: str) -> None:
         heap.thaw()  # first: whatever fails below
         self.dispatcher.stop()
-        if self._stack is not None:
-            self._stack.stop()
-        if self.live is not None:  # a last push: the page and /metrics show the final counts
-            self.live.stop(push=self.link.status.connected)
+        self.outlets.stop()
         try:
             if self.store is not None:
                 self.store.close(status)
@@ -331,23 +260,17 @@ class ImageQueue:
             if not self.disk.check(exc, stop=False):
                 raise
         finally:
-            self.link.remove_hook(self.plugin_name)
-            if self.link.status.connected:
-                try:
-                    self.link.get(timeout=1).unregister_worker_plugin(self.plugin_name)
-                except Exception as exc:  # workers gone, client closing: nothing to clean up
-                    log.debug("unregistering %s failed: %s", self.plugin_name, exc)
+            self.plugins.remove()
             if self._own_link:
                 self.link.close()  # only the monitor: the client is the caller's
-            with self._lock:
-                self._state = "closed"
+            self.run.ended()
         log.info("queue %s %s: %s", self.queue_id, status, self.status.summary())
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every frame taken so far is finished (or failed) and no walk is
         running; True if so."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.sources.finding or not self.dispatcher.idle():
+        while self.intake.finding or not self.dispatcher.idle():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self.dispatcher.wait_idle(0.1)
@@ -356,85 +279,47 @@ class ImageQueue:
 
     # -- taking frames ---------------------------------------------------------------------
 
-    def _offer(self, paths: list[str], why: Why, since: float | None = None) -> int:
-        with self._lock:
-            if self._state != "running" or self.taker is None:
-                return 0
-        try:
-            return self.taker.offer(paths, why, since)
-        except Exception as exc:  # the ledger's disk is full: the run stops
-            if self.disk.check(exc):
-                return 0
-            raise
-
     def submit_paths(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Offer frames (feeder events, explicit files). Paths outside the directory, not
         matching the pattern, already on their way or done and unchanged are ignored.
         Returns the number taken."""
-        return self._offer([os.path.abspath(os.fspath(p)) for p in paths], Why.EVENT)
+        return self.intake.offer([os.path.abspath(os.fspath(p)) for p in paths], Why.EVENT)
 
     def offer_frames(self, frames: list[FrameAt]) -> int:
         """Offer frames a source located in their files (a Bluesky run's StreamDatum or
         Datum documents); those the ledger has done or on their way are ignored. Returns
         the number taken."""
-        with self._lock:
-            if self._state != "running" or self.taker is None:
-                return 0
-        return self.taker.offer_located(frames)
+        return self.intake.offer_frames(frames)
 
     def readdir(self, wait: bool = False, *, why: Why | None = None,
                 since: float | None = None) -> None:
         """Walk the directory tree and offer every frame: "redo all images" (``why``
         WALK, also frames done before: rows and files are updated, not doubled), or with
         ``resume`` only those not done. In a background thread unless ``wait``."""
-        with self._lock:
-            if self._state != "running":
+        with self.run:  # no close meanwhile: the walk is stopped with the other sources
+            if not self.run.taking():
                 raise QueueClosedError(f"queue {self.queue_id} is not taking frames "
-                                       f"({self._state})")
+                                       f"({self.run.now})")
             why = why or (Why.RESUME if self.resume else Why.WALK)
             if why is Why.WALK:
-                self.history_sink.clear()
+                self.outlets.history.clear()
             root = self.layout.root
-            started = time.time()
-            walk = WalkSource(self.directory, self.pattern,
-                              lambda paths, why: self._offer(paths, why, started), why,
-                              wait_for_room=self.dispatcher.wait_for_room, since=since,
-                              skip=root if root != self.directory else None)
-            self.sources.add(walk)
+            walk = self.intake.walk(why, skip=root if root != self.directory else None,
+                                    since=since, wait_for_room=self.dispatcher.wait_for_room)
         walk.run() if wait else walk.start()
 
     # -- results ---------------------------------------------------------------------------
 
     def _on_results(self, pairs: list[tuple[Job, FrameResult]]) -> None:
-        full = next((r for _, r in pairs if r.status == "nospace"), None)
-        if full is not None:  # a worker's outputs found the disk full: no frame failed
-            self.disk.full(full.error or "no space left on device")
+        ok = self.outlets.add(pairs)
+        if ok is None:  # the disk is full: not committed, the ledger keeps them pending
             return
-        ok = [(j, r) for j, r in pairs if r.status == "ok"]
-        for sink in self._sinks:
-            try:
-                with DRIVER.charge(getattr(sink, "cpu_part", "result")):
-                    sink.add(ok)
-            except Exception as exc:
-                if self.disk.check(exc):
-                    return  # not committed: the ledger keeps them pending
-                log.exception("queue %s: %s failed", self.queue_id, type(sink).__name__)
-        if self._failures is not None:
-            self._failures.clear([j.ref for j, _ in ok])
-        if self.taker is not None:
-            self.taker.relist(ok)
+        if self.intake.taker is not None:
+            self.intake.taker.relist(ok)
         for job, r in pairs:
             if r.status != "ok":
-                self._on_failed(job, r.error or r.status)
+                self.outlets.failed(job, r.error or r.status)
         self.status.count(len(ok))
-
-    def _on_failed(self, job: Job, reason: str) -> None:
-        if self._failures is not None:
-            try:
-                self._failures.fail(job.ref, reason, job.attempt, job.path)
-            except Exception as exc:
-                if not self.disk.check(exc):
-                    raise
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -452,21 +337,19 @@ class ImageQueue:
     def latest(self) -> dict[str, Any] | None:
         """The last integrated frame: ``{"filename": output base name, "graphs": [...],
         "Image": frame path}``, or None before the first."""
-        return self.history_sink.latest_graphs(self._templates, self._calibration)
+        return self.outlets.latest()
 
     def history(self) -> dict[str, Any]:
-        return self.history_sink.snapshot()
+        return self.outlets.history.snapshot()
 
     def failures(self) -> list[dict[str, Any]]:
         """The frames of this run whose latest try failed, with the reason."""
-        return self._failures.records() if self._failures is not None else []
+        return self.outlets.failure_records()
 
     def fileslist(self) -> dict[str, list[str]]:
         """The ``.chi`` files of every frame in the curve stack, per curve
         (``{"Radial0": [...], "Slice2": [...]}``), ordered by base name."""
-        if self._stack is not None and not self.closed:
-            self._stack.writer.flush()
-        return stack_fileslist(self.zarr_path, self.layout, self._templates)
+        return self.outlets.fileslist(self.zarr_path, self.layout, flush=not self.closed)
 
     def __enter__(self) -> ImageQueue:
         self.start()

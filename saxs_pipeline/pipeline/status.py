@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from saxs_pipeline.pipeline.busyclock import BusyClock
 from saxs_pipeline.pipeline.cluster import ClusterLink
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.sinks import FailureSink
@@ -30,6 +31,7 @@ class RunStatus:
         self.stream: Callable[[], StreamCounts] | None = None  # a stream run's counts
         self._lock = threading.Lock()
         self.processed = 0
+        self.clock = BusyClock()  # the run's rate over its busy time
         self.first_result: float | None = None
         self.start_time = time.time()
         self._last = (self.start_time, 0)
@@ -44,6 +46,7 @@ class RunStatus:
             if n and self.first_result is None:
                 self.first_result = time.time()
             self.processed += n
+        self.clock.finished(n)
 
     @property
     def failed(self) -> int:

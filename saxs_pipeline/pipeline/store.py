@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from saxs_pipeline.pipeline.frames import FrameRef
-from saxs_pipeline.pipeline.ledger import Ledger, LedgerError, read_manifest
+from saxs_pipeline.pipeline.ledger import Ledger, read_manifest
+from saxs_pipeline.pipeline.ledgerdb import LedgerError
 from saxs_pipeline.pipeline.lock import StackLock
 from saxs_pipeline.stack.layout import CurveSpec, StackLayoutError
 from saxs_pipeline.stack.writer import CurveStackWriter, stack_compatible

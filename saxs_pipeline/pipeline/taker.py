@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Any
 
+from saxs_pipeline.pipeline.busyclock import BusyClock
 from saxs_pipeline.pipeline.dispatcher import Dispatcher
 from saxs_pipeline.pipeline.finder import Found, FrameFinder
 from saxs_pipeline.pipeline.frames import Fingerprint, FrameAt, FrameRef, FrameSpan, fingerprint
@@ -32,8 +33,10 @@ class Taker:
 
     def __init__(self, layout: OutputLayout, finder: FrameFinder, ledger: Ledger,
                  dispatcher: Dispatcher, stack: StackSink, failures: FailureSink, *,
-                 overwrite: bool, stream: str | None = None) -> None:
+                 overwrite: bool, stream: str | None = None,
+                 clock: BusyClock | None = None) -> None:
         self.layout, self.finder, self.ledger = layout, finder, ledger
+        self.clock = clock  # started by the first frame taken (the run's busy time)
         self.dispatcher, self.stack, self.failures = dispatcher, stack, failures
         self.overwrite, self.stream = overwrite, stream
         self._lock = threading.Lock()
@@ -152,6 +155,8 @@ class Taker:
                             payload=payloads.get(t.ref) if payloads else None,
                             file_index=at.index if at else None,
                             image_time=at.time if at else None))
+        if jobs and self.clock is not None:
+            self.clock.taken()
         self.dispatcher.put(jobs)
         with self._lock:
             self.accepted += len(jobs)

@@ -42,6 +42,7 @@ from saxs_pipeline.config.masks import encode_attachment
 from saxs_pipeline.config.normalisation import NormalisationResolver
 from saxs_pipeline.integrator import Curve, Integrator
 from saxs_pipeline.ops.shipping import missing, operator_keys, pack, shipping_enabled, unpack
+from saxs_pipeline.plugins.quietclose import quiet_orderly_close
 from saxs_pipeline.plugins.workerconfig import worker_config
 
 __all__ = [
@@ -236,6 +237,7 @@ class IntegratorPlugin(WorkerPlugin):
         return integ
 
     async def setup(self, worker: Worker) -> None:
+        quiet_orderly_close(worker)
         # setup runs on the worker's event loop: building an operator there would stall
         # heartbeats for a second, so it goes to a thread.
         t0 = time.perf_counter()

@@ -1,8 +1,9 @@
 """Pictures of a calibration check and of a data mask (matplotlib; drawing only).
 
-The numbers come from :mod:`calibcheck` and :mod:`datamask`; this module turns them into
-what a person judges at a glance: the frame on a log scale with the mask, the beam centre
-and this geometry's calibrant rings drawn over it; the azimuthal average with the
+The numbers come from :mod:`saxs_pipeline.ops.calibcheck` and
+:mod:`saxs_pipeline.ops.datamask`; this module turns them into what a person judges at a
+glance: the frame on a log scale with the mask, the beam centre and this geometry's
+calibrant rings drawn over it; the azimuthal average with the
 calibrant's positions marked; the curves of 8 sectors overlaid (a wrong centre or tilt
 shows as peaks that move with azimuth) with the offsets' spread as one figure; and the
 offsets per ring and sector.
