@@ -6,7 +6,10 @@ An in-process scheduler with the ``SaxsLive`` plugin is fed by a real
 the feed asks for them), while headless Chromium shows ``/saxs``. No
 integration runs, so the browser's CPU (per process kind, from psutil) and where its
 renderer spends it (Chrome DevTools ``Performance.getMetrics``: script, layout, style, paint
-tasks) are measured without the workers' noise. ``--profile FILE`` also records a JS CPU
+tasks) are measured without the workers' noise. Then, the feed stopped, ``--lone`` frames
+one at a time after a pause: the seconds from each one's result reaching the feed to the
+page showing its name (the page's part of "a new frame shows within 2 s": a push interval,
+the next tick, drawing; the frame's integration comes on top). ``--profile FILE`` also records a JS CPU
 profile (DevTools ``Profiler``) and prints the functions with the most self time.
 """
 
@@ -17,6 +20,7 @@ import collections
 import itertools
 import json
 import logging
+import statistics
 import sys
 import threading
 import time
@@ -174,12 +178,40 @@ def measure(driver, pids: set[int], seconds: float, profile: str | None) -> dict
     return out
 
 
+LATEST_TEXT = """
+const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+const info = doc && doc.get_model_by_name(arguments[0]);
+return info ? info.text : null;
+"""
+
+
+def lone_frame_latency(driver, feed: Any, q: np.ndarray, key: str, first: int, n: int,
+                       pause: float = 3.0, timeout: float = 30.0) -> list[float]:
+    """Seconds until the page shows each of ``n`` lone frames (``pause`` s apart: a page
+    at rest sends its next update at the next tick)."""
+    out = []
+    for i in range(first, first + n):
+        time.sleep(pause)
+        name = f"frame_{i:06d}"
+        t0 = time.monotonic()
+        feed.add(synthetic_pairs(1, i, q, key))
+        while name not in (driver.execute_script(LATEST_TEXT, f"saxs-info-{feed.queue_id}")
+                           or ""):
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"the page did not show {name} within {timeout:g} s")
+            time.sleep(0.01)
+        out.append(time.monotonic() - t0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pagecost",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="frames/s fed (200)")
     parser.add_argument("--bins", type=int, default=1000, help="q points per curve (1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (20)")
+    parser.add_argument("--lone", type=int, default=10,
+                        help="lone frames timed to the page after the measurement (10)")
     parser.add_argument("--profile", help="write a DevTools CPU profile here")
     parser.add_argument("--hidden", action="store_true",
                         help="measure with the page's tab in the background")
@@ -214,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                     driver.switch_to.new_window("tab")  # the page's tab goes to the back
                 time.sleep(5.0)  # loaded and drawn once
                 got = measure(driver, browser_pids(driver), args.seconds, args.profile)
+                feeder.stop.set()
+                feeder.join(5)
+                lone = lone_frame_latency(driver, feed, q, key, feeder.sent + 1, args.lone)
         finally:
             feeder.stop.set()
             feeder.join(5)
@@ -229,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     print("renderer ms/s: " + ", ".join(f"{k[:-8]} {v:.0f}"
                                         for k, v in got["renderer_ms_per_s"].items())
           + "; " + ", ".join(f"{k} {v:.1f}/s" for k, v in got["counts_per_s"].items()))
+    if lone:
+        print(f"lone frame to the page: median {statistics.median(lone):.2f} s, max "
+              f"{max(lone):.2f} s over {len(lone)} (the page's part of the 2 s bound; the "
+              "frame's integration comes on top)")
     for ms, name in got.get("top", []):
         print(f"  {ms:8.0f} ms  {name}")
     return 0

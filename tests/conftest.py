@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from procs import default_signals
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    default_signals()  # before any test starts a process or a thread
     config.addinivalue_line(
         "markers", "scale: large-input pipeline test (20,000 frames); runs by default, "
         "deselect with -m 'not scale'")

@@ -19,6 +19,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def default_signals() -> None:
+    """Every process the tests start begins with SIGINT and SIGTERM at their defaults,
+    however the suite was launched (issue 21, item 9). A script's background job (``cmd &``
+    without job control), ``nohup``-style wrappers and many CI runners start pytest with
+    SIGINT ignored, some with signals blocked; an ignored disposition and the blocked mask
+    survive fork and exec, so every saxsdog, worker and scheduler a test starts would ignore
+    its Ctrl-C. A *handled* signal is reset to its default by exec, so this gives pytest
+    itself Python's usual KeyboardInterrupt handler (and SIGTERM its default), as when it
+    is started from a terminal. Done once, in pytest's main thread before any test starts
+    a thread or a process: unlike a ``preexec_fn`` per process (which the subprocess docs
+    say is not safe in a process with threads, as our dask clusters have) it needs no
+    code at each of the tests' ``Popen``/``run`` calls and also covers the processes that
+    multiprocessing and Dask start on the tests' behalf."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def spawn(args: list[str], log: Path, **kw) -> subprocess.Popen:
     fh = open(log, "ab")  # noqa: SIM115 - closed with the process's life
     return subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, **kw)

@@ -40,12 +40,20 @@ class Taker:
         self.dispatcher, self.stack, self.failures = dispatcher, stack, failures
         self.overwrite, self.stream = overwrite, stream
         self._lock = threading.Lock()
+        # One offer at a time, from its checks (on its way? done?) to its jobs being on
+        # their way: a start-up walk and the watcher offering one new file at once had
+        # both found it neither, and it was integrated twice, into two stack rows.
+        self._offering = threading.Lock()
         self.accepted = 0
         self.skipped = 0
 
     def offer(self, paths: list[str], why: Why, since: float | None = None) -> int:
         """Take the frames of ``paths``; returns how many were taken. ``since``: the
         start of the walk offering them (frames done since, unchanged, are not redone)."""
+        with self._offering:
+            return self._offer(paths, why, since)
+
+    def _offer(self, paths: list[str], why: Why, since: float | None) -> int:
         refs: Offered = {}
         for p in paths:
             found = self.finder.find(p)
@@ -78,17 +86,20 @@ class Taker:
         payloads: dict[FrameRef, bytes] = {}
         for ref, payload in items:
             payloads.setdefault(ref, payload)
-        refs: Offered = {ref: (self.stream or "", None, None) for ref in payloads
-                         if not self.dispatcher.active(ref) and self.stack.buffered(ref) is None}
-        return self._take(refs, Why.EVENT, payloads)
+        with self._offering:
+            refs: Offered = {ref: (self.stream or "", None, None) for ref in payloads
+                             if not self.dispatcher.active(ref)
+                             and self.stack.buffered(ref) is None}
+            return self._take(refs, Why.EVENT, payloads)
 
     def offer_located(self, frames: list[FrameAt]) -> int:
         """Frames whose file and row the source names (a Bluesky run): the ledger takes
         each (stream, frame index) once; a frame done or on its way is ignored."""
-        at = {f.ref: f for f in frames
-              if not self.dispatcher.active(f.ref) and self.stack.buffered(f.ref) is None}
-        return self._take({ref: (f.path, None, None) for ref, f in at.items()}, Why.EVENT,
-                          located=at)
+        with self._offering:
+            at = {f.ref: f for f in frames
+                  if not self.dispatcher.active(f.ref) and self.stack.buffered(f.ref) is None}
+            return self._take({ref: (f.path, None, None) for ref, f in at.items()}, Why.EVENT,
+                              located=at)
 
     def relist(self, done: list[tuple[Job, Any]]) -> int:
         """Take the frames of files whose frame 0, offered alone while they could not be
