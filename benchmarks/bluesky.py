@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cluster import embedded, pids_of, warm_workers
+from benchmarks.cluster import embedded, pids_of, quiet_dask_logs, warm_workers
 from benchmarks.files import find_source
 from benchmarks.machine import Background, wait_quiet
 
@@ -110,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="seconds to wait for other processes to go quiet before a case")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import distributed  # noqa: F401  (sets its loggers' levels when imported: quiet them after)
-
-    for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_dask_logs()
     from bsprocs import proxy
 
     with tempfile.TemporaryDirectory(prefix="bench-bluesky-") as tmp:

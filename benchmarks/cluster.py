@@ -55,3 +55,15 @@ def warm_workers(client, source: Source, root: Path) -> None:
             break
     else:
         print(f"warm-up: not every worker integrated a frame ({done})", file=sys.stderr)
+
+
+def quiet_dask_logs() -> None:
+    """Warnings on the console, Dask's and tornado's only from errors up (a benchmark's
+    table should not drown in a cluster's start-up and shutdown lines)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    import distributed  # noqa: F401  (sets its loggers' levels when imported: quiet them after)
+
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.ERROR)

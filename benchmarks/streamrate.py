@@ -94,9 +94,8 @@ def bench_stream_rate(client, root: Path, n: int, rate: float, pids, quiet: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
 
-    from benchmarks.cluster import embedded, pids_of
+    from benchmarks.cluster import embedded, pids_of, quiet_dask_logs
     from benchmarks.pipeline import table
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.streamrate",
@@ -107,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=25.0,
                         help="max seconds to wait for other processes to go quiet (25)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import distributed  # noqa: F401  (sets up its loggers when imported: quieted after)
-
-    for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_dask_logs()
     with tempfile.TemporaryDirectory(prefix="saxs-streamrate-") as tmp, \
             embedded(args.workers) as client:
         row, kept = bench_stream_rate(client, Path(tmp), args.frames, args.rate,
