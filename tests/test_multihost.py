@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hostcluster import Cluster, elsewhere
@@ -78,22 +80,30 @@ def test_two_worker_hosts_share_a_run(net, saxs_setup, tmp_path) -> None:
 
 def test_a_worker_host_lost_mid_run(net, saxs_setup, tmp_path) -> None:
     """w1's cable is pulled mid-run, then its processes are killed: the scheduler removes
-    it after its ttl, its tasks run on w2; the driver logs the silence and the loss.
-    Enough frames that the run outlasts the ttl after the cut (w2 alone does ~200/s)."""
-    n = 4000
+    it after its ttl, its tasks run on w2; the driver logs the silence and the loss. The
+    run watches (-w), so it lasts until the test has seen both every frame and the loss,
+    however fast w2 integrates (a walk of 4000 frames had ended before the ttl, 320/s),
+    then a Ctrl-C ends it cleanly."""
+    n = 1000
     setup = saxs_setup(n_frames=n)
     work = setup.root / "exp" / "work"
     c = Cluster(net, tmp_path)
     c.scheduler()
     c.worker("w1"), c.worker("w2")
-    dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log")
+    args = run_args(setup, 2)
+    dog = c.saxsdog([*args[:-1], "-w", args[-1]], tmp_path / "dog.log")
+    log_path = tmp_path / "dog.log"
     wait_until(lambda: chi_count(work) >= 100, 60, "frames before the loss", [dog])
     net["w1"].link(False)
     time.sleep(0.5)
     net["w1"].kill_all()
-    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
-    log = (tmp_path / "dog.log").read_text()
-    assert event("w1", "silent for", log) and event("w1", "left the cluster", log), log[-3000:]
+    wait_until(lambda: event("w1", "left the cluster", log_path.read_text())
+               and chi_count(work) >= n, 120, "the loss and every frame", [dog])
+    for p in [psutil.Process(dog.pid), *psutil.Process(dog.pid).children(recursive=True)]:
+        p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C does
+    assert dog.wait(60) == 0, log_path.read_text()[-4000:]
+    log = log_path.read_text()
+    assert event("w1", "silent for", log), log[-3000:]
     assert "workers joined 0, left 1" in log and "Traceback" not in log, log[-4000:]
     counts = by_worker(log)
     assert counts["w2"] > counts.get("w1", 0) and sum(counts.values()) >= n, counts
