@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -64,6 +65,23 @@ def run_args(setup, batch: int = 4) -> list[str]:
     return ["-c", str(setup.calibration), "--batch-size", str(batch), str(setup.data)]
 
 
+def watching(setup, batch: int = 2) -> list[str]:
+    """A run that lasts until the test ends it (``end_watching``): what a test waits for
+    after a fault then cannot be cut short by the frames running out sooner than the
+    fault's consequence comes, however fast the workers are."""
+    args = run_args(setup, batch)
+    return [*args[:-1], "-w", args[-1]]
+
+
+def end_watching(dog, log: Path, done: Callable[[str], bool], what: str) -> str:
+    """Wait (bounded) until ``done(log text)``, then Ctrl-C the run; its log."""
+    wait_until(lambda: done(log.read_text()), 120, what, [dog])
+    for p in [psutil.Process(dog.pid), *psutil.Process(dog.pid).children(recursive=True)]:
+        p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C does
+    assert dog.wait(60) == 0, log.read_text()[-4000:]
+    return log.read_text()
+
+
 def test_two_worker_hosts_share_a_run(net, saxs_setup, tmp_path) -> None:
     n = 400
     setup = saxs_setup(n_frames=n)
@@ -81,28 +99,22 @@ def test_two_worker_hosts_share_a_run(net, saxs_setup, tmp_path) -> None:
 def test_a_worker_host_lost_mid_run(net, saxs_setup, tmp_path) -> None:
     """w1's cable is pulled mid-run, then its processes are killed: the scheduler removes
     it after its ttl, its tasks run on w2; the driver logs the silence and the loss. The
-    run watches (-w), so it lasts until the test has seen both every frame and the loss,
-    however fast w2 integrates (a walk of 4000 frames had ended before the ttl, 320/s),
-    then a Ctrl-C ends it cleanly."""
+    run watches until the test has seen every frame and the loss (``watching``: a walk of
+    4000 frames had ended before the ttl at 320 frames/s)."""
     n = 1000
     setup = saxs_setup(n_frames=n)
     work = setup.root / "exp" / "work"
     c = Cluster(net, tmp_path)
     c.scheduler()
     c.worker("w1"), c.worker("w2")
-    args = run_args(setup, 2)
-    dog = c.saxsdog([*args[:-1], "-w", args[-1]], tmp_path / "dog.log")
     log_path = tmp_path / "dog.log"
+    dog = c.saxsdog(watching(setup), log_path)
     wait_until(lambda: chi_count(work) >= 100, 60, "frames before the loss", [dog])
     net["w1"].link(False)
     time.sleep(0.5)
     net["w1"].kill_all()
-    wait_until(lambda: event("w1", "left the cluster", log_path.read_text())
-               and chi_count(work) >= n, 120, "the loss and every frame", [dog])
-    for p in [psutil.Process(dog.pid), *psutil.Process(dog.pid).children(recursive=True)]:
-        p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C does
-    assert dog.wait(60) == 0, log_path.read_text()[-4000:]
-    log = log_path.read_text()
+    log = end_watching(dog, log_path, lambda text: event("w1", "left the cluster", text)
+                       and chi_count(work) >= n, "the loss and every frame")
     assert event("w1", "silent for", log), log[-3000:]
     assert "workers joined 0, left 1" in log and "Traceback" not in log, log[-4000:]
     counts = by_worker(log)
@@ -133,24 +145,25 @@ def test_a_worker_host_joining_later_gets_the_plugin_and_takes_work(net, saxs_se
 def test_a_partition_between_the_worker_hosts_and_the_scheduler(net, saxs_setup,
                                                                  tmp_path) -> None:
     """Both worker hosts lose the network for 5 s (less than the scheduler's 10 s ttl):
-    the driver says they are silent, then heard from again; the run completes. Enough
-    frames that the run goes on well after the partition (the results held back by it
-    arrive in a burst), so the driver polls the heartbeats again before it ends."""
+    the driver says they are silent, then heard from again; every frame is integrated
+    once. The run watches until the test has seen both (``watching``)."""
     n = 1500
     setup = saxs_setup(n_frames=n)
     work = setup.root / "exp" / "work"
     c = Cluster(net, tmp_path, ttl="10s")
     c.scheduler()
     c.worker("w1"), c.worker("w2")
-    dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log")
+    log_path = tmp_path / "dog.log"
+    dog = c.saxsdog(watching(setup), log_path)
     wait_until(lambda: chi_count(work) >= 100, 60, "frames before the partition", [dog])
     for w in ("w1", "w2"):
         net[w].link(False)
     time.sleep(5.0)
     for w in ("w1", "w2"):
         net[w].link(True)
-    assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
-    log = (tmp_path / "dog.log").read_text()
+    log = end_watching(dog, log_path, lambda text: chi_count(work) >= n and all(
+        event(w, "heard from again", text) for w in ("w1", "w2")),
+        "every frame and both hosts heard from again")
     for w in ("w1", "w2"):
         assert event(w, "silent for", log) and event(w, "heard from again", log), log[-3000:]
     assert "Traceback" not in log, log[-4000:]
@@ -264,15 +277,17 @@ def test_a_partition_between_the_driver_and_the_scheduler(saxs_setup, tmp_path) 
         c = Cluster(net, tmp_path, ttl="10s")
         c.scheduler()
         c.worker("w1"), c.worker("w2")
-        dog = c.saxsdog(run_args(setup, 2), tmp_path / "dog.log", host="d")
+        log_path = tmp_path / "dog.log"
+        dog = c.saxsdog(watching(setup), log_path, host="d")
         wait_until(lambda: chi_count(work) >= 100, 60, "frames before the partition", [dog])
         net["d"].link(False)
         time.sleep(5.0)
         net["d"].link(True)
-        assert dog.wait(120) == 0, (tmp_path / "dog.log").read_text()
+        log = end_watching(dog, log_path, lambda text: chi_count(work) >= n
+                           and "the scheduler answers again after" in text,
+                           "every frame and the scheduler answering again")
     finally:
         net.close()
-    log = (tmp_path / "dog.log").read_text()
     assert "the scheduler has not answered for" in log, log[-3000:]
     assert "the scheduler answers again after" in log and "Traceback" not in log, log[-4000:]
     check_exactly_once(setup, n)
