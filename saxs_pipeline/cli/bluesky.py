@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from saxs_pipeline.cli.saxsdog_options import EXIT_OK, Options, StartupError
+from saxs_pipeline.cli.saxsdog_options import (
+    EXIT_OK,
+    Options,
+    StartupError,
+    startup_calibration,
+)
 
 __all__ = ["run_bluesky"]
 
@@ -22,22 +27,13 @@ DEFAULT_CALIBRATION = Path("cal.json")
 
 def _default_calibration(opts: Options) -> tuple[Path | None, int]:
     """The calibration for runs whose start names none, and its Threads."""
-    from saxs_pipeline.config.calibration import load_calibration
-    from saxs_pipeline.config.calibschema import CalibrationError
-    from saxs_pipeline.ops.budget import check_budget
-
     if not opts.calibration.exists():
         if opts.calibration == DEFAULT_CALIBRATION:
             log.info("no %s: every run must name its calibration (saxs_calibration in its "
                      "start document)", DEFAULT_CALIBRATION)
             return None, 1
         raise StartupError(f"calibration {opts.calibration} does not exist")
-    try:
-        cal = load_calibration(opts.calibration)
-        check_budget(cal)
-    except CalibrationError as exc:
-        raise StartupError(f"bad calibration: {exc}") from None
-    return opts.calibration, max(1, cal.threads)
+    return opts.calibration, max(1, startup_calibration(opts.calibration).threads)
 
 
 def _check(opts: Options) -> tuple[tuple[str, str], ...]:

@@ -44,6 +44,7 @@ from saxs_pipeline.cli.saxsdog_options import (
     demo_parser,
     options_from,
     parse_args,
+    startup_calibration,
 )
 
 __all__ = ["Options", "build_parser", "main", "parse_args", "run"]
@@ -226,10 +227,6 @@ def _wait(opts: Options, queue: Any, link: Any) -> bool:
 
 def run(opts: Options) -> int:
     """Run saxsdog with parsed options; returns the exit status."""
-    from saxs_pipeline.config.calibration import load_calibration
-    from saxs_pipeline.config.calibschema import CalibrationError
-    from saxs_pipeline.ops.budget import check_budget
-
     if opts.bluesky:
         from saxs_pipeline.cli.bluesky import run_bluesky
 
@@ -246,12 +243,7 @@ def run(opts: Options) -> int:
     if not opts.directory.is_dir():
         what = "does not exist" if not opts.directory.exists() else "is not a directory"
         raise StartupError(f"image directory {opts.directory} {what}")
-    try:
-        cal = load_calibration(opts.calibration)
-        check_budget(cal)
-    except CalibrationError as exc:
-        raise StartupError(f"bad calibration: {exc}") from None
-    threads = opts.threads or max(1, cal.threads)
+    threads = opts.threads or max(1, startup_calibration(opts.calibration).threads)
     if opts.batch_size < 1 or threads < 1:
         raise StartupError("--batch-size and --threads must be at least 1")
     t0 = time.perf_counter()

@@ -8,13 +8,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from saxs_pipeline.pipeline.naming import DEFAULT_RELPATH
 from saxs_pipeline.stream.messages import DEFAULT_MAX_IMAGES
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_NO_SPACE", "EXIT_OK",
            "EXIT_SCHEDULER", "EXIT_STREAM", "EXIT_USAGE", "Options", "StartupError", "build_parser",
-           "demo_parser", "options_from", "parse_args"]
+           "demo_parser", "options_from", "parse_args", "startup_calibration"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEDULER, EXIT_LOST = 0, 1, 2, 3, 4
 EXIT_NO_SPACE = 5  # the output disk is full: the run stopped, --resume completes it
@@ -191,6 +192,21 @@ class StartupError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def startup_calibration(path: Path) -> Any:
+    """The calibration at ``path``, parsed and within the memory budget, or a
+    StartupError saying what is wrong with it (before any cluster starts)."""
+    from saxs_pipeline.config.calibration import load_calibration
+    from saxs_pipeline.config.calibschema import CalibrationError
+    from saxs_pipeline.ops.budget import check_budget
+
+    try:
+        cal = load_calibration(path)
+        check_budget(cal)
+    except CalibrationError as exc:
+        raise StartupError(f"bad calibration: {exc}") from None
+    return cal
 
 
 def _targets(paths: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
